@@ -1,0 +1,1 @@
+"""Chunked backup drivers for OpenStack Cinder."""

@@ -1,0 +1,194 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The few pieces of Cinder the drivers use, real or stood in for.
+
+When Cinder is importable (inside ``cinder-backup``) everything here is
+Cinder's own: the ``BackupDriver`` base class, the exception classes the
+backup manager knows how to handle, the backup status names and the
+progress notifier.  Without Cinder (the standalone tool, unit tests) a
+small stand-in with the same names and behaviour lets the package import
+and run.  Nothing else in the package imports Cinder directly.
+"""
+
+import abc
+
+try:  # pragma: no cover - which branch runs depends on the environment
+    from cinder.backup import driver as _cinder_driver
+    from cinder import exception as _cinder_exception
+    from cinder.objects import fields as _cinder_fields
+    HAVE_CINDER = True
+except ImportError:
+    HAVE_CINDER = False
+
+
+if HAVE_CINDER:
+    BackupDriver = _cinder_driver.BackupDriver
+    CinderException = _cinder_exception.CinderException
+    BackupDriverException = _cinder_exception.BackupDriverException
+    BackupRestoreCancel = _cinder_exception.BackupRestoreCancel
+    BackupOperationError = _cinder_exception.BackupOperationError
+    BackupMetadataUnsupportedVersion = (
+        _cinder_exception.BackupMetadataUnsupportedVersion)
+    InvalidBackup = _cinder_exception.InvalidBackup
+    InvalidVolume = _cinder_exception.InvalidVolume
+    InvalidConfigurationValue = _cinder_exception.InvalidConfigurationValue
+    ConfigNotFound = _cinder_exception.ConfigNotFound
+    NotFound = _cinder_exception.NotFound
+    BackupNotFound = _cinder_exception.BackupNotFound
+    BackupStatus = _cinder_fields.BackupStatus
+else:
+    class CinderException(Exception):
+        """Stand-in for Cinder's base exception: printf-style messages."""
+
+        message = 'An unknown exception occurred.'
+        code = 500
+
+        def __init__(self, message=None, **kwargs):
+            self.kwargs = dict(kwargs)
+            if not message:
+                try:
+                    message = self.message % kwargs
+                except (KeyError, TypeError, ValueError):
+                    message = self.message
+            self.msg = str(message)
+            super().__init__(self.msg)
+
+    class BackupDriverException(CinderException):
+        message = 'Backup driver reported an error: %(reason)s'
+
+    class BackupRestoreCancel(CinderException):
+        message = 'Canceled backup %(back_id)s restore on volume %(vol_id)s'
+
+    class Invalid(CinderException):
+        message = 'Unacceptable parameters.'
+        code = 400
+
+    class BackupOperationError(Invalid):
+        message = 'An error has occurred during backup operation'
+
+    class BackupMetadataUnsupportedVersion(BackupDriverException):
+        message = 'Unsupported backup metadata version requested'
+
+    class InvalidBackup(Invalid):
+        message = 'Invalid backup: %(reason)s'
+
+    class InvalidVolume(Invalid):
+        message = 'Invalid volume: %(reason)s'
+
+    class InvalidConfigurationValue(Invalid):
+        message = ('Value "%(value)s" is not valid for configuration '
+                   'option "%(option)s"')
+
+    class NotFound(CinderException):
+        message = 'Resource could not be found.'
+        code = 404
+
+    class ConfigNotFound(NotFound):
+        message = 'Could not find config at %(path)s'
+
+    class BackupNotFound(NotFound):
+        message = 'Backup %(backup_id)s could not be found.'
+
+    class BackupStatus(object):
+        """Backup status names, as Cinder's objects.fields spells them."""
+
+        ERROR = 'error'
+        ERROR_DELETING = 'error_deleting'
+        CREATING = 'creating'
+        AVAILABLE = 'available'
+        DELETING = 'deleting'
+        DELETED = 'deleted'
+        RESTORING = 'restoring'
+
+    class BackupDriver(object, metaclass=abc.ABCMeta):
+        """Stand-in for cinder.backup.driver.BackupDriver.
+
+        Volume metadata is handled by the environment the driver runs in
+        (see :mod:`cinder_chunked_ext.environment`).
+        """
+
+        def __init__(self, context):
+            self.context = context
+            self.support_force_delete = False
+
+        def get_metadata(self, volume_id):
+            return None
+
+        def put_metadata(self, volume_id, json_metadata):
+            return None
+
+        @abc.abstractmethod
+        def backup(self, backup, volume_file, backup_metadata=False):
+            """Start a backup of a specified volume."""
+
+        @abc.abstractmethod
+        def restore(self, backup, volume_id, volume_file, volume_is_new):
+            """Restore a saved backup."""
+
+        @abc.abstractmethod
+        def delete_backup(self, backup):
+            """Delete a saved backup."""
+
+        def export_record(self, backup):
+            return {}
+
+        def import_record(self, backup, driver_info):
+            return None
+
+        def check_for_setup_error(self):
+            return None
+
+
+def get_backup_by_id(context, backup_id):
+    """Load a backup record through Cinder's objects layer."""
+    if not HAVE_CINDER:
+        raise BackupNotFound(backup_id=backup_id)
+    from cinder import objects
+    return objects.Backup.get_by_id(context, backup_id)
+
+
+def notify_backup_progress(context, backup, usage_info):
+    """Send a ``backup.createprogress`` notification through Cinder."""
+    if not HAVE_CINDER:
+        return
+    from cinder.volume import volume_utils
+    volume_utils.notify_about_backup_usage(
+        context, backup, 'createprogress', extra_usage_info=usage_info)
+
+
+def root_helper():
+    """Cinder's root helper command line, or plain sudo without Cinder."""
+    if HAVE_CINDER:
+        from cinder import utils
+        return utils.get_root_helper()
+    return 'sudo'
+
+
+def same_as_upstream(opts, module_name, attr):
+    """Cinder's own option objects where it defines the same names.
+
+    oslo.config raises DuplicateOptError when two different option
+    objects are registered under one name.  Registering Cinder's objects
+    whenever Cinder is importable means our drivers and Cinder's can be
+    imported into one process in either order; without Cinder our own
+    definitions (same names and defaults) are used.
+    """
+    if not HAVE_CINDER:
+        return list(opts)
+    import importlib
+    try:
+        module = importlib.import_module(module_name)
+        theirs = {opt.dest: opt for opt in getattr(module, attr)}
+    except (ImportError, AttributeError):
+        return list(opts)
+    return [theirs.get(opt.dest, opt) for opt in opts]

@@ -1,0 +1,301 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Compression codecs by name, with upstream's aliases.
+
+The names are the ones ``backup_compression_algorithm`` accepts and the
+``compression`` field of the metadata records: ``none``/``off``/``no``
+store raw data, ``zlib``/``gzip`` a zlib stream, ``bz2``/``bzip2`` bzip2
+data and ``zstd`` one Zstandard frame.
+
+An object is encoded piece by piece so that it never has to be held in
+memory whole, and so that zlib and bzip2 pieces can be compressed on
+several cores at once while still producing what upstream's one-shot
+``zlib.decompress`` / ``bz2.decompress`` / ``zstd.decompress`` read:
+
+* zlib: each piece is raw deflate ending in a sync flush, joined after
+  one zlib header and closed by an empty final block and the Adler-32 of
+  the whole object, as pigz does;
+* bzip2: each piece is a complete bzip2 stream; concatenated streams are
+  one valid bzip2 file;
+* zstd: one frame with its content size (upstream's ``zstd`` module needs
+  it), written by zstandard's own multi-threaded compressor.
+
+Decoding is streaming too, with the output of each step bounded, so a
+small object that inflates to gigabytes of zeros never sits in memory.
+"""
+
+import bz2
+import functools
+import struct
+import zlib
+
+from cinder_chunked_ext import exception
+
+NONE_NAMES = ('none', 'off', 'no')
+ALGORITHMS = {
+    'none': None, 'off': None, 'no': None,
+    'zlib': 'zlib', 'gzip': 'zlib',
+    'bz2': 'bz2', 'bzip2': 'bz2',
+    'zstd': 'zstd',
+}
+# The choices of backup_compression_algorithm, with their help, in
+# upstream's order.
+CHOICES = [('none', 'Do not use compression'),
+           ('off', "Same as 'none'"),
+           ('no', "Same as 'none'"),
+           ('zlib', 'Use the Deflate compression algorithm'),
+           ('gzip', "Same as 'zlib'"),
+           ('bz2', 'Use Burrows-Wheeler transform compression'),
+           ('bzip2', "Same as 'bz2'"),
+           ('zstd', 'Use the Zstandard compression algorithm')]
+
+_ZLIB_HEADER = b'\x78\x9c'  # deflate, 32 KiB window, default level
+
+
+def family(name):
+    """Map a compression name to its codec family (None for raw).
+
+    :raises UnsupportedCompression: for names upstream does not know.
+    """
+    if not isinstance(name, str) or name.lower() not in ALGORITHMS:
+        raise exception.UnsupportedCompression(name=name)
+    return ALGORITHMS[name.lower()]
+
+
+def _zstandard():
+    try:
+        import zstandard
+    except ImportError:  # pragma: no cover - a dependency of the package
+        raise exception.UnsupportedCompression(name='zstd')
+    return zstandard
+
+
+@functools.lru_cache(maxsize=32)
+def _zlib_piece_zero(length):
+    return _zlib_piece(bytes(length))
+
+
+def _zlib_piece(data):
+    """Raw deflate of ``data`` ending in a sync flush (byte aligned)."""
+    comp = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    return comp.compress(data) + comp.flush(zlib.Z_SYNC_FLUSH)
+
+
+def zlib_piece(data, zero=False):
+    if zero:
+        return _zlib_piece_zero(len(data))
+    return _zlib_piece(data)
+
+
+@functools.lru_cache(maxsize=32)
+def _bz2_piece_zero(length):
+    return bz2.compress(bytes(length))
+
+
+def bz2_piece(data, zero=False):
+    if zero:
+        return _bz2_piece_zero(len(data))
+    return bz2.compress(data)
+
+
+# An empty final deflate block: ends a stream of sync-flushed pieces.
+_DEFLATE_END = b'\x03\x00'
+
+
+def parallel_piece_encoder(name):
+    """A pure ``f(data, zero) -> bytes`` for codecs that split, or None.
+
+    zlib and bzip2 pieces can be compressed independently (on several
+    workers) and joined by an :class:`ObjectEncoder`; zstd and raw cannot
+    or need not.
+    """
+    fam = family(name)
+    if fam == 'zlib':
+        return zlib_piece
+    if fam == 'bz2':
+        return bz2_piece
+    return None
+
+
+class ObjectEncoder(object):
+    """Joins one object's pieces into the stored form, in order.
+
+    ``start`` gives the bytes before the first piece, ``feed`` the bytes
+    for one piece (given the piece and, for splitting codecs, what
+    :func:`parallel_piece_encoder` made of it) and ``finish`` the bytes
+    after the last.
+    """
+
+    def start(self):
+        return b''
+
+    def feed(self, data, encoded):
+        return encoded
+
+    def finish(self):
+        return b''
+
+
+class ZlibObjectEncoder(ObjectEncoder):
+    def __init__(self):
+        self._adler = 1
+
+    def start(self):
+        return _ZLIB_HEADER
+
+    def feed(self, data, encoded):
+        self._adler = zlib.adler32(data, self._adler)
+        return encoded
+
+    def finish(self):
+        return _DEFLATE_END + struct.pack('>I', self._adler & 0xffffffff)
+
+
+class ZstdObjectEncoder(ObjectEncoder):
+    """One frame through zstandard's own worker threads, fed in order."""
+
+    def __init__(self, size, threads):
+        # Upstream's ``zstd.decompress`` needs the content size in the
+        # frame header, so the object's length must be known up front.
+        zstandard = _zstandard()
+        compressor = zstandard.ZstdCompressor(
+            level=3, threads=threads if threads > 1 else 0,
+            write_content_size=True)
+        self._stream = compressor.compressobj(size=size)
+
+    def feed(self, data, encoded):
+        return self._stream.compress(data)
+
+    def finish(self):
+        return self._stream.flush()
+
+
+def new_object_encoder(name, size, threads=1):
+    """An encoder for one object of ``size`` bytes, or None for raw."""
+    fam = family(name)
+    if fam is None:
+        return None
+    if fam == 'zlib':
+        return ZlibObjectEncoder()
+    if fam == 'bz2':
+        return ObjectEncoder()
+    return ZstdObjectEncoder(size, threads)
+
+
+def compress(name, data):
+    """Compress ``data`` in one go (small documents and tests)."""
+    encoder = new_object_encoder(name, len(data))
+    if encoder is None:
+        return bytes(data)
+    piece = parallel_piece_encoder(name)
+    encoded = piece(data) if piece else None
+    return b''.join([encoder.start(), encoder.feed(data, encoded),
+                     encoder.finish()])
+
+
+class _ZlibReader(object):
+    """``read(n)`` over a zlib stream, at most ``n`` bytes at a time."""
+
+    def __init__(self, source, source_block):
+        self._source = source
+        self._block = source_block
+        self._dec = zlib.decompressobj()
+        self._source_done = False
+
+    def read(self, n):
+        while not self._dec.eof:
+            data = self._dec.unconsumed_tail
+            if not data:
+                if self._source_done:
+                    break
+                data = self._source.read(self._block)
+                if not data:
+                    self._source_done = True
+                    break
+            try:
+                out = self._dec.decompress(data, n)
+            except zlib.error as e:
+                raise ValueError('zlib: %s' % e)
+            if out:
+                return out
+        # End of stream, or a truncated one: the caller checks the length.
+        return b''
+
+
+class _Bz2Reader(object):
+    """``read(n)`` over one or more concatenated bzip2 streams."""
+
+    def __init__(self, source, source_block):
+        self._source = source
+        self._block = source_block
+        self._dec = bz2.BZ2Decompressor()
+        self._input = b''
+        self._source_done = False
+
+    def _more(self):
+        if self._source_done:
+            return b''
+        data = self._source.read(self._block)
+        if not data:
+            self._source_done = True
+        return data
+
+    def read(self, n):
+        while True:
+            if self._dec.eof:
+                rest = self._dec.unused_data + self._input or self._more()
+                if not rest:
+                    return b''
+                self._dec = bz2.BZ2Decompressor()
+                self._input = rest
+            if self._dec.needs_input and not self._input:
+                self._input = self._more()
+                if not self._input:
+                    return b''
+            try:
+                out = self._dec.decompress(self._input, n)
+            except (OSError, EOFError) as e:
+                raise ValueError('bz2: %s' % e)
+            self._input = b''
+            if out:
+                return out
+
+
+class _ZstdReader(object):
+    def __init__(self, source, source_block):
+        zstandard = _zstandard()
+        self._reader = zstandard.ZstdDecompressor().stream_reader(
+            source, read_size=source_block, read_across_frames=True)
+        self._error = zstandard.ZstdError
+
+    def read(self, n):
+        try:
+            return self._reader.read(n)
+        except self._error as e:
+            raise ValueError('zstd: %s' % e)
+
+
+def open_decoding_reader(name, source, source_block=1024 * 1024):
+    """Wrap ``source`` (an object with ``read(n)``) so reads decompress.
+
+    Decoding errors raise ValueError; the caller names the object.  A
+    truncated stream reads short without error; callers check the length.
+    """
+    fam = family(name)
+    if fam is None:
+        return source
+    if fam == 'zlib':
+        return _ZlibReader(source, source_block)
+    if fam == 'bz2':
+        return _Bz2Reader(source, source_block)
+    return _ZstdReader(source, source_block)

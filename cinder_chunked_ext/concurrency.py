@@ -1,0 +1,160 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Running blocking work off the caller's thread, in either service mode.
+
+``cinder-backup`` runs either under eventlet (monkey-patched, green
+threads) or, since Cinder 29, with native threads.  Hashing, compression
+and object I/O hold a CPU or block for a long time, so:
+
+* under eventlet they run in eventlet's native thread pool (``tpool``), and
+  the green thread that waits for them lets the rest of the service run;
+* with native threads they run in a plain ``ThreadPoolExecutor``.
+
+Work submitted here must be plain functions over bytes: no logging, no
+green locks (eventlet bug 432), no waiting on each other.  All ordering
+and synchronisation happens in the calling thread, which waits on the
+returned futures.
+"""
+
+import collections
+import concurrent.futures
+import os
+import sys
+import time
+
+
+def eventlet_active():
+    """True when eventlet has monkey-patched the thread module."""
+    if 'eventlet' not in sys.modules:
+        return False
+    from eventlet import patcher
+    return bool(patcher.is_monkey_patched('thread'))
+
+
+def default_workers():
+    """The number of CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def execute(func, *args, **kwargs):
+    """Call ``func`` on a native thread when under eventlet, else inline."""
+    if eventlet_active():
+        from eventlet import tpool
+        return tpool.execute(func, *args, **kwargs)
+    return func(*args, **kwargs)
+
+
+def tpool_wrap(obj):
+    """Proxy ``obj`` through eventlet's tpool when eventlet is active."""
+    if eventlet_active():
+        from eventlet import tpool
+        return tpool.Proxy(obj)
+    return obj
+
+
+def cooperative_yield():
+    """Let other green threads run (a no-op with native threads)."""
+    if eventlet_active():
+        time.sleep(0)
+
+
+class _GreenFuture(object):
+    """A future for work run in eventlet's tpool from a green thread."""
+
+    def __init__(self, pool, func, args, kwargs):
+        from eventlet import tpool
+        self._thread = pool.spawn(tpool.execute, func, *args, **kwargs)
+
+    def result(self):
+        return self._thread.wait()
+
+
+class WorkerPool(object):
+    """A pool of native workers, usable from green or native threads.
+
+    ``submit`` returns an object with a blocking ``result()``.
+    """
+
+    def __init__(self, workers=None):
+        self.workers = workers or default_workers()
+        self._green = eventlet_active()
+        if self._green:
+            import eventlet
+            self._pool = eventlet.GreenPool(self.workers)
+        else:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.workers,
+                thread_name_prefix='chunked-backup')
+
+    def submit(self, func, *args, **kwargs):
+        if self._green:
+            return _GreenFuture(self._pool, func, args, kwargs)
+        return self._pool.submit(func, *args, **kwargs)
+
+    def shutdown(self):
+        if self._green:
+            self._pool.waitall()
+        else:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+        return False
+
+
+class OrderedWindow(object):
+    """Futures taken back in submission order, at most ``depth`` pending.
+
+    This is the back-pressure of every pipeline: the caller submits work
+    and, once ``depth`` results are pending, has to consume the oldest
+    before submitting more, so memory in flight stays bounded.
+    """
+
+    def __init__(self, pool, depth):
+        self._pool = pool
+        self._depth = max(1, depth)
+        self._pending = collections.deque()
+
+    def __len__(self):
+        return len(self._pending)
+
+    @property
+    def full(self):
+        return len(self._pending) >= self._depth
+
+    def submit(self, tag, func, *args, **kwargs):
+        self._pending.append((tag, self._pool.submit(func, *args, **kwargs)))
+
+    def pop(self):
+        """Wait for the oldest result; return ``(tag, result)``."""
+        tag, future = self._pending.popleft()
+        return tag, future.result()
+
+    def drain(self):
+        """Wait for every pending future, ignoring their results.
+
+        Used on the error path, so that no worker still touches a buffer
+        or a writer after the caller has given up on them.
+        """
+        while self._pending:
+            _tag, future = self._pending.popleft()
+            try:
+                future.result()
+            except Exception:  # noqa: S110 - the caller already failed
+                pass

@@ -1,0 +1,106 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Backups as files in a directory: a drop-in for Cinder's POSIX driver.
+
+``cinder.conf``::
+
+    [DEFAULT]
+    backup_driver = cinder_chunked_ext.drivers.posix.PosixBackupDriver
+    backup_posix_path = /var/lib/cinder/backup
+"""
+
+import os
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from cinder_chunked_ext import chunked
+from cinder_chunked_ext import cinder_compat
+from cinder_chunked_ext.drivers import base
+from cinder_chunked_ext import exception
+from cinder_chunked_ext.store import posix as posix_store
+
+LOG = logging.getLogger(__name__)
+
+SHA_SIZE = 32768
+# A multiple of SHA_SIZE, close to a common file system's largest file.
+BACKUP_FILE_SIZE = 61035 * 32768
+
+posixbackup_service_opts = [
+    cfg.IntOpt('backup_file_size',
+               default=BACKUP_FILE_SIZE,
+               help='The largest size, in bytes, of the files that hold a '
+                    'backup; a larger volume is split over several files. '
+                    'Must be a multiple of backup_sha_block_size_bytes.'),
+    cfg.IntOpt('backup_sha_block_size_bytes',
+               default=SHA_SIZE,
+               help='The size, in bytes, of the blocks whose changes '
+                    'incremental backups track.'),
+    cfg.BoolOpt('backup_enable_progress_timer',
+                default=True,
+                help='Send periodic progress notifications while a volume '
+                     'is backed up.'),
+    cfg.StrOpt('backup_posix_path',
+               default='$state_path/backup',
+               help='Path of the directory where backups are stored.'),
+    cfg.StrOpt('backup_container',
+               help='Directory, relative to backup_posix_path, to use for '
+                    'backups instead of one per backup.'),
+]
+
+CONF = cfg.CONF
+CONF.register_opts(cinder_compat.same_as_upstream(
+    posixbackup_service_opts, 'cinder.backup.drivers.posix',
+    'posixbackup_service_opts'))
+
+
+class PosixBackupDriver(base.StoreBackedDriver):
+    """Backup, restore and delete using a POSIX file system."""
+
+    def __init__(self, context, backup_path=None):
+        backup_path = backup_path or CONF.backup_posix_path
+        if not backup_path:
+            raise exception.ConfigNotFound(path='backup_path')
+        self.backup_path = backup_path
+        super().__init__(
+            context,
+            posix_store.PosixStore(backup_path),
+            CONF.backup_file_size,
+            CONF.backup_sha_block_size_bytes,
+            CONF.backup_container,
+            CONF.backup_enable_progress_timer,
+        )
+        LOG.debug('Using backup repository: %s', self.backup_path)
+
+    @staticmethod
+    def get_driver_options():
+        return posixbackup_service_opts
+
+    def update_container_name(self, backup, container):
+        if container is not None:
+            return container
+        backup_id = backup['id']
+        return os.path.join(backup_id[0:2], backup_id[2:4], backup_id)
+
+    def validate_container(self, container):
+        if container is not None:
+            self.store.container_path(container)
+
+    def _generate_object_name_prefix(self, backup):
+        prefix = 'volume_%s_%s_backup_%s' % (
+            backup.volume_id, chunked.utcnow_stamp(), backup.id)
+        LOG.debug('_generate_object_name_prefix: %s', prefix)
+        return prefix
+
+    def get_extra_metadata(self, backup, volume):
+        return None

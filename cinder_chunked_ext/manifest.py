@@ -1,0 +1,262 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The two JSON documents of a backup, format 1.0.0.
+
+``<prefix>_metadata`` lists the data objects; ``<prefix>_sha256file``
+holds the SHA-256 of every hash block of the volume.  Both are written as
+upstream writes them (``json.dumps(doc, sort_keys=True, indent=2)`` in
+UTF-8) and parsed strictly: anything that does not have the shape of the
+format raises :class:`~cinder_chunked_ext.exception.CorruptBackup`
+naming the backup and the document, and never another exception.
+"""
+
+import dataclasses
+import json
+import re
+import typing
+
+from cinder_chunked_ext import compression
+from cinder_chunked_ext import exception
+
+FORMAT_VERSION = '1.0.0'
+SUPPORTED_VERSIONS = (FORMAT_VERSION,)
+
+_MD5_RE = re.compile(r'^[0-9a-f]{32}$')
+_SHA256_RE = re.compile(r'^[0-9a-f]{64}$')
+_UNSET = object()
+
+
+def metadata_name(prefix):
+    return '%s_metadata' % prefix
+
+
+def sha256file_name(prefix):
+    return '%s_sha256file' % prefix
+
+
+def object_name(prefix, number):
+    return '%s-%05d' % (prefix, number)
+
+
+def object_number(prefix, name):
+    """The number of data object ``name`` of ``prefix``, or None."""
+    head = prefix + '-'
+    if not name.startswith(head):
+        return None
+    tail = name[len(head):]
+    if len(tail) < 5 or not tail.isdigit() or not tail.isascii():
+        return None
+    return int(tail)
+
+
+def _dump(doc):
+    return json.dumps(doc, sort_keys=True, indent=2).encode('utf-8')
+
+
+def _load(raw, backup_id, what):
+    try:
+        doc = json.loads(bytes(raw).decode('utf-8'))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise exception.CorruptBackup(
+            backup_id=backup_id, reason='%s is not valid JSON (%s)' % (what, e))
+    if not isinstance(doc, dict):
+        raise exception.CorruptBackup(
+            backup_id=backup_id, reason='%s is not a JSON object' % what)
+    return doc
+
+
+class _Checker(object):
+    """Field checks that name the document and the field on failure."""
+
+    def __init__(self, doc, backup_id, what):
+        self.doc = doc
+        self.backup_id = backup_id
+        self.what = what
+
+    def fail(self, reason):
+        raise exception.CorruptBackup(
+            backup_id=self.backup_id, reason='%s: %s' % (self.what, reason))
+
+    def field(self, key, types, optional=False, default=None):
+        if key not in self.doc:
+            if optional:
+                return default
+            self.fail('missing field %r' % key)
+        value = self.doc[key]
+        if not _is(value, types):
+            self.fail('field %r has the wrong type' % key)
+        return value
+
+
+def _is(value, types):
+    if isinstance(value, bool) and bool not in types:
+        return False
+    return isinstance(value, types)
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectRecord:
+    """One data object: where its data goes and how it is stored."""
+
+    name: str
+    offset: int
+    length: int
+    compression: str
+    md5: str
+
+    @property
+    def end(self):
+        return self.offset + self.length
+
+    def to_json_entry(self):
+        return {self.name: {'offset': self.offset, 'length': self.length,
+                            'compression': self.compression,
+                            'md5': self.md5}}
+
+
+@dataclasses.dataclass
+class BackupMetadata:
+    """The ``_metadata`` document."""
+
+    backup_id: str
+    volume_id: str
+    backup_name: typing.Optional[str]
+    backup_description: typing.Optional[str]
+    created_at: str
+    parent_id: typing.Optional[str]
+    objects: typing.List[ObjectRecord] = dataclasses.field(
+        default_factory=list)
+    volume_meta: typing.Optional[str] = None
+    extra_metadata: typing.Any = None
+    version: str = FORMAT_VERSION
+
+    def to_json(self):
+        doc = {
+            'version': self.version,
+            'backup_id': self.backup_id,
+            'volume_id': self.volume_id,
+            'backup_name': self.backup_name,
+            'backup_description': self.backup_description,
+            'created_at': self.created_at,
+            'objects': [o.to_json_entry() for o in self.objects],
+            'parent_id': self.parent_id,
+            'volume_meta': self.volume_meta,
+        }
+        if self.extra_metadata:
+            doc['extra_metadata'] = self.extra_metadata
+        return _dump(doc)
+
+    @classmethod
+    def from_json(cls, raw, backup_id='?'):
+        """Parse a ``_metadata`` document; ``backup_id`` names errors."""
+        doc = _load(raw, backup_id, 'metadata')
+        chk = _Checker(doc, backup_id, 'metadata')
+        version = chk.field('version', (str,))
+        if version not in SUPPORTED_VERSIONS:
+            raise exception.UnsupportedBackupVersion(
+                version=version, backup_id=backup_id)
+        raw_objects = chk.field('objects', (list,))
+        objects = [_parse_object(chk, entry) for entry in raw_objects]
+        str_or_none = (str, type(None))
+        return cls(
+            version=version,
+            backup_id=chk.field('backup_id', (str,)),
+            volume_id=chk.field('volume_id', (str,)),
+            backup_name=chk.field('backup_name', str_or_none, True),
+            backup_description=chk.field('backup_description',
+                                         str_or_none, True),
+            created_at=chk.field('created_at', (str,), True, ''),
+            parent_id=chk.field('parent_id', str_or_none, True),
+            volume_meta=chk.field('volume_meta', str_or_none, True),
+            extra_metadata=doc.get('extra_metadata'),
+            objects=objects,
+        )
+
+
+def _parse_object(chk, entry):
+    if not isinstance(entry, dict) or len(entry) != 1:
+        chk.fail('an object entry is not a one-key object')
+    name, body = next(iter(entry.items()))
+    if not isinstance(body, dict):
+        chk.fail('object %r has no fields' % name)
+    ochk = _Checker(body, chk.backup_id, 'metadata of object %r' % name)
+    offset = ochk.field('offset', (int,))
+    length = ochk.field('length', (int,))
+    algo = ochk.field('compression', (str,))
+    md5 = ochk.field('md5', (str,))
+    if offset < 0:
+        ochk.fail('negative offset %d' % offset)
+    if length <= 0:
+        ochk.fail('length %d is not positive' % length)
+    try:
+        compression.family(algo)
+    except exception.UnsupportedCompression:
+        ochk.fail('unsupported compression %r' % algo)
+    if not _MD5_RE.match(md5):
+        ochk.fail('md5 %r is not an MD5 hex digest' % md5)
+    return ObjectRecord(name=name, offset=offset, length=length,
+                        compression=algo, md5=md5)
+
+
+@dataclasses.dataclass
+class Sha256File:
+    """The ``_sha256file`` document."""
+
+    backup_id: str
+    volume_id: str
+    backup_name: typing.Optional[str]
+    backup_description: typing.Optional[str]
+    created_at: str
+    chunk_size: int
+    sha256s: typing.List[str] = dataclasses.field(default_factory=list)
+    version: str = FORMAT_VERSION
+
+    def to_json(self):
+        return _dump({
+            'version': self.version,
+            'backup_id': self.backup_id,
+            'volume_id': self.volume_id,
+            'backup_name': self.backup_name,
+            'backup_description': self.backup_description,
+            'created_at': self.created_at,
+            'chunk_size': self.chunk_size,
+            'sha256s': self.sha256s,
+        })
+
+    @classmethod
+    def from_json(cls, raw, backup_id='?'):
+        doc = _load(raw, backup_id, 'sha256file')
+        chk = _Checker(doc, backup_id, 'sha256file')
+        version = chk.field('version', (str,))
+        if version not in SUPPORTED_VERSIONS:
+            raise exception.UnsupportedBackupVersion(
+                version=version, backup_id=backup_id)
+        chunk_size = chk.field('chunk_size', (int,))
+        if chunk_size <= 0:
+            chk.fail('chunk_size %d is not positive' % chunk_size)
+        sha256s = chk.field('sha256s', (list,))
+        for sha in sha256s:
+            if not isinstance(sha, str) or not _SHA256_RE.match(sha):
+                chk.fail('an entry of sha256s is not a SHA-256 hex digest')
+        str_or_none = (str, type(None))
+        return cls(
+            version=version,
+            backup_id=chk.field('backup_id', (str,)),
+            volume_id=chk.field('volume_id', (str,)),
+            backup_name=chk.field('backup_name', str_or_none, True),
+            backup_description=chk.field('backup_description',
+                                         str_or_none, True),
+            created_at=chk.field('created_at', (str,), True, ''),
+            chunk_size=chunk_size,
+            sha256s=sha256s,
+        )

@@ -1,0 +1,104 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The pure, per-piece stages of the data path.
+
+A volume is read in *pieces* (a few MiB, a whole number of hash blocks,
+never crossing a chunk boundary).  Each piece is analysed on a worker:
+zero test, SHA-256 of every hash block, comparison with the parent
+backup's hashes, and compression of the changed segments.  These
+functions touch nothing but their arguments, so any number of them can
+run at once on native threads; ordering happens in the engine.
+"""
+
+import dataclasses
+import functools
+import hashlib
+import typing
+
+
+@functools.lru_cache(maxsize=8)
+def zeros(length):
+    """A shared all-zero bytes object of ``length``."""
+    return bytes(length)
+
+
+@functools.lru_cache(maxsize=64)
+def zero_sha256(length):
+    return hashlib.sha256(zeros(length)).hexdigest()
+
+
+def is_zero(data):
+    """True when ``data`` is all zero bytes (memcmp speed)."""
+    return data == zeros(len(data))
+
+
+def block_hashes(data, block_size, zero=False):
+    """Hex SHA-256 of each ``block_size`` block of ``data``."""
+    length = len(data)
+    if zero:
+        full, rest = divmod(length, block_size)
+        hashes = [zero_sha256(block_size)] * full
+        if rest:
+            hashes.append(zero_sha256(rest))
+        return hashes
+    view = memoryview(data)
+    return [hashlib.sha256(view[off:off + block_size]).hexdigest()
+            for off in range(0, length, block_size)]
+
+
+@dataclasses.dataclass
+class PieceResult:
+    """What a worker learned about one piece of an object."""
+
+    data: bytes
+    zero: bool
+    hashes: typing.Optional[typing.List[str]]   # None when not asked for
+    encoded: typing.Optional[bytes]   # None: raw, or encoded in order
+
+
+def analyse_piece(data, block_size, piece_encoder, want_hashes):
+    """Zero-test, hash and compress one piece (a worker's job)."""
+    zero = is_zero(data)
+    hashes = block_hashes(data, block_size, zero) if want_hashes else None
+    encoded = piece_encoder(data, zero) if piece_encoder else None
+    return PieceResult(data, zero, hashes, encoded)
+
+
+def hash_piece(data, block_size):
+    """Only the block hashes of a piece (incremental backups' first pass)."""
+    return block_hashes(data, block_size, is_zero(data))
+
+
+def changed_extents(hashes, parent_hashes, first_block, base_offset,
+                    block_size, limit):
+    """``[(offset, length), ...]`` of the runs of changed blocks.
+
+    ``hashes`` are the blocks of one chunk starting at block index
+    ``first_block`` (absolute offset ``base_offset``); a block the parent
+    does not have counts as changed.  ``limit`` is the chunk's length.
+    """
+    extents = []
+    start = None
+    for idx, sha in enumerate(hashes):
+        pidx = first_block + idx
+        same = pidx < len(parent_hashes) and parent_hashes[pidx] == sha
+        if not same and start is None:
+            start = idx
+        elif same and start is not None:
+            extents.append((start, idx))
+            start = None
+    if start is not None:
+        extents.append((start, len(hashes)))
+    return [(base_offset + a * block_size,
+             min(b * block_size, limit) - a * block_size)
+            for a, b in extents]

@@ -1,0 +1,155 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The object store interface every backend implements.
+
+A store knows containers and named objects in them, nothing about backups:
+the object-name layout belongs to the engine and the drivers.  It is
+deliberately small (restic's save/load/list/remove/stat):
+
+* ``put_container``: make a container exist (or refuse when creation is
+  disabled and it does not);
+* ``list_objects``: names in a container starting with a prefix;
+* ``open_writer``: an :class:`ObjectWriter`, which makes the object
+  visible under its name only when ``commit`` is called, and never when
+  the ``with`` block around it raised;
+* ``open_reader``: an :class:`ObjectReader` with ``read(n)``;
+* ``delete_object``: remove an object; a missing one is not an error;
+* ``object_size``: the stored size, or :class:`ObjectNotFound`.
+
+Errors are classified: :class:`ObjectNotFound`,
+:class:`PermanentStoreError`, :class:`TransientStoreError` (see
+:mod:`cinder_chunked_ext.exception`).  Writers and readers must not log:
+they run on native threads under eventlet (eventlet bug 432).
+"""
+
+import abc
+
+from cinder_chunked_ext import exception  # noqa: F401 - documented above
+
+
+class ObjectWriter(object, metaclass=abc.ABCMeta):
+    """Receives one object's bytes; publishes them only on ``commit``."""
+
+    def __init__(self):
+        self._state = 'open'
+
+    @abc.abstractmethod
+    def _write(self, data):
+        """Store ``data`` after what was written before."""
+
+    @abc.abstractmethod
+    def _commit(self):
+        """Make the object durable and visible under its name."""
+
+    @abc.abstractmethod
+    def _abort(self):
+        """Drop everything written; leave no object and no leftovers."""
+
+    def write(self, data):
+        if self._state != 'open':
+            raise ValueError('write to a %s object writer' % self._state)
+        if data:
+            self._write(data)
+
+    def commit(self):
+        if self._state != 'open':
+            raise ValueError('commit of a %s object writer' % self._state)
+        self._state = 'committing'
+        try:
+            self._commit()
+        except BaseException:
+            self._state = 'failed'
+            self._abort()
+            raise
+        self._state = 'committed'
+
+    def abort(self):
+        if self._state in ('open', 'committing', 'failed'):
+            self._state = 'aborted'
+            self._abort()
+
+    def close(self):
+        """Commit, as a file's ``close`` would (upstream's writers)."""
+        if self._state == 'open':
+            self.commit()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False
+
+
+class ObjectReader(object, metaclass=abc.ABCMeta):
+    """Streams one stored object."""
+
+    @abc.abstractmethod
+    def read(self, size=-1):
+        """Up to ``size`` bytes (all that is left when negative)."""
+
+    def close(self):
+        return None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+class ObjectStore(object, metaclass=abc.ABCMeta):
+    """A place that holds named objects in containers."""
+
+    #: How many objects the engine may commit at once on this store.
+    max_concurrent_writes = 1
+
+    @abc.abstractmethod
+    def put_container(self, container, create=True):
+        """Ensure ``container`` exists.
+
+        :param create: when False, a missing container is an error
+            (``backup_create_containers = False``).
+        """
+
+    @abc.abstractmethod
+    def list_objects(self, container, prefix):
+        """Names of the objects in ``container`` starting with ``prefix``."""
+
+    @abc.abstractmethod
+    def open_writer(self, container, name, extra_metadata=None):
+        """An :class:`ObjectWriter` for ``container``/``name``."""
+
+    @abc.abstractmethod
+    def open_reader(self, container, name, extra_metadata=None):
+        """An :class:`ObjectReader`; raises ObjectNotFound when missing."""
+
+    @abc.abstractmethod
+    def delete_object(self, container, name):
+        """Remove an object; succeeds when it does not exist."""
+
+    @abc.abstractmethod
+    def object_size(self, container, name):
+        """The stored size in bytes; raises ObjectNotFound when missing."""
+
+    def check(self):
+        """Verify the store is usable; raise a clear error if not."""
+        return None
+
+    def describe(self):
+        """A short, secret-free description for logs."""
+        return type(self).__name__

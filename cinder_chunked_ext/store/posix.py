@@ -1,0 +1,277 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Objects as files under one repository directory.
+
+A container is a relative directory path below the repository root and
+an object is a file in it, as upstream's POSIX driver lays them out.
+Unlike upstream, every path is confined to the root: absolute container
+names, ``..``, NUL bytes, over-long names and symbolic links that lead
+out of the root are refused before anything is created or read.  Objects
+are written to a temporary file, fsynced, renamed into place and the
+directory fsynced, so a crash never leaves a partial object under its
+final name.
+"""
+
+import errno
+import os
+import stat
+import uuid
+
+from cinder_chunked_ext import exception
+from cinder_chunked_ext.store import base
+
+DIR_MODE = stat.S_IRWXU | stat.S_IRWXG                      # 0770
+FILE_MODE = (stat.S_IRUSR | stat.S_IWUSR |
+             stat.S_IRGRP | stat.S_IWGRP)                   # 0660
+TEMP_MARK = '.tmp-'
+NAME_MAX = 255
+
+_PERMANENT_ERRNOS = frozenset([
+    errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT,
+    errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EFBIG,
+    errno.ELOOP])
+
+
+def classify_os_error(err, what):
+    """Turn an OSError into the store error an operator can act on."""
+    reason = '%s: %s' % (what, os.strerror(err.errno) if err.errno
+                         else err)
+    if err.errno == errno.ENOENT:
+        return exception.ObjectNotFound(reason=reason)
+    if err.errno in _PERMANENT_ERRNOS:
+        return exception.PermanentStoreError(reason=reason)
+    return exception.StoreError(reason=reason)
+
+
+def _check_component(part, whole):
+    if part in ('', '.', '..'):
+        raise exception.UnsafePath(
+            path=whole, reason='empty, "." or ".." path component')
+    if '\x00' in part:
+        raise exception.UnsafePath(path=whole, reason='NUL byte')
+    if len(os.fsencode(part)) > NAME_MAX:
+        raise exception.UnsafePath(
+            path=whole, reason='a component is longer than %d bytes'
+                               % NAME_MAX)
+
+
+def check_container_name(container):
+    """Refuse container names that are not plain relative paths."""
+    if not isinstance(container, str) or not container:
+        raise exception.UnsafePath(path=container, reason='empty container')
+    if container.startswith('/'):
+        raise exception.UnsafePath(
+            path=container, reason='absolute paths are not allowed')
+    for part in container.split('/'):
+        _check_component(part, container)
+
+
+def check_object_name(name):
+    """Refuse object names that are not one plain path component."""
+    if not isinstance(name, str) or '/' in name:
+        raise exception.UnsafePath(
+            path=name, reason='object names cannot contain "/"')
+    _check_component(name, name)
+    if name.startswith(TEMP_MARK) or name.startswith('.'):
+        raise exception.UnsafePath(
+            path=name, reason='object names cannot start with "."')
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _AtomicFileWriter(base.ObjectWriter):
+    """Writes ``.tmp-<uuid>-<name>``; commit renames it to ``<name>``."""
+
+    def __init__(self, directory, name):
+        super().__init__()
+        self._final = os.path.join(directory, name)
+        self._dir = directory
+        self._temp = os.path.join(
+            directory, '%s%s-%s' % (TEMP_MARK, uuid.uuid4().hex[:12], name))
+        if len(os.fsencode(os.path.basename(self._temp))) > NAME_MAX:
+            self._temp = os.path.join(
+                directory, TEMP_MARK + uuid.uuid4().hex)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        try:
+            fd = os.open(self._temp, flags, FILE_MODE)
+        except OSError as e:
+            raise classify_os_error(e, 'cannot create %s' % self._final)
+        try:
+            os.fchmod(fd, FILE_MODE)
+        except OSError:
+            pass
+        self._file = os.fdopen(fd, 'wb')
+
+    def _write(self, data):
+        try:
+            self._file.write(data)
+        except OSError as e:
+            raise classify_os_error(e, 'cannot write %s' % self._final)
+
+    def _commit(self):
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.rename(self._temp, self._final)
+            _fsync_dir(self._dir)
+        except OSError as e:
+            raise classify_os_error(e, 'cannot commit %s' % self._final)
+
+    def _abort(self):
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self._temp)
+        except OSError:
+            pass
+
+
+class _FileReader(base.ObjectReader):
+    def __init__(self, path):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as e:
+            raise classify_os_error(e, 'cannot open %s' % path)
+        self._path = path
+        self._file = os.fdopen(fd, 'rb')
+
+    def read(self, size=-1):
+        try:
+            return self._file.read(size)
+        except OSError as e:
+            raise classify_os_error(e, 'cannot read %s' % self._path)
+
+    def close(self):
+        self._file.close()
+
+
+class PosixStore(base.ObjectStore):
+    """Objects as files below ``root``."""
+
+    max_concurrent_writes = 2
+
+    def __init__(self, root):
+        if not root:
+            raise exception.ConfigNotFound(path='backup_posix_path')
+        self.root = os.path.abspath(root)
+
+    def describe(self):
+        return 'POSIX repository %s' % self.root
+
+    def _real_root(self):
+        return os.path.realpath(self.root)
+
+    def _inside(self, path):
+        real_root = self._real_root()
+        real = os.path.realpath(path)
+        return real == real_root or real.startswith(real_root + os.sep)
+
+    def container_path(self, container):
+        """The directory of ``container``, proven to be inside the root."""
+        check_container_name(container)
+        path = os.path.join(self.root, container)
+        if not self._inside(path):
+            raise exception.UnsafePath(
+                path=container,
+                reason='it resolves outside the backup repository')
+        return path
+
+    def _object_path(self, container, name):
+        check_object_name(name)
+        return os.path.join(self.container_path(container), name)
+
+    def put_container(self, container, create=True):
+        path = self.container_path(container)
+        if os.path.isdir(path):
+            return
+        if not create:
+            raise exception.ObjectNotFound(
+                reason='backup directory %s does not exist and '
+                       'backup_create_containers is False' % container)
+        self._make_dirs(container)
+
+    def _make_dirs(self, container):
+        if not os.path.isdir(self.root):
+            try:
+                os.makedirs(self.root)
+            except FileExistsError:
+                pass
+            except OSError as e:
+                raise classify_os_error(e, 'cannot create %s' % self.root)
+        current = self.root
+        for part in container.split('/'):
+            current = os.path.join(current, part)
+            try:
+                os.mkdir(current, DIR_MODE)
+                os.chmod(current, DIR_MODE)
+            except FileExistsError:
+                pass
+            except OSError as e:
+                raise classify_os_error(e, 'cannot create %s' % current)
+            # A link planted while we walked must not lead us out.
+            if not self._inside(current):
+                raise exception.UnsafePath(
+                    path=container,
+                    reason='it resolves outside the backup repository')
+
+    def list_objects(self, container, prefix):
+        path = self.container_path(container)
+        try:
+            names = os.listdir(path)
+        except OSError as e:
+            raise classify_os_error(e, 'cannot list %s' % container)
+        return sorted(n for n in names
+                      if n.startswith(prefix) and not n.startswith('.'))
+
+    def open_writer(self, container, name, extra_metadata=None):
+        path = self._object_path(container, name)
+        return _AtomicFileWriter(os.path.dirname(path), name)
+
+    def open_reader(self, container, name, extra_metadata=None):
+        return _FileReader(self._object_path(container, name))
+
+    def delete_object(self, container, name):
+        path = self._object_path(container, name)
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise classify_os_error(e, 'cannot delete %s' % path)
+
+    def object_size(self, container, name):
+        path = self._object_path(container, name)
+        try:
+            return os.stat(path, follow_symlinks=False).st_size
+        except OSError as e:
+            raise classify_os_error(e, 'cannot stat %s' % path)
+
+    def check(self):
+        if os.path.isdir(self.root):
+            if not os.access(self.root, os.W_OK | os.X_OK):
+                raise exception.PermanentStoreError(
+                    reason='backup repository %s is not writable'
+                           % self.root)
+        elif os.path.exists(self.root):
+            raise exception.StoreConfigurationError(
+                reason='backup_posix_path %s is not a directory'
+                       % self.root)
