@@ -208,7 +208,8 @@ class _Progress(object):
 
     def _send(self, percent):
         info = {'id': self._run.next_number,
-                'list': [o.to_json_entry() for o in self._run.metadata.objects],
+                'list': [o.to_json_entry()
+                         for o in self._run.metadata.objects],
                 'prefix': self._run.prefix,
                 'volume_meta': self._run.metadata.volume_meta,
                 'backup_percent': percent}
@@ -673,7 +674,8 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
             chunk_size=self.sha_block_size_bytes, sha256s=run.hashes)
         self._write_object_fully(run.container, self._sha256_filename(backup),
                                  sha256file.to_json())
-        self._write_object_fully(run.container, self._metadata_filename(backup),
+        self._write_object_fully(run.container,
+                                 self._metadata_filename(backup),
                                  run.metadata.to_json())
         backup.object_count = run.next_number - 1
         backup.save()
@@ -717,7 +719,8 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
                 try:
                     self.put_metadata(volume_id, layer_meta.volume_meta)
                 except exception.BackupMetadataUnsupportedVersion:
-                    msg = 'Metadata restore failed due to incompatible version.'
+                    msg = ('Metadata restore failed due to incompatible '
+                           'version.')
                     LOG.error(msg)
                     raise exception.BackupOperationError(msg)
         LOG.info('Restore of backup %(id)s to volume %(volume)s finished.',

@@ -68,7 +68,8 @@ def _load(raw, backup_id, what):
         doc = json.loads(bytes(raw).decode('utf-8'))
     except (UnicodeDecodeError, ValueError) as e:
         raise exception.CorruptBackup(
-            backup_id=backup_id, reason='%s is not valid JSON (%s)' % (what, e))
+            backup_id=backup_id,
+            reason='%s is not valid JSON (%s)' % (what, e))
     if not isinstance(doc, dict):
         raise exception.CorruptBackup(
             backup_id=backup_id, reason='%s is not a JSON object' % what)
