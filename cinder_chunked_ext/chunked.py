@@ -202,7 +202,8 @@ class _Progress(object):
         self._run = run
         self._interval = settings.timer_interval
         self._every = settings.objects_per_notification
-        self._timer = enabled_timer and self._interval > 0
+        # As upstream's looping call: an interval of 0 fires at once.
+        self._timer = enabled_timer and self._interval >= 0
         self._last = time.monotonic()
         self._objects_since = 0
 
@@ -581,6 +582,8 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
             name=name, offset=offset, length=length,
             compression=algorithm, md5=md5))
         run.next_number += 1
+        # Count this object's bytes before a notification reports them.
+        run.bytes_done = max(run.bytes_done, offset + length - source.start)
         progress.object_written()
 
     def _stream_object(self, run, source, pool, commits, name, offset,
@@ -642,13 +645,14 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
                 if stored >= length:
                     raise _Incompressible()
                 concurrency.execute(writer.write, tail)
+            # Commit (upload) in the background, a bounded number at
+            # once; an earlier object's failed commit aborts this one.
+            if commits.full:
+                commits.pop()
         except BaseException as e:
             window.drain()
             concurrency.execute(writer.__exit__, type(e), e, None)
             raise
-        # Commit (upload) in the background, a bounded number at once.
-        if commits.full:
-            commits.pop()
         commits.submit(name, writer.__exit__, None, None, None)
         return md5.hexdigest()
 
@@ -696,11 +700,16 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
         metadata = self._read_metadata(backup)
         restore_func = self._restore_function(backup, metadata)
         chain = self._backup_chain(backup)
+        # Every layer's documents are read and checked before the first
+        # write: a damaged layer anywhere in the chain leaves the volume
+        # as it was.
+        metas = [metadata] + [self._read_metadata(b) for b in chain[1:]]
+        for layer, layer_meta in zip(chain, metas):
+            self._check_objects(layer, layer_meta)
+            self._check_object_list(layer, layer_meta)
         restored = []
-        for layer in reversed(chain):
+        for layer, layer_meta in reversed(list(zip(chain, metas))):
             is_base = not layer.parent_id
-            layer_meta = (metadata if layer is backup
-                          else self._read_metadata(layer))
             try:
                 restore_func(layer, volume_id, layer_meta, volume_file,
                              volume_is_new and is_base, backup)
@@ -789,9 +798,11 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
 
     def _restore_v1(self, backup, volume_id, metadata, volume_file,
                     volume_is_new, requested_backup):
-        """Restore the objects of one v1 backup onto ``volume_file``."""
-        self._check_objects(backup, metadata)
-        self._check_object_list(backup, metadata)
+        """Restore the objects of one v1 backup onto ``volume_file``.
+
+        ``restore`` has checked ``metadata`` against the volume and the
+        stored object list (``_check_objects``, ``_check_object_list``).
+        """
         container = backup['container']
         for obj in metadata.objects:
             with requested_backup.as_read_deleted():

@@ -85,9 +85,33 @@ def _zlib_piece_zero(length):
     return _zlib_piece(bytes(length))
 
 
+_SAMPLE = 16 * 1024
+_SAMPLES = 4
+
+
+def looks_incompressible(data):
+    """True when samples spread over ``data`` do not deflate at all.
+
+    Deflating random data at the default level costs as much as text and
+    saves nothing; stored blocks cost a copy.  Any compressible sample
+    means the whole piece is compressed normally.
+    """
+    length = len(data)
+    if length < _SAMPLE * _SAMPLES:
+        return False
+    step = (length - _SAMPLE) // (_SAMPLES - 1)
+    for i in range(_SAMPLES):
+        sample = data[i * step:i * step + _SAMPLE]
+        if len(zlib.compress(sample, 1)) < len(sample) * 0.97:
+            return False
+    return True
+
+
 def _zlib_piece(data):
     """Raw deflate of ``data`` ending in a sync flush (byte aligned)."""
-    comp = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    level = (0 if looks_incompressible(data)
+             else zlib.Z_DEFAULT_COMPRESSION)
+    comp = zlib.compressobj(level, zlib.DEFLATED, -15)
     return comp.compress(data) + comp.flush(zlib.Z_SYNC_FLUSH)
 
 

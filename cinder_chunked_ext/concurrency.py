@@ -23,7 +23,9 @@ and object I/O hold a CPU or block for a long time, so:
 Work submitted here must be plain functions over bytes: no logging, no
 green locks (eventlet bug 432), no waiting on each other.  All ordering
 and synchronisation happens in the calling thread, which waits on the
-returned futures.
+returned futures.  A *lane* runs stateful steps that must see the data
+in order (an MD5, a zstd stream, an object writer) on a thread of its
+own, so that several such steps proceed side by side.
 """
 
 import collections
@@ -91,6 +93,7 @@ class WorkerPool(object):
     def __init__(self, workers=None):
         self.workers = workers or default_workers()
         self._green = eventlet_active()
+        self._lanes = []
         if self._green:
             import eventlet
             self._pool = eventlet.GreenPool(self.workers)
@@ -104,7 +107,15 @@ class WorkerPool(object):
             return _GreenFuture(self._pool, func, args, kwargs)
         return self._pool.submit(func, *args, **kwargs)
 
+    def lane(self):
+        """A :class:`Lane` whose tasks run in order beside this pool."""
+        lane = _GreenLane() if self._green else _NativeLane()
+        self._lanes.append(lane)
+        return lane
+
     def shutdown(self):
+        for lane in self._lanes:
+            lane.shutdown()
         if self._green:
             self._pool.waitall()
         else:
@@ -116,6 +127,64 @@ class WorkerPool(object):
     def __exit__(self, *exc):
         self.shutdown()
         return False
+
+
+class _NativeLane(object):
+    """One native thread running tasks in submission order."""
+
+    def __init__(self):
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix='chunked-backup-lane')
+
+    def submit(self, func, *args, **kwargs):
+        return self._executor.submit(func, *args, **kwargs)
+
+    def shutdown(self):
+        self._executor.shutdown(wait=True)
+
+
+class _GreenLane(object):
+    """Tasks run in order on eventlet's native pool, one at a time.
+
+    A green thread takes tasks from a queue and runs each through
+    ``tpool.execute``; the caller gets an event to wait on.
+    """
+
+    def __init__(self):
+        import eventlet
+        from eventlet import queue
+        self._queue = queue.LightQueue()
+        self._thread = eventlet.spawn(self._run)
+
+    def _run(self):
+        from eventlet import tpool
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            func, args, kwargs, event = item
+            try:
+                event.send(tpool.execute(func, *args, **kwargs))
+            except Exception as e:
+                event.send_exception(e)
+
+    def submit(self, func, *args, **kwargs):
+        from eventlet import event
+        done = event.Event()
+        self._queue.put((func, args, kwargs, done))
+        return _EventFuture(done)
+
+    def shutdown(self):
+        self._queue.put(None)
+        self._thread.wait()
+
+
+class _EventFuture(object):
+    def __init__(self, event):
+        self._event = event
+
+    def result(self):
+        return self._event.wait()
 
 
 class OrderedWindow(object):

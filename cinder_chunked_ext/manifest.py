@@ -31,8 +31,9 @@ from cinder_chunked_ext import exception
 FORMAT_VERSION = '1.0.0'
 SUPPORTED_VERSIONS = (FORMAT_VERSION,)
 
-_MD5_RE = re.compile(r'^[0-9a-f]{32}$')
-_SHA256_RE = re.compile(r'^[0-9a-f]{64}$')
+# \Z, not $: a digest followed by a newline is not a digest.
+_MD5_RE = re.compile(r'^[0-9a-f]{32}\Z')
+_SHA256_RE = re.compile(r'^[0-9a-f]{64}\Z')
 _UNSET = object()
 
 
@@ -65,11 +66,21 @@ def _dump(doc):
 
 def _load(raw, backup_id, what):
     try:
-        doc = json.loads(bytes(raw).decode('utf-8'))
-    except (UnicodeDecodeError, ValueError) as e:
+        text = bytes(raw).decode('utf-8')
+        doc = json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise exception.CorruptBackup(
             backup_id=backup_id,
             reason='%s is not valid JSON (%s)' % (what, e))
+    if '\\ud' in text or '\\uD' in text:
+        # A "\ud800" escape decodes to a lone surrogate, which no error
+        # message or log line quoting it could encode.
+        try:
+            json.dumps(doc, ensure_ascii=False).encode('utf-8')
+        except UnicodeEncodeError:
+            raise exception.CorruptBackup(
+                backup_id=backup_id,
+                reason='%s holds text that is not valid Unicode' % what)
     if not isinstance(doc, dict):
         raise exception.CorruptBackup(
             backup_id=backup_id, reason='%s is not a JSON object' % what)

@@ -1,0 +1,289 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Tests of the two JSON documents of a backup (format 1.0.0)."""
+
+import copy
+import json
+
+import ddt
+import testtools
+
+from cinder_chunked_ext import exception
+from cinder_chunked_ext import manifest
+
+MD5 = '0123456789abcdef0123456789abcdef'
+SHA = 'ab' * 32
+
+
+def _metadata_doc(**changes):
+    doc = {
+        'version': '1.0.0',
+        'backup_id': 'b1',
+        'volume_id': 'v1',
+        'backup_name': 'name',
+        'backup_description': None,
+        'created_at': '2026-01-02 03:04:05+00:00',
+        'objects': [
+            {'P-00001': {'offset': 0, 'length': 65536,
+                         'compression': 'zlib', 'md5': MD5}},
+            {'P-00002': {'offset': 65536, 'length': 100,
+                         'compression': 'none', 'md5': MD5}},
+        ],
+        'parent_id': None,
+        'volume_meta': None,
+    }
+    doc.update(changes)
+    return doc
+
+
+def _sha_doc(**changes):
+    doc = {
+        'version': '1.0.0',
+        'backup_id': 'b1',
+        'volume_id': 'v1',
+        'backup_name': 'name',
+        'backup_description': 'desc',
+        'created_at': '2026-01-02 03:04:05+00:00',
+        'chunk_size': 4096,
+        'sha256s': [SHA, SHA],
+    }
+    doc.update(changes)
+    return doc
+
+
+def _dump(doc):
+    return json.dumps(doc, sort_keys=True, indent=2).encode('utf-8')
+
+
+class NamesTestCase(testtools.TestCase):
+
+    def test_object_name_number_zero_padded_to_five_digits(self):
+        self.assertEqual('P-00001', manifest.object_name('P', 1))
+        self.assertEqual('P-123456', manifest.object_name('P', 123456))
+
+    def test_document_names_suffix_prefix(self):
+        self.assertEqual('P_metadata', manifest.metadata_name('P'))
+        self.assertEqual('P_sha256file', manifest.sha256file_name('P'))
+
+    def test_object_number_own_names_parsed(self):
+        self.assertEqual(7, manifest.object_number('P', 'P-00007'))
+        self.assertEqual(123456, manifest.object_number('P', 'P-123456'))
+
+    def test_object_number_foreign_names_none(self):
+        for name in ('Q-00001', 'P_metadata', 'P-0001', 'P-0000x',
+                     'P-00001/../x', 'PP-00001', 'P-\u0661\u0662\u0663'
+                     '\u0664\u0665'):
+            self.assertIsNone(manifest.object_number('P', name), name)
+
+
+@ddt.ddt
+class BackupMetadataTestCase(testtools.TestCase):
+
+    def _record(self):
+        return manifest.BackupMetadata(
+            backup_id='b1', volume_id='v1', backup_name='name',
+            backup_description=None,
+            created_at='2026-01-02 03:04:05+00:00', parent_id=None,
+            objects=[
+                manifest.ObjectRecord('P-00001', 0, 65536, 'zlib', MD5),
+                manifest.ObjectRecord('P-00002', 65536, 100, 'none', MD5)])
+
+    def test_to_json_same_bytes_as_upstream_dump(self):
+        self.assertEqual(_dump(_metadata_doc()), self._record().to_json())
+
+    def test_to_json_extra_metadata_only_when_given(self):
+        record = self._record()
+        self.assertNotIn(b'extra_metadata', record.to_json())
+        record.extra_metadata = {'k': 'v'}
+        self.assertEqual(_dump(_metadata_doc(extra_metadata={'k': 'v'})),
+                         record.to_json())
+
+    def test_from_json_round_trip_equal(self):
+        record = self._record()
+        record.volume_meta = '{"a": 1}'
+        record.parent_id = 'p1'
+        self.assertEqual(record,
+                         manifest.BackupMetadata.from_json(record.to_json()))
+
+    def test_from_json_object_order_kept(self):
+        parsed = manifest.BackupMetadata.from_json(_dump(_metadata_doc()))
+        self.assertEqual(['P-00001', 'P-00002'],
+                         [o.name for o in parsed.objects])
+        self.assertEqual(65636, parsed.objects[1].end)
+
+    def test_from_json_unknown_version_unsupported(self):
+        raw = _dump(_metadata_doc(version='2.0.0'))
+        exc = self.assertRaises(exception.UnsupportedBackupVersion,
+                                manifest.BackupMetadata.from_json, raw,
+                                backup_id='b9')
+        self.assertIsInstance(exc, exception.InvalidBackup)
+        self.assertIn('2.0.0', str(exc))
+        self.assertIn('b9', str(exc))
+
+    def _broken_object(self, **fields):
+        doc = _metadata_doc()
+        body = doc['objects'][0]['P-00001']
+        for key, value in fields.items():
+            if value is KeyError:
+                del body[key]
+            else:
+                body[key] = value
+        return doc
+
+    @ddt.data(
+        b'not json',
+        b'\xff\xfe',
+        b'[1, 2]',
+        b'"text"',
+    )
+    def test_from_json_not_an_object_corrupt(self, raw):
+        exc = self.assertRaises(exception.CorruptBackup,
+                                manifest.BackupMetadata.from_json, raw,
+                                backup_id='b9')
+        self.assertIn('b9', str(exc))
+
+    def test_from_json_deeply_nested_corrupt(self):
+        raw = b'{"version": ' + b'[' * 100000 + b']' * 100000 + b'}'
+        self.assertRaises(exception.CorruptBackup,
+                          manifest.BackupMetadata.from_json, raw)
+
+    @ddt.data('version', 'backup_id', 'backup_name')
+    def test_from_json_lone_surrogate_corrupt_message_encodable(self, key):
+        raw = _dump(_metadata_doc()).replace(
+            b'"%s": ' % key.encode(), b'"%s": "\\ud800", "x": ' %
+            key.encode(), 1)
+        exc = self.assertRaises(exception.CorruptBackup,
+                                manifest.BackupMetadata.from_json, raw)
+        str(exc).encode('utf-8')
+
+    def test_from_json_surrogate_pair_accepted(self):
+        raw = _dump(_metadata_doc(backup_name='\U0001f600'))
+        self.assertIn(b'\\ud83d', raw)
+        parsed = manifest.BackupMetadata.from_json(raw)
+        self.assertEqual('\U0001f600', parsed.backup_name)
+
+    @ddt.data(
+        {'version': KeyError},
+        {'version': 1},
+        {'objects': KeyError},
+        {'objects': {}},
+        {'objects': [1]},
+        {'objects': [{'a': {}, 'b': {}}]},
+        {'objects': [{'a': 5}]},
+        {'backup_id': KeyError},
+        {'volume_id': None},
+        {'parent_id': 5},
+        {'volume_meta': {}},
+    )
+    def test_from_json_bad_document_field_corrupt(self, changes):
+        doc = _metadata_doc()
+        for key, value in changes.items():
+            if value is KeyError:
+                del doc[key]
+            else:
+                doc[key] = value
+        self.assertRaises(exception.CorruptBackup,
+                          manifest.BackupMetadata.from_json, _dump(doc))
+
+    @ddt.data(
+        {'offset': KeyError},
+        {'offset': -1},
+        {'offset': '0'},
+        {'offset': 1.5},
+        {'offset': True},
+        {'length': 0},
+        {'length': -4096},
+        {'length': None},
+        {'compression': 'lzma'},
+        {'compression': None},
+        {'md5': 'xyz'},
+        {'md5': MD5.upper()},
+        {'md5': MD5 + '\n'},
+        {'md5': KeyError},
+    )
+    def test_from_json_bad_object_field_corrupt_naming_object(self, fields):
+        doc = self._broken_object(**fields)
+        exc = self.assertRaises(exception.CorruptBackup,
+                                manifest.BackupMetadata.from_json,
+                                _dump(doc), backup_id='b9')
+        self.assertIn('P-00001', str(exc))
+
+    @ddt.data('none', 'off', 'no', 'zlib', 'gzip', 'bz2', 'bzip2', 'zstd',
+              'ZLIB')
+    def test_from_json_known_compression_accepted(self, name):
+        doc = self._broken_object(compression=name)
+        parsed = manifest.BackupMetadata.from_json(_dump(doc))
+        self.assertEqual(name, parsed.objects[0].compression)
+
+    def test_from_json_optional_fields_missing_defaults(self):
+        doc = _metadata_doc()
+        for key in ('backup_name', 'backup_description', 'created_at',
+                    'parent_id', 'volume_meta'):
+            del doc[key]
+        parsed = manifest.BackupMetadata.from_json(_dump(doc))
+        self.assertIsNone(parsed.parent_id)
+        self.assertIsNone(parsed.volume_meta)
+        self.assertEqual('', parsed.created_at)
+
+    def test_from_json_upstream_compact_dump_parsed(self):
+        # Nothing depends on the indentation when reading.
+        doc = _metadata_doc(extra_metadata={'x': 1})
+        parsed = manifest.BackupMetadata.from_json(
+            json.dumps(doc).encode('utf-8'))
+        self.assertEqual({'x': 1}, parsed.extra_metadata)
+
+
+@ddt.ddt
+class Sha256FileTestCase(testtools.TestCase):
+
+    def test_to_json_same_bytes_as_upstream_dump(self):
+        record = manifest.Sha256File(
+            backup_id='b1', volume_id='v1', backup_name='name',
+            backup_description='desc',
+            created_at='2026-01-02 03:04:05+00:00', chunk_size=4096,
+            sha256s=[SHA, SHA])
+        self.assertEqual(_dump(_sha_doc()), record.to_json())
+
+    def test_from_json_round_trip_equal(self):
+        parsed = manifest.Sha256File.from_json(_dump(_sha_doc()))
+        self.assertEqual(4096, parsed.chunk_size)
+        self.assertEqual([SHA, SHA], parsed.sha256s)
+        self.assertEqual(_dump(_sha_doc()), parsed.to_json())
+
+    def test_from_json_unknown_version_unsupported(self):
+        self.assertRaises(exception.UnsupportedBackupVersion,
+                          manifest.Sha256File.from_json,
+                          _dump(_sha_doc(version='0.9')))
+
+    @ddt.data(
+        {'chunk_size': 0},
+        {'chunk_size': '4096'},
+        {'chunk_size': KeyError},
+        {'sha256s': KeyError},
+        {'sha256s': 'ab'},
+        {'sha256s': ['ab']},
+        {'sha256s': [SHA.upper()]},
+        {'sha256s': [SHA + '\n']},
+        {'sha256s': [None]},
+    )
+    def test_from_json_bad_field_corrupt(self, changes):
+        doc = copy.deepcopy(_sha_doc())
+        for key, value in changes.items():
+            if value is KeyError:
+                del doc[key]
+            else:
+                doc[key] = value
+        exc = self.assertRaises(exception.CorruptBackup,
+                                manifest.Sha256File.from_json, _dump(doc),
+                                backup_id='b9')
+        self.assertIn('sha256file', str(exc))
