@@ -290,8 +290,8 @@ class IncrementalChainTestCase(PosixCompatTestCase):
 
     @ddt.data((UPSTREAM, OURS, UPSTREAM), (OURS, UPSTREAM, OURS))
     @ddt.unpack
-    def test_chain_mixed_drivers_restores_every_layer(self, first, second,
-                                                       third):
+    def test_chain_mixed_drivers_restores_every_layer(
+            self, first, second, third):
         self.conf.config(backup_compression_algorithm='zlib')
         v0, v1, v2 = self._changes()
         full = self.back_up(first, v0)
