@@ -44,6 +44,7 @@ volume.
 """
 
 import abc
+import collections
 import dataclasses
 import datetime
 import hashlib
@@ -67,6 +68,8 @@ LOG = logging.getLogger(__name__)
 GiB = 1024 ** 3
 MiB = 1024 ** 2
 PIECE_BYTES = 4 * MiB
+# Pieces handed to the in-order lanes and not yet through them.
+LANE_DEPTH = 4
 MAX_CHAIN_LENGTH = 10000
 STATUS_CHECK_SECONDS = 1.0
 
@@ -184,6 +187,13 @@ class _BackupRun:
     bytes_done: int = 0
     cancelled: bool = False
     last_status_check: float = 0.0
+    # The machinery, set by ``backup`` for the duration of the run.
+    source: typing.Any = None
+    pool: typing.Any = None
+    commits: typing.Any = None      # OrderedWindow of object commits
+    md5_lane: typing.Any = None
+    out_lane: typing.Any = None
+    progress: typing.Any = None
 
     @property
     def incremental(self):
@@ -243,12 +253,124 @@ class _Progress(object):
         self._send(100)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Layer:
+    """One backup of a chain being restored, and where it goes."""
+
+    backup: typing.Any
+    container: str
+    extra_metadata: typing.Any
+    volume_file: typing.Any
+    volume_is_new: bool
+    lengths: collections.Counter = dataclasses.field(
+        default_factory=collections.Counter)
+
+
+class _DoneNothing(object):
+    """A finished future with nothing to write."""
+
+    @staticmethod
+    def result():
+        return []
+
+
+_DONE_NOTHING = _DoneNothing()
+
+
 class _Incompressible(Exception):
     """Raised inside an object writer to drop a compressed attempt."""
 
 
 class _Cancelled(Exception):
     """Raised inside an object writer when the backup is being deleted."""
+
+
+class _ZeroAwareMd5(object):
+    """An MD5 that does not hash an object's leading zero pieces yet.
+
+    An object that turns out to be all zeros takes its digest from a
+    per-length cache; otherwise the zeros are hashed when the first data
+    arrives.  Runs on one lane, so it needs no lock.
+    """
+
+    def __init__(self):
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._zeros = 0
+        self._data = False
+
+    def update(self, data, zero):
+        if zero and not self._data:
+            self._zeros += len(data)
+            return
+        while self._zeros:
+            step = min(self._zeros, PIECE_BYTES)
+            self._md5.update(pipeline.zeros(step))
+            self._zeros -= step
+        self._data = True
+        self._md5.update(data)
+
+    def hexdigest(self):
+        if not self._data:
+            return pipeline.zero_md5(self._zeros)
+        return self._md5.hexdigest()
+
+
+class _LanePair(object):
+    """Steps for two ordered lanes, at most ``depth`` pieces pending.
+
+    The second lane's steps return how many bytes they stored.
+    """
+
+    def __init__(self, first, second, depth):
+        self._lanes = (first, second)
+        self._depth = depth
+        self._pending = collections.deque()
+        self.stored = 0
+
+    def submit(self, first_step, second_step):
+        while len(self._pending) >= self._depth:
+            self._settle()
+        self._pending.append(tuple(
+            lane.submit(*step) if step else None
+            for lane, step in zip(self._lanes, (first_step, second_step))))
+
+    def _settle(self):
+        first, second = self._pending.popleft()
+        if first is not None:
+            first.result()
+        if second is not None:
+            self.stored += second.result()
+
+    def finish(self):
+        """Wait for every step; return the bytes stored."""
+        while self._pending:
+            self._settle()
+        return self.stored
+
+    def drain(self):
+        """Wait for every step, ignoring errors (the caller failed)."""
+        while self._pending:
+            for future in self._pending.popleft():
+                if future is None:
+                    continue
+                try:
+                    future.result()
+                except Exception:  # noqa: S110 - already failing
+                    pass
+
+
+def _emit(encoder, writer, result):
+    """Frame one analysed piece and write it (an output lane's step)."""
+    out = (encoder.feed(result.data, result.encoded)
+           if encoder is not None else result.data)
+    if out:
+        writer.write(out)
+    return len(out)
+
+
+def _emit_bytes(writer, data):
+    writer.write(data)
+    return len(data)
 
 
 class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
@@ -350,7 +472,8 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
         return max(1, PIECE_BYTES // block) * block
 
     def _window_depth(self):
-        return max(2, self.settings.max_bytes_in_flight // self._piece_bytes())
+        pieces = self.settings.max_bytes_in_flight // self._piece_bytes()
+        return max(2, pieces - LANE_DEPTH)
 
     # -- repository documents ----------------------------------------------
 
@@ -408,19 +531,23 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
                   'algo': self.settings.compression,
                   'workers': self.settings.workers,
                   'container': run.container})
-        progress = _Progress(self.env, run, self.settings,
-                             self.enable_progress_timer)
-        source = volume_io.VolumeSource(volume_file)
+        run.progress = _Progress(self.env, run, self.settings,
+                                 self.enable_progress_timer)
+        run.source = volume_io.VolumeSource(volume_file)
         with concurrency.WorkerPool(self.settings.workers) as pool:
-            commits = concurrency.OrderedWindow(
+            run.pool = pool
+            run.md5_lane = pool.lane()
+            run.out_lane = pool.lane()
+            run.commits = concurrency.OrderedWindow(
                 pool, max(1, self.max_concurrent_writes))
             try:
-                self._backup_chunks(run, source, pool, commits, progress)
-                while len(commits):
-                    commits.pop()   # raises the first failed commit
+                self._backup_chunks(run)
+                while len(run.commits):
+                    run.commits.pop()   # raises the first failed commit
             finally:
                 # Nothing may still write once we return or raise.
-                commits.drain()
+                run.commits.drain()
+        progress = run.progress
         if run.cancelled:
             # Delete what was written, now that nothing writes any more.
             self.delete_backup(backup)
@@ -488,7 +615,8 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
                           volume_size_bytes=size_gib * GiB,
                           metadata=metadata, parent_hashes=parent_hashes)
 
-    def _backup_chunks(self, run, source, pool, commits, progress):
+    def _backup_chunks(self, run):
+        source = run.source
         offset = source.start
         while True:
             if self._backup_cancelled(run, force=True):
@@ -497,25 +625,23 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
             if length == 0:
                 return
             if run.incremental:
-                hashes = self._hash_chunk(source, pool, offset, length)
+                hashes = self._hash_chunk(run, offset, length)
                 first = offset // self.sha_block_size_bytes
                 extents = pipeline.changed_extents(
                     hashes, run.parent_hashes, first, offset,
                     self.sha_block_size_bytes, length)
                 for ext_offset, ext_length in extents:
-                    self._store_object(run, source, pool, commits, progress,
-                                       ext_offset, ext_length, None)
+                    self._store_object(run, ext_offset, ext_length, None)
                     if run.cancelled:
                         return
                 run.hashes.extend(hashes)
             else:
-                self._store_object(run, source, pool, commits, progress,
-                                   offset, length, run.hashes)
+                self._store_object(run, offset, length, run.hashes)
                 if run.cancelled:
                     return
             offset += length
             run.bytes_done = offset - source.start
-            progress.tick()
+            run.progress.tick()
 
     def _backup_cancelled(self, run, force=False):
         """Re-read the backup's status; cancel on deleting/deleted."""
@@ -537,15 +663,15 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
         for start in range(offset, end, step):
             yield start, min(step, end - start)
 
-    def _hash_chunk(self, source, pool, offset, length):
+    def _hash_chunk(self, run, offset, length):
         """Block hashes of one chunk (an incremental backup's first pass)."""
-        window = concurrency.OrderedWindow(pool, self._window_depth())
+        window = concurrency.OrderedWindow(run.pool, self._window_depth())
         hashes = []
         try:
             for start, size in self._pieces(offset, length):
                 if window.full:
                     hashes.extend(window.pop()[1])
-                data = source.read_at(start, size)
+                data = self._read_piece(run, start, size)
                 window.submit(start, pipeline.hash_piece, data,
                               self.sha_block_size_bytes)
             while len(window):
@@ -554,44 +680,53 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
             window.drain()
         return hashes
 
-    def _store_object(self, run, source, pool, commits, progress,
-                      offset, length, hashes_out):
+    def _read_piece(self, run, start, size):
+        data = run.source.read_at(start, size)
+        if len(data) != size:
+            raise exception.InvalidVolume(
+                reason='the volume ended at offset %d while reading %d '
+                       'bytes at %d' % (start + len(data), size, start))
+        return data
+
+    def _store_object(self, run, offset, length, hashes_out):
         """Write one data object covering ``[offset, offset + length)``."""
         name = manifest.object_name(run.prefix, run.next_number)
         algorithm = self.settings.compression
         md5 = None
-        if compression.family(algorithm) is not None:
-            try:
-                md5 = self._stream_object(run, source, pool, commits, name,
-                                          offset, length, algorithm,
+        try:
+            if compression.family(algorithm) is not None:
+                try:
+                    md5 = self._stream_object(run, name, offset, length,
+                                              algorithm, hashes_out)
+                except _Incompressible:
+                    LOG.debug('Compression of %s was ineffective; storing '
+                              'it raw.', name)
+                    hashes_out = None  # collected by the first attempt
+            if md5 is None:
+                algorithm = 'none'
+                md5 = self._stream_object(run, name, offset, length, None,
                                           hashes_out)
-            except _Incompressible:
-                LOG.debug('Compression of %s was ineffective; storing it '
-                          'raw.', name)
-                hashes_out = None  # already collected by the first pass
-            except _Cancelled:
-                return
-        if md5 is None:
-            algorithm = 'none'
-            try:
-                md5 = self._stream_object(run, source, pool, commits, name,
-                                          offset, length, None, hashes_out)
-            except _Cancelled:
-                return
+        except _Cancelled:
+            return
         run.metadata.objects.append(manifest.ObjectRecord(
             name=name, offset=offset, length=length,
             compression=algorithm, md5=md5))
         run.next_number += 1
         # Count this object's bytes before a notification reports them.
-        run.bytes_done = max(run.bytes_done, offset + length - source.start)
-        progress.object_written()
+        run.bytes_done = max(run.bytes_done,
+                             offset + length - run.source.start)
+        run.progress.object_written()
 
-    def _stream_object(self, run, source, pool, commits, name, offset,
-                       length, algorithm, hashes_out):
+    def _stream_object(self, run, name, offset, length, algorithm,
+                       hashes_out):
         """Read, analyse and write one object; return its MD5.
 
-        Raises _Incompressible (after dropping what was written) when the
-        stored form would not be smaller than the data.
+        Pieces are read in order, analysed on the pool (zero test, block
+        hashes, compression of splittable codecs), then handed to two
+        lanes that see them in order: one keeps the MD5, the other frames
+        the stored form and writes it.  Raises _Incompressible, after
+        dropping what was written, when the stored form would not be
+        smaller than the data.
         """
         piece_encoder = (compression.parallel_piece_encoder(algorithm)
                          if algorithm else None)
@@ -599,62 +734,49 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
             algorithm, length, self.settings.workers) if algorithm else None)
         writer = self.get_object_writer(run.container, name,
                                         extra_metadata=run.extra_metadata)
-        window = concurrency.OrderedWindow(pool, self._window_depth())
-        md5 = hashlib.md5(usedforsecurity=False)
-        stored = 0
+        window = concurrency.OrderedWindow(run.pool, self._window_depth())
+        lanes = _LanePair(run.md5_lane, run.out_lane, LANE_DEPTH)
+        digest = _ZeroAwareMd5()
         want_hashes = hashes_out is not None
+        stored = 0
+
+        def hand_over(result):
+            if want_hashes:
+                hashes_out.extend(result.hashes)
+            lanes.submit((digest.update, result.data, result.zero),
+                         (_emit, encoder, writer, result))
+
         try:
             if encoder is not None:
-                head = encoder.start()
-                stored += len(head)
-                concurrency.execute(writer.write, head)
-
-            def sink(result):
-                md5.update(result.data)
-                out = (encoder.feed(result.data, result.encoded)
-                       if encoder is not None else result.data)
-                if out:
-                    writer.write(out)
-                return len(out)
-
+                lanes.submit(None, (_emit_bytes, writer, encoder.start()))
             for start, size in self._pieces(offset, length):
                 if self._backup_cancelled(run):
                     raise _Cancelled()
                 if window.full:
-                    result = window.pop()[1]
-                    if want_hashes:
-                        hashes_out.extend(result.hashes)
-                    stored += concurrency.execute(sink, result)
-                data = source.read_at(start, size)
-                if len(data) != size:
-                    raise exception.InvalidVolume(
-                        reason='the volume ended at offset %d while '
-                               'reading %d bytes at %d'
-                               % (start + len(data), size, start))
+                    hand_over(window.pop()[1])
+                data = self._read_piece(run, start, size)
                 window.submit(start, pipeline.analyse_piece, data,
                               self.sha_block_size_bytes, piece_encoder,
                               want_hashes)
             while len(window):
-                result = window.pop()[1]
-                if want_hashes:
-                    hashes_out.extend(result.hashes)
-                stored += concurrency.execute(sink, result)
+                hand_over(window.pop()[1])
+            stored = lanes.finish()
             if encoder is not None:
                 tail = encoder.finish()
-                stored += len(tail)
-                if stored >= length:
+                if stored + len(tail) >= length:
                     raise _Incompressible()
                 concurrency.execute(writer.write, tail)
             # Commit (upload) in the background, a bounded number at
             # once; an earlier object's failed commit aborts this one.
-            if commits.full:
-                commits.pop()
+            if run.commits.full:
+                run.commits.pop()
         except BaseException as e:
             window.drain()
+            lanes.drain()
             concurrency.execute(writer.__exit__, type(e), e, None)
             raise
-        commits.submit(name, writer.__exit__, None, None, None)
-        return md5.hexdigest()
+        run.commits.submit(name, writer.__exit__, None, None, None)
+        return digest.hexdigest()
 
     def _backup_volume_metadata(self, run):
         try:
@@ -802,20 +924,133 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
 
         ``restore`` has checked ``metadata`` against the volume and the
         stored object list (``_check_objects``, ``_check_object_list``).
+        Objects small enough to hold are fetched, decompressed and
+        verified ahead on the pool, several at once, and written in
+        order once verified; larger ones are streamed (see
+        ``_restore_large_object``).
         """
-        container = backup['container']
-        for obj in metadata.objects:
-            with requested_backup.as_read_deleted():
-                requested_backup.refresh()
-            if requested_backup.status != cinder_compat.BackupStatus.RESTORING:
-                raise exception.BackupRestoreCancel(back_id=backup['id'],
-                                                    vol_id=volume_id)
-            LOG.debug('Restoring object %(name)s of backup %(id)s at offset '
-                      '%(offset)d.', {'name': obj.name, 'id': backup['id'],
-                                      'offset': obj.offset})
-            self._restore_object(backup, container, obj, metadata,
-                                 volume_file, volume_is_new)
-            concurrency.cooperative_yield()
+        layer = _Layer(backup, backup['container'], metadata.extra_metadata,
+                       volume_file, volume_is_new)
+        budget = self.settings.max_bytes_in_flight
+        with concurrency.WorkerPool(self.settings.workers) as pool:
+            ahead = collections.deque()     # (object, future or None)
+            held = 0
+            objects = collections.deque(metadata.objects)
+            try:
+                while objects or ahead:
+                    while objects and (not ahead or (
+                            self._holdable(objects[0]) and
+                            held + objects[0].length <= budget)):
+                        obj = objects.popleft()
+                        future = None
+                        if self._known_zeros(layer, obj):
+                            future = _DONE_NOTHING
+                        elif self._holdable(obj):
+                            future = pool.submit(self._fetch_verified,
+                                                 layer, obj)
+                            held += obj.length
+                        ahead.append((obj, future))
+                    obj, future = ahead.popleft()
+                    self._check_restore_status(backup, volume_id,
+                                               requested_backup)
+                    LOG.debug('Restoring object %(name)s of backup %(id)s '
+                              'at offset %(offset)d.',
+                              {'name': obj.name, 'id': backup['id'],
+                               'offset': obj.offset})
+                    if future is None:
+                        self._restore_large_object(pool, layer, obj)
+                    else:
+                        pieces = future.result()
+                        held -= obj.length
+                        self._write_pieces(layer, obj.offset, pieces)
+                    concurrency.execute(volume_io.flush_and_sync,
+                                        volume_file)
+                    concurrency.cooperative_yield()
+            finally:
+                for _obj, future in ahead:
+                    if future is not None:
+                        try:
+                            future.result()
+                        except Exception:  # noqa: S110 - already failing
+                            pass
+
+    def _holdable(self, obj):
+        return obj.length <= self.settings.max_bytes_in_flight // 4
+
+    def _check_restore_status(self, backup, volume_id, requested_backup):
+        with requested_backup.as_read_deleted():
+            requested_backup.refresh()
+        if requested_backup.status != cinder_compat.BackupStatus.RESTORING:
+            raise exception.BackupRestoreCancel(back_id=backup['id'],
+                                                vol_id=volume_id)
+
+    def _known_zeros(self, layer, obj):
+        """True for an all-zero object that a new volume already holds.
+
+        Known from its MD5 alone, so it costs nothing to restore.  The
+        MD5 of zeros is computed once per length, and only for a length
+        seen twice (typically every full chunk), so objects of unique
+        lengths never pay for it.
+        """
+        if not layer.volume_is_new:
+            return False
+        layer.lengths[obj.length] += 1
+        if layer.lengths[obj.length] < 2:
+            return False
+        return obj.md5 == concurrency.execute(pipeline.zero_md5, obj.length)
+
+    def _fetch_verified(self, layer, obj):
+        """All of ``obj``'s data, decompressed and checked (a worker's job)."""
+        return list(self._decoded_pieces(layer.backup, layer.container, obj,
+                                         layer.extra_metadata))
+
+    def _write_pieces(self, layer, offset, pieces):
+        write = (volume_io.write_skipping_zeros if layer.volume_is_new
+                 else volume_io.write_at)
+        for data in pieces:
+            concurrency.execute(write, layer.volume_file, offset, data)
+            offset += len(data)
+
+    def _restore_large_object(self, pool, layer, obj):
+        """Stream an object too large to hold.
+
+        Onto an existing volume with checksums enabled, the object is
+        verified in a first pass so that bad data never overwrites good;
+        onto a new volume it is verified as it is written (the restore
+        fails at that object and the new volume is left unusable).
+        """
+        if self.settings.verify_checksums and not layer.volume_is_new:
+            self._stream_decoded(pool, layer, obj, write=False)
+        self._stream_decoded(pool, layer, obj, write=True)
+
+    def _stream_decoded(self, pool, layer, obj, write):
+        """Decode ``obj`` on one lane, MD5 it on another, write on a third."""
+        write_fn = (volume_io.write_skipping_zeros if layer.volume_is_new
+                    else volume_io.write_at)
+        pieces = self._decoded_pieces(layer.backup, layer.container, obj,
+                                      layer.extra_metadata,
+                                      decode_lane=pool.lane(),
+                                      md5_lane=pool.lane())
+        writes = collections.deque()
+        write_lane = pool.lane() if write else None
+        offset = obj.offset
+        try:
+            for data in pieces:
+                if write_lane is None:
+                    continue
+                while len(writes) >= LANE_DEPTH:
+                    writes.popleft().result()
+                writes.append(write_lane.submit(write_fn, layer.volume_file,
+                                                offset, data))
+                offset += len(data)
+            while writes:
+                writes.popleft().result()
+        finally:
+            for future in writes:
+                try:
+                    future.result()
+                except Exception:  # noqa: S110 - already failing
+                    pass
 
     def _open_decoded(self, container, obj, extra_metadata):
         reader = self.get_object_reader(container, obj.name,
@@ -823,17 +1058,35 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
         return reader, compression.open_decoding_reader(obj.compression,
                                                         reader)
 
-    def _decoded_pieces(self, backup, container, obj, extra_metadata):
-        """Yield the decompressed data of ``obj`` in pieces; check it."""
+    def _decoded_pieces(self, backup, container, obj, extra_metadata,
+                        decode_lane=None, md5_lane=None):
+        """Yield the decompressed data of ``obj`` in pieces; check it.
+
+        The length and (unless disabled) the MD5 are checked after the
+        last piece: the generator raises CorruptBackup or ChecksumMismatch
+        naming the object instead of finishing.  With lanes, reading and
+        decompressing run ahead on one and the MD5 on another.
+        """
         reader, decoded = concurrency.execute(
             self._open_decoded, container, obj, extra_metadata)
         md5 = hashlib.md5(usedforsecurity=False)
-        total = 0
         step = self._piece_bytes()
+        reads = collections.deque()
+        digests = collections.deque()
+        total = 0
+
+        def next_piece():
+            if decode_lane is None:
+                return concurrency.execute(_read_exactly, decoded, step)
+            while len(reads) < LANE_DEPTH:
+                reads.append(decode_lane.submit(_read_exactly, decoded,
+                                                step))
+            return reads.popleft().result()
+
         try:
             while True:
                 try:
-                    data = concurrency.execute(_read_exactly, decoded, step)
+                    data = next_piece()
                 except ValueError as e:
                     raise exception.CorruptBackup(
                         backup_id=backup['id'],
@@ -844,9 +1097,21 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
                 total += len(data)
                 if total > obj.length:
                     break
-                md5.update(data)
+                if md5_lane is None:
+                    md5.update(data)
+                else:
+                    while len(digests) >= LANE_DEPTH:
+                        digests.popleft().result()
+                    digests.append(md5_lane.submit(md5.update, data))
                 yield data
+            while digests:
+                digests.popleft().result()
         finally:
+            for future in list(reads) + list(digests):
+                try:
+                    future.result()
+                except Exception:  # noqa: S110 - already failing
+                    pass
             concurrency.execute(reader.__exit__, None, None, None)
         if total != obj.length:
             raise exception.CorruptBackup(
@@ -859,29 +1124,6 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
             raise exception.ChecksumMismatch(
                 backup_id=backup['id'], object_name=obj.name,
                 expected=obj.md5, actual=actual)
-
-    def _restore_object(self, backup, container, obj, metadata,
-                        volume_file, volume_is_new):
-        extra = metadata.extra_metadata
-        write = (volume_io.write_skipping_zeros if volume_is_new
-                 else volume_io.write_at)
-        buffered = obj.length <= self.settings.max_bytes_in_flight // 2
-        if self.settings.verify_checksums and not buffered:
-            # Too large to hold: verify in a first pass, write in a second.
-            for _data in self._decoded_pieces(backup, container, obj, extra):
-                pass
-        pieces = []
-        offset = obj.offset
-        for data in self._decoded_pieces(backup, container, obj, extra):
-            if buffered and self.settings.verify_checksums:
-                pieces.append(data)
-                continue
-            concurrency.execute(write, volume_file, offset, data)
-            offset += len(data)
-        for data in pieces:
-            concurrency.execute(write, volume_file, offset, data)
-            offset += len(data)
-        concurrency.execute(volume_io.flush_and_sync, volume_file)
 
     # -- delete --------------------------------------------------------------
 

@@ -37,6 +37,18 @@ def zero_sha256(length):
     return hashlib.sha256(zeros(length)).hexdigest()
 
 
+@functools.lru_cache(maxsize=64)
+def zero_md5(length):
+    """MD5 of ``length`` zero bytes, computed once per length."""
+    md5 = hashlib.md5(usedforsecurity=False)
+    left = length
+    while left:
+        step = min(left, 4 * 1024 * 1024)
+        md5.update(zeros(step))
+        left -= step
+    return md5.hexdigest()
+
+
 def is_zero(data):
     """True when ``data`` is all zero bytes (memcmp speed)."""
     return data == zeros(len(data))
