@@ -26,21 +26,25 @@ The data path of a backup, top to bottom:
    stores each chunk as one object; an incremental one first hashes the
    chunk (``_hash_chunk``) and stores each run of changed hash blocks as
    one object.
-3. ``_store_object`` streams one object: pieces of a few MiB are read in
-   order, analysed on worker threads (zero test, SHA-256 per hash block,
-   compression of splittable codecs), then joined in order (MD5, the
-   codec's framing, the object writer).  At most ``max_bytes_in_flight``
-   of pieces are pending at once.  When compression did not make the
-   object smaller it is written again raw, as upstream records it.
+3. ``_store_object`` streams one object (``_stream_object``): pieces of
+   a few MiB are read in order and analysed on the worker pool (zero
+   test, SHA-256 per hash block, compression of splittable codecs);
+   then two lanes take them in order, one keeping the object's MD5, the
+   other framing the stored form and writing it.  At most
+   ``max_bytes_in_flight`` of pieces are pending at once.  When
+   compression did not make the object smaller it is written again raw,
+   as upstream records it.  Objects commit (an upload, for S3) in the
+   background, a bounded number at a time.
 4. ``_finalize_backup`` writes ``<prefix>_sha256file`` and then
    ``<prefix>_metadata``: a backup is complete only once its metadata
    exists, so a failure anywhere before leaves nothing that looks
    restorable.
 
-Restore reads the metadata of every backup of the chain, checks it
-against the volume and the stored object list, then for each object
-reads, decompresses and verifies its MD5 before the data reaches the
-volume.
+Restore reads and checks the metadata of every backup of the chain
+against the volume and the stored object list before writing anything,
+then restores the layers from the full backup up.  Objects are fetched,
+decompressed and verified (length and MD5) ahead on the pool and written
+in order only once verified; objects too large to hold are streamed.
 """
 
 import abc
@@ -730,8 +734,10 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
         """
         piece_encoder = (compression.parallel_piece_encoder(algorithm)
                          if algorithm else None)
-        encoder = (compression.new_object_encoder(
-            algorithm, length, self.settings.workers) if algorithm else None)
+        # zstd runs single-threaded on the output lane: fed piece by piece,
+        # its own worker threads cost more than they bring.
+        encoder = (compression.new_object_encoder(algorithm, length)
+                   if algorithm else None)
         writer = self.get_object_writer(run.container, name,
                                         extra_metadata=run.extra_metadata)
         window = concurrency.OrderedWindow(run.pool, self._window_depth())
