@@ -34,7 +34,6 @@ SUPPORTED_VERSIONS = (FORMAT_VERSION,)
 # \Z, not $: a digest followed by a newline is not a digest.
 _MD5_RE = re.compile(r'^[0-9a-f]{32}\Z')
 _SHA256_RE = re.compile(r'^[0-9a-f]{64}\Z')
-_UNSET = object()
 
 
 def metadata_name(prefix):
@@ -66,7 +65,7 @@ def _dump(doc):
 
 def _load(raw, backup_id, what):
     try:
-        text = bytes(raw).decode('utf-8')
+        text = raw if isinstance(raw, str) else bytes(raw).decode('utf-8')
         doc = json.loads(text)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise exception.CorruptBackup(
@@ -171,28 +170,40 @@ class BackupMetadata:
     @classmethod
     def from_json(cls, raw, backup_id='?'):
         """Parse a ``_metadata`` document; ``backup_id`` names errors."""
-        doc = _load(raw, backup_id, 'metadata')
-        chk = _Checker(doc, backup_id, 'metadata')
-        version = chk.field('version', (str,))
-        if version not in SUPPORTED_VERSIONS:
-            raise exception.UnsupportedBackupVersion(
-                version=version, backup_id=backup_id)
+        chk, common = _load_common(raw, backup_id, 'metadata')
         raw_objects = chk.field('objects', (list,))
         objects = [_parse_object(chk, entry) for entry in raw_objects]
         str_or_none = (str, type(None))
         return cls(
-            version=version,
-            backup_id=chk.field('backup_id', (str,)),
-            volume_id=chk.field('volume_id', (str,)),
-            backup_name=chk.field('backup_name', str_or_none, True),
-            backup_description=chk.field('backup_description',
-                                         str_or_none, True),
-            created_at=chk.field('created_at', (str,), True, ''),
             parent_id=chk.field('parent_id', str_or_none, True),
             volume_meta=chk.field('volume_meta', str_or_none, True),
-            extra_metadata=doc.get('extra_metadata'),
+            extra_metadata=chk.doc.get('extra_metadata'),
             objects=objects,
-        )
+            **common)
+
+
+def _load_common(raw, backup_id, what):
+    """Parse ``raw`` and the fields both documents share.
+
+    Returns the field checker and a dict of the common fields; an
+    unknown version is refused before anything else is looked at.
+    """
+    doc = _load(raw, backup_id, what)
+    chk = _Checker(doc, backup_id, what)
+    version = chk.field('version', (str,))
+    if version not in SUPPORTED_VERSIONS:
+        raise exception.UnsupportedBackupVersion(
+            version=version, backup_id=backup_id)
+    str_or_none = (str, type(None))
+    return chk, {
+        'version': version,
+        'backup_id': chk.field('backup_id', (str,)),
+        'volume_id': chk.field('volume_id', (str,)),
+        'backup_name': chk.field('backup_name', str_or_none, True),
+        'backup_description': chk.field('backup_description',
+                                        str_or_none, True),
+        'created_at': chk.field('created_at', (str,), True, ''),
+    }
 
 
 def _parse_object(chk, entry):
@@ -247,12 +258,8 @@ class Sha256File:
 
     @classmethod
     def from_json(cls, raw, backup_id='?'):
-        doc = _load(raw, backup_id, 'sha256file')
-        chk = _Checker(doc, backup_id, 'sha256file')
-        version = chk.field('version', (str,))
-        if version not in SUPPORTED_VERSIONS:
-            raise exception.UnsupportedBackupVersion(
-                version=version, backup_id=backup_id)
+        """Parse a ``_sha256file`` document; ``backup_id`` names errors."""
+        chk, common = _load_common(raw, backup_id, 'sha256file')
         chunk_size = chk.field('chunk_size', (int,))
         if chunk_size <= 0:
             chk.fail('chunk_size %d is not positive' % chunk_size)
@@ -260,15 +267,4 @@ class Sha256File:
         for sha in sha256s:
             if not isinstance(sha, str) or not _SHA256_RE.match(sha):
                 chk.fail('an entry of sha256s is not a SHA-256 hex digest')
-        str_or_none = (str, type(None))
-        return cls(
-            version=version,
-            backup_id=chk.field('backup_id', (str,)),
-            volume_id=chk.field('volume_id', (str,)),
-            backup_name=chk.field('backup_name', str_or_none, True),
-            backup_description=chk.field('backup_description',
-                                         str_or_none, True),
-            created_at=chk.field('created_at', (str,), True, ''),
-            chunk_size=chunk_size,
-            sha256s=sha256s,
-        )
+        return cls(chunk_size=chunk_size, sha256s=sha256s, **common)
