@@ -270,6 +270,15 @@ class _Layer:
         default_factory=collections.Counter)
 
 
+@dataclasses.dataclass(frozen=True)
+class _RestoreLanes:
+    """The in-order lanes of one restore layer."""
+
+    decode: typing.Any
+    md5: typing.Any
+    write: typing.Any
+
+
 class _DoneNothing(object):
     """A finished future with nothing to write."""
 
@@ -930,28 +939,32 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
 
         ``restore`` has checked ``metadata`` against the volume and the
         stored object list (``_check_objects``, ``_check_object_list``).
-        Objects small enough to hold are fetched, decompressed and
-        verified ahead on the pool, several at once, and written in
-        order once verified; larger ones are streamed (see
-        ``_restore_large_object``).
+        The object at the head of the queue streams through three lanes
+        (read and decompress, MD5, write); the objects after it that are
+        small enough to hold are fetched, decompressed and verified ahead
+        on the pool, several at once.  Each is written, in order, once
+        verified (see ``_restore_streamed`` for large objects).
         """
         layer = _Layer(backup, backup['container'], metadata.extra_metadata,
                        volume_file, volume_is_new)
         budget = self.settings.max_bytes_in_flight
         with concurrency.WorkerPool(self.settings.workers) as pool:
+            lanes = _RestoreLanes(pool.lane(), pool.lane(), pool.lane())
             ahead = collections.deque()     # (object, future or None)
             held = 0
             objects = collections.deque(metadata.objects)
             try:
                 while objects or ahead:
-                    while objects and (not ahead or (
-                            self._holdable(objects[0]) and
-                            held + objects[0].length <= budget)):
+                    if not ahead:
                         obj = objects.popleft()
-                        future = None
-                        if self._known_zeros(layer, obj):
-                            future = _DONE_NOTHING
-                        elif self._holdable(obj):
+                        ahead.append((obj, _DONE_NOTHING
+                                      if self._known_zeros(layer, obj)
+                                      else None))
+                    while (objects and self._holdable(objects[0]) and
+                           held + objects[0].length <= budget):
+                        obj = objects.popleft()
+                        future = _DONE_NOTHING
+                        if not self._known_zeros(layer, obj):
                             future = pool.submit(self._fetch_verified,
                                                  layer, obj)
                             held += obj.length
@@ -964,10 +977,11 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
                               {'name': obj.name, 'id': backup['id'],
                                'offset': obj.offset})
                     if future is None:
-                        self._restore_large_object(pool, layer, obj)
+                        self._restore_streamed(lanes, layer, obj)
                     else:
                         pieces = future.result()
-                        held -= obj.length
+                        if future is not _DONE_NOTHING:
+                            held -= obj.length
                         self._write_pieces(layer, obj.offset, pieces)
                     concurrency.execute(volume_io.flush_and_sync,
                                         volume_file)
@@ -1017,37 +1031,44 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
             concurrency.execute(write, layer.volume_file, offset, data)
             offset += len(data)
 
-    def _restore_large_object(self, pool, layer, obj):
-        """Stream an object too large to hold.
+    def _restore_streamed(self, lanes, layer, obj):
+        """Restore one object through the lanes.
 
-        Onto an existing volume with checksums enabled, the object is
-        verified in a first pass so that bad data never overwrites good;
-        onto a new volume it is verified as it is written (the restore
-        fails at that object and the new volume is left unusable).
+        An object small enough to hold is verified before any of it is
+        written.  A larger one onto an existing volume is verified in a
+        first pass so that bad data never overwrites good; onto a new
+        volume it is verified as it is written (the restore fails at that
+        object, naming it, and the new volume must not be used).
         """
-        if self.settings.verify_checksums and not layer.volume_is_new:
-            self._stream_decoded(pool, layer, obj, write=False)
-        self._stream_decoded(pool, layer, obj, write=True)
+        verify = self.settings.verify_checksums
+        if verify and self._holdable(obj):
+            pieces = list(self._decoded_pieces(
+                layer.backup, layer.container, obj, layer.extra_metadata,
+                decode_lane=lanes.decode, md5_lane=lanes.md5))
+            self._write_pieces(layer, obj.offset, pieces)
+            return
+        if verify and not layer.volume_is_new:
+            self._stream_decoded(lanes, layer, obj, write=False)
+        self._stream_decoded(lanes, layer, obj, write=True)
 
-    def _stream_decoded(self, pool, layer, obj, write):
+    def _stream_decoded(self, lanes, layer, obj, write):
         """Decode ``obj`` on one lane, MD5 it on another, write on a third."""
         write_fn = (volume_io.write_skipping_zeros if layer.volume_is_new
                     else volume_io.write_at)
         pieces = self._decoded_pieces(layer.backup, layer.container, obj,
                                       layer.extra_metadata,
-                                      decode_lane=pool.lane(),
-                                      md5_lane=pool.lane())
+                                      decode_lane=lanes.decode,
+                                      md5_lane=lanes.md5)
         writes = collections.deque()
-        write_lane = pool.lane() if write else None
         offset = obj.offset
         try:
             for data in pieces:
-                if write_lane is None:
+                if not write:
                     continue
                 while len(writes) >= LANE_DEPTH:
                     writes.popleft().result()
-                writes.append(write_lane.submit(write_fn, layer.volume_file,
-                                                offset, data))
+                writes.append(lanes.write.submit(write_fn, layer.volume_file,
+                                                 offset, data))
                 offset += len(data)
             while writes:
                 writes.popleft().result()
@@ -1156,6 +1177,22 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
         for name in names:
             concurrency.execute(self.delete_object, container, name)
             concurrency.cooperative_yield()
+        # Temporary files a killed writer left (stores that have them).
+        leftovers = getattr(getattr(self, 'store', None),
+                            'delete_leftovers', None)
+        if leftovers is not None:
+            try:
+                removed = concurrency.execute(leftovers, container, prefix)
+            except Exception as e:
+                LOG.warning('Could not remove the temporary files of '
+                            'backup %(id)s in container %(container)s: '
+                            '%(error)s', {'id': backup['id'], 'error': e,
+                                          'container': container})
+            else:
+                if removed:
+                    LOG.info('Removed %(count)d temporary file(s) of '
+                             'unfinished writes of backup %(id)s.',
+                             {'count': len(removed), 'id': backup['id']})
         LOG.info('Deleted backup %(id)s (%(count)d objects).',
                  {'id': backup['id'], 'count': len(names)})
 
