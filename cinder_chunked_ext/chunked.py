@@ -767,7 +767,10 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
             for start, size in self._pieces(offset, length):
                 if self._backup_cancelled(run):
                     raise _Cancelled()
-                if window.full:
+                # Results leave the window as soon as they are there, so
+                # the lanes start with the first piece, not when the
+                # window is full.
+                while window.full or window.ready:
                     hand_over(window.pop()[1])
                 data = self._read_piece(run, start, size)
                 window.submit(start, pipeline.analyse_piece, data,

@@ -83,6 +83,9 @@ class _GreenFuture(object):
     def result(self):
         return self._thread.wait()
 
+    def done(self):
+        return self._thread.dead
+
 
 class WorkerPool(object):
     """A pool of native workers, usable from green or native threads.
@@ -186,6 +189,9 @@ class _EventFuture(object):
     def result(self):
         return self._event.wait()
 
+    def done(self):
+        return self._event.ready()
+
 
 class OrderedWindow(object):
     """Futures taken back in submission order, at most ``depth`` pending.
@@ -209,6 +215,11 @@ class OrderedWindow(object):
 
     def submit(self, tag, func, *args, **kwargs):
         self._pending.append((tag, self._pool.submit(func, *args, **kwargs)))
+
+    @property
+    def ready(self):
+        """True when the oldest pending result is already there."""
+        return bool(self._pending) and self._pending[0][1].done()
 
     def pop(self):
         """Wait for the oldest result; return ``(tag, result)``."""
