@@ -73,7 +73,7 @@ GiB = 1024 ** 3
 MiB = 1024 ** 2
 PIECE_BYTES = 4 * MiB
 # Pieces handed to the in-order lanes and not yet through them.
-LANE_DEPTH = 4
+LANE_DEPTH = 8
 MAX_CHAIN_LENGTH = 10000
 STATUS_CHECK_SECONDS = 1.0
 
@@ -513,14 +513,22 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
 
     def _read_metadata(self, backup):
         """The parsed ``_metadata`` of ``backup``, with version dispatch."""
-        raw = self._read_object_fully(backup['container'],
-                                      self._metadata_filename(backup))
-        return manifest.BackupMetadata.from_json(raw, backup_id=backup['id'])
+        return self._read_document(backup, self._metadata_filename(backup),
+                                   manifest.BackupMetadata)
 
     def _read_sha256file(self, backup):
-        raw = self._read_object_fully(backup['container'],
-                                      self._sha256_filename(backup))
-        return manifest.Sha256File.from_json(raw, backup_id=backup['id'])
+        return self._read_document(backup, self._sha256_filename(backup),
+                                   manifest.Sha256File)
+
+    def _read_document(self, backup, name, document_class):
+        raw = self._read_object_fully(backup['container'], name)
+        try:
+            return document_class.from_json(raw, backup_id=backup['id'])
+        except exception.CorruptBackup as e:
+            # Name the damaged object, so that it can be found and fixed.
+            reason = (getattr(e, 'kwargs', None) or {}).get('reason', e)
+            raise exception.CorruptBackup(
+                backup_id=backup['id'], reason='%s: %s' % (name, reason))
 
     def _generate_object_names(self, backup):
         return self.get_container_entries(backup['container'],

@@ -24,7 +24,8 @@ several cores at once while still producing what upstream's one-shot
 
 * zlib: each piece is raw deflate ending in a sync flush, joined after
   one zlib header and closed by an empty final block and the Adler-32 of
-  the whole object, as pigz does;
+  the whole object, as pigz does; within a piece, stretches that do not
+  compress are stored rather than deflated for nothing;
 * bzip2: each piece is a complete bzip2 stream; concatenated streams are
   one valid bzip2 file;
 * zstd: one frame with its content size (upstream's ``zstd`` module needs
@@ -85,34 +86,57 @@ def _zlib_piece_zero(length):
     return _zlib_piece(bytes(length))
 
 
-_SAMPLE = 16 * 1024
-_SAMPLES = 4
+# A piece is deflated in segments, each its own sync-flushed run of
+# blocks, so that zero, incompressible and compressible stretches of one
+# piece are each handled as they deserve.
+_SEGMENT = 256 * 1024
+_SAMPLE = 4 * 1024
 
 
 def looks_incompressible(data):
-    """True when samples spread over ``data`` do not deflate at all.
+    """True when samples at both ends of ``data`` do not deflate at all.
 
-    Deflating random data at the default level costs as much as text and
-    saves nothing; stored blocks cost a copy.  Any compressible sample
-    means the whole piece is compressed normally.
+    Deflating random data (encrypted or already compressed blocks) at the
+    default level costs as much as text and saves nothing; stored blocks
+    cost a copy.  Any compressible sample means ``data`` is compressed.
     """
     length = len(data)
-    if length < _SAMPLE * _SAMPLES:
+    if length < 2 * _SAMPLE:
         return False
-    step = (length - _SAMPLE) // (_SAMPLES - 1)
-    for i in range(_SAMPLES):
-        sample = data[i * step:i * step + _SAMPLE]
-        if len(zlib.compress(sample, 1)) < len(sample) * 0.97:
+    for start in (0, length - _SAMPLE):
+        sample = data[start:start + _SAMPLE]
+        if len(zlib.compress(sample, 1)) < _SAMPLE * 0.97:
             return False
     return True
 
 
-def _zlib_piece(data):
-    """Raw deflate of ``data`` ending in a sync flush (byte aligned)."""
-    level = (0 if looks_incompressible(data)
-             else zlib.Z_DEFAULT_COMPRESSION)
+@functools.lru_cache(maxsize=8)
+def _deflate_zero_segment(length):
+    return _deflate_segment(bytes(length), zlib.Z_DEFAULT_COMPRESSION)
+
+
+def _deflate_segment(data, level):
     comp = zlib.compressobj(level, zlib.DEFLATED, -15)
     return comp.compress(data) + comp.flush(zlib.Z_SYNC_FLUSH)
+
+
+def _zlib_piece(data):
+    """Raw deflate of ``data`` ending in a sync flush (byte aligned)."""
+    out = []
+    for start in range(0, len(data), _SEGMENT):
+        segment = data[start:start + _SEGMENT]
+        if segment == _zero_segment(len(segment)):
+            out.append(_deflate_zero_segment(len(segment)))
+        elif looks_incompressible(segment):
+            out.append(_deflate_segment(segment, 0))
+        else:
+            out.append(_deflate_segment(segment, zlib.Z_DEFAULT_COMPRESSION))
+    return b''.join(out)
+
+
+@functools.lru_cache(maxsize=8)
+def _zero_segment(length):
+    return bytes(length)
 
 
 def zlib_piece(data, zero=False):

@@ -523,6 +523,18 @@ def _same_file(a, b):
                 return True
 
 
+def _default_workdir(args):
+    """/dev/shm when it can hold the run's files, else the temp dir."""
+    try:
+        stat = os.statvfs('/dev/shm')
+    except OSError:
+        return None
+    needed = 6 * (getattr(args, 'size', 0) or 0) * MiB + GiB
+    if stat.f_bavail * stat.f_frsize > needed:
+        return '/dev/shm'
+    return None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest='command')
@@ -543,7 +555,12 @@ def main(argv=None):
                         help='comma-separated: %s' % ', '.join(IMPLS))
     parser.add_argument('--repeat', type=int, default=1,
                         help='runs per phase; the median is reported')
-    parser.add_argument('--workdir', default=None)
+    parser.add_argument('--workdir', default=None,
+                        help='where volumes, repositories and targets go '
+                             '(default: /dev/shm when it has room, so the '
+                             'figures are the pipelines\', not this '
+                             'machine\'s disk; name a directory on a disk '
+                             'to include it)')
     args = parser.parse_args(argv)
     if args.command == '_phase':
         return run_phase(args)
@@ -560,7 +577,7 @@ def main(argv=None):
                      % (', '.join(CONFIGS), args.configs))
 
     workdir = tempfile.mkdtemp(prefix='cinder-chunked-bench-',
-                               dir=args.workdir)
+                               dir=args.workdir or _default_workdir(args))
     args.workdir = workdir
     try:
         if args.driver != 's3':
