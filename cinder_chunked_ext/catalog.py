@@ -154,6 +154,11 @@ class CatalogBackup(object):
     def deleted(self):
         return self.status == DELETED
 
+    @property
+    def read_only(self):
+        """True when this process cannot write the catalog."""
+        return not self._catalog.writable()
+
     def save(self):
         """Write every field back to the catalog."""
         self.updated_at = utcnow()
@@ -233,16 +238,31 @@ class Catalog(object):
     def close(self):
         self._conn.close()
 
+    def writable(self):
+        """Whether this process may write the catalog file.
+
+        SQLite also creates its journal beside the file, so the directory
+        must be writable too.  A catalog not created yet is writable.
+        """
+        if not self.exists:
+            return True
+        directory = os.path.dirname(os.path.abspath(self.path))
+        return (os.access(self.path, os.W_OK) and
+                os.access(directory, os.W_OK))
+
     @contextlib.contextmanager
     def _transaction(self):
         with self._lock:
             self._conn.execute('BEGIN IMMEDIATE')
             try:
                 yield self._conn
+                self._conn.execute('COMMIT')
             except BaseException:
-                self._conn.execute('ROLLBACK')
+                # SQLite has already rolled back after some errors (a
+                # full disk): a second ROLLBACK would hide the first error.
+                if self._conn.in_transaction:
+                    self._conn.execute('ROLLBACK')
                 raise
-            self._conn.execute('COMMIT')
 
     def _query(self, sql, args=()):
         with self._lock:

@@ -439,8 +439,10 @@ class RestoreMeter(object):
         self.index = 0
         self.finished = 0
         self.current = 0
+        self.bytes_written = 0
 
     def on_write(self, start, count):
+        self.bytes_written += count
         if self.index < len(self.plan):
             offset, length = self.plan[self.index]
             self.current = max(self.current,
@@ -721,19 +723,26 @@ def _backup_failed(driver, record, error):
     """Mark a failed or interrupted backup and remove what it wrote."""
     from cinder_chunked_ext import catalog
     interrupted = isinstance(error, KeyboardInterrupt)
-    record.status = catalog.ERROR
-    record.fail_reason = ('interrupted' if interrupted
-                          else _one_line(error) or type(error).__name__)
     try:
-        record.save()
-    finally:
         # The metadata object is written last, so nothing here looks like
         # a complete backup; remove the partial objects all the same.
+        # First: in a full repository that holds the catalog, this frees
+        # the space the catalog needs to record the failure.
         try:
             driver.delete_backup(record)
         except Exception as e:  # noqa - the first error is the one to show
             LOG.warning('Could not remove the objects of failed backup '
                         '%(id)s: %(error)s', {'id': record.id, 'error': e})
+    finally:
+        record.status = catalog.ERROR
+        record.fail_reason = ('interrupted' if interrupted
+                              else _one_line(error) or type(error).__name__)
+        try:
+            record.save()
+        except Exception as e:  # noqa - the first error is the one to show
+            LOG.warning('Could not record in the catalog that backup '
+                        '%(id)s failed: %(error)s',
+                        {'id': record.id, 'error': e})
 
 
 def backup_json(record, children=None):
@@ -915,6 +924,7 @@ def restore_backup(session, driver, record, target, mode, size_bytes):
     if size_bytes is None:
         from cinder_chunked_ext import recovery
         size_bytes = recovery.volume_size_bytes(chain)
+    _check_within(chain, size_bytes)
     volume, is_new, created = _open_target(target, mode, size_bytes)
     bar = ProgressBar('restore %s' % record.id[:8],
                       sum(length for _offset, length in plan),
@@ -923,11 +933,20 @@ def restore_backup(session, driver, record, target, mode, size_bytes):
     metered = MeteredFile(volume, on_write=meter.on_write,
                           on_flush=meter.on_flush)
     previous = record.status
-    record.status = cinder_compat.BackupStatus.RESTORING
-    record.save()
+    marked = False
+    if getattr(record, 'read_only', False):
+        # A read-only repository that holds the catalog: restore all the
+        # same, without marking the backup restoring.
+        LOG.warning('The catalog %s cannot be written; backup %s is '
+                    'restored without being marked restoring in it.',
+                    session.catalog_path(), record.id)
+        record = _UnrecordedRecord(record)
     started = time.monotonic()
     ok = False
     try:
+        record.status = cinder_compat.BackupStatus.RESTORING
+        record.save()
+        marked = True
         driver.restore(record, catalog.volume_id_for_path(target), metered,
                        is_new)
         if is_new:
@@ -938,9 +957,10 @@ def restore_backup(session, driver, record, target, mode, size_bytes):
         bar.close()
         volume.close()
         record.status = previous
-        record.save()
+        if marked:
+            record.save()
         if not ok:
-            _restore_failed(session, target, created, is_new)
+            _restore_failed(session, target, created, is_new, meter)
     return {'backup_id': record.id, 'target': target,
             'mode': 'new' if is_new else 'existing',
             'size_bytes': size_bytes,
@@ -948,16 +968,67 @@ def restore_backup(session, driver, record, target, mode, size_bytes):
             'seconds': round(time.monotonic() - started, 3)}
 
 
-def _restore_failed(session, target, created, is_new):
+def _check_within(chain, size_bytes):
+    """Refuse objects that end beyond their volume, before any write.
+
+    The engine bounds objects by the volume size in GiB, as Cinder sizes
+    volumes; the catalog knows, for each backup, the size in bytes of the
+    volume it was made from (a parent's may be larger: the volume may
+    have shrunk since).
+    """
+    from cinder_chunked_ext import exception
+    for layer in chain:
+        limit = getattr(layer, 'volume_size_bytes', None) or size_bytes
+        for obj in layer.metadata.objects:
+            if obj.end > limit:
+                raise exception.CorruptBackup(
+                    backup_id=layer['id'],
+                    reason='object %s ends at byte %d, beyond the %d-byte '
+                           'volume' % (obj.name, obj.end, limit))
+
+
+class _UnrecordedRecord(object):
+    """A catalog record restored while the catalog cannot be written.
+
+    It reads ``restoring`` (the engine checks that status to go on) and
+    neither writes to nor re-reads the catalog.
+    """
+
+    def __init__(self, record):
+        self._record = record
+        self.status = record.status
+
+    def __getattr__(self, name):
+        return getattr(self._record, name)
+
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+    def save(self):
+        return None
+
+    def refresh(self):
+        return None
+
+    @contextlib.contextmanager
+    def as_read_deleted(self):
+        yield self
+
+
+def _restore_failed(session, target, created, is_new, meter):
     try:
         if created:
             os.remove(target)
         elif is_new:
             with open(target, 'r+b') as f:
                 f.truncate(0)
-        else:
+        elif meter.bytes_written:
             session.out.stderr.write(
-                '%s: warning: %s was partly overwritten\n' % (PROG, target))
+                '%s: warning: %s was partly overwritten: the restore '
+                'stopped after %d of %d objects (%s of %s)\n'
+                % (PROG, target, meter.index, len(meter.plan),
+                   human_bytes(meter.finished),
+                   human_bytes(sum(length for _o, length in meter.plan))))
     except OSError as e:
         LOG.warning('Could not clean up %s: %s', target, e)
 

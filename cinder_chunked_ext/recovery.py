@@ -271,7 +271,21 @@ def volume_size_bytes(chain):
     ``[requested, parent, ..., full]`` with ``metadata`` loaded.
     """
     base = chain[-1]
-    size = max((obj.end for obj in base.metadata.objects), default=0)
+    # A full backup stores every byte: its objects tile the volume from
+    # byte 0.  A gap or an overlap means tampered metadata, whose size
+    # could not be trusted.
+    size = 0
+    for obj in sorted(base.metadata.objects, key=lambda o: o.offset):
+        if obj.offset != size:
+            raise exception.CorruptBackup(
+                backup_id=base.id,
+                reason='object %s of the full backup starts at byte %d: '
+                       '%s' % (obj.name, obj.offset,
+                               'it leaves a gap after byte %d' % size
+                               if obj.offset > size else
+                               'it overlaps the object before it, which '
+                               'ends at byte %d' % size))
+        size = obj.end
     for layer in chain:
         end = max((obj.end for obj in layer.metadata.objects), default=0)
         if end > size:

@@ -261,8 +261,11 @@ class Verifier(object):
             result.objects_checked += 1
             result.bytes_checked += obj.length
         if block:
-            covered.update(range(first, first + (obj.length + block - 1)
-                                 // block))
+            # Only blocks the sha256file has: a hostile length must not
+            # make the set as large as the length says.
+            last = min(first + (obj.length + block - 1) // block,
+                       len(hashes))
+            covered.update(range(first, last))
         if mismatched:
             result.problem(obj.name, '%d hash block(s) do not match the '
                                      'sha256file (first: block %d at byte '

@@ -258,6 +258,37 @@ class PosixStore(base.ObjectStore):
         except OSError as e:
             raise classify_os_error(e, 'cannot delete %s' % path)
 
+    def delete_leftovers(self, container, prefix):
+        """Remove the temporary files of unfinished writes of ``prefix*``.
+
+        A writer stopped before its commit (SIGKILL, a crash, a power
+        loss) leaves its ``.tmp-<id>-<name>`` file behind; deleting the
+        backup removes them with its objects.  Returns the names removed.
+        """
+        path = self.container_path(container)
+        try:
+            names = os.listdir(path)
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise classify_os_error(e, 'cannot list %s' % container)
+        removed = []
+        for name in sorted(names):
+            if not name.startswith(TEMP_MARK):
+                continue
+            # TEMP_MARK, 12 hex digits, '-', then the object's name.
+            rest = name[len(TEMP_MARK):]
+            if rest[12:13] != '-' or not rest[13:].startswith(prefix):
+                continue
+            try:
+                os.remove(os.path.join(path, name))
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise classify_os_error(e, 'cannot delete %s' % name)
+            removed.append(name)
+        return removed
+
     def object_size(self, container, name):
         path = self._object_path(container, name)
         try:
