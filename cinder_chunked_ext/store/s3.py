@@ -285,6 +285,12 @@ class _Classifier(object):
         if code in _DENIED_CODES or status == 403:
             hint = ('access denied: check that the user of '
                     'backup_s3_store_access_key may use this bucket')
+            if code in ('', '403'):
+                # A HEAD answer has no body, so no reason: refused
+                # credentials look the same as a denied bucket.
+                hint = ('access denied: check backup_s3_store_access_key '
+                        'and backup_s3_store_secret_key, and that this '
+                        'user may use this bucket')
             if reading and self._settings.sse_enabled:
                 hint += (', and that backup_s3_sse_customer_key is the key '
                          'the object was written with')
@@ -448,6 +454,9 @@ class _S3Reader(base.ObjectReader):
         self._size = None
         self._etag = None
         self._body = None
+        # Why the reader gave up: later reads fail at once rather than
+        # spend another round of attempts each.
+        self._gave_up = None
         self._open()
 
     def _what(self):
@@ -477,6 +486,8 @@ class _S3Reader(base.ObjectReader):
                 pass
 
     def _read_some(self, size):
+        if self._gave_up is not None:
+            raise exception.TransientStoreError(reason=self._gave_up)
         attempts = max(1, self._store.settings.retry_max_attempts)
         failures = 0
         while True:
@@ -488,11 +499,12 @@ class _S3Reader(base.ObjectReader):
                 self._drop_body()
                 failures += 1
                 if failures > attempts:
+                    self._gave_up = REDACTOR.redact(
+                        '%s: the download broke off at byte %d %d times '
+                        '(last error: %s)'
+                        % (self._what(), self._offset, failures, e))
                     raise exception.TransientStoreError(
-                        reason=REDACTOR.redact(
-                            '%s: the download broke off at byte %d %d '
-                            'times (last error: %s)'
-                            % (self._what(), self._offset, failures, e)))
+                        reason=self._gave_up)
                 continue
             self._offset += len(data)
             return data
