@@ -43,6 +43,7 @@ import testtools
 import cinder_chunked_ext
 from cinder_chunked_ext import catalog
 from cinder_chunked_ext import cli
+from cinder_chunked_ext import session
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -444,7 +445,7 @@ class TestWithCinder(CliTestCase):
     """The tool with Cinder's own classes, where Cinder is installed."""
 
     def test_round_trip_with_cinder_imported(self):
-        self.env[cli.WITH_CINDER_ENV] = '1'
+        self.env[session.WITH_CINDER_ENV] = '1'
         have_cinder = importlib.util.find_spec('cinder') is not None
         data = write_volume(self.volume)
         full, err = self.run_json('--debug', 'backup', 'create',

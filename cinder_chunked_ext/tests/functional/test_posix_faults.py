@@ -46,9 +46,9 @@ from oslo_config import fixture as config_fixture
 
 from cinder_chunked_ext import catalog
 from cinder_chunked_ext import chunked
-from cinder_chunked_ext import cli
 from cinder_chunked_ext.drivers import posix
 from cinder_chunked_ext import exception
+from cinder_chunked_ext import session
 from cinder_chunked_ext.tests import fakes
 from cinder_chunked_ext.tests.functional import test_cli
 
@@ -127,7 +127,7 @@ class FaultTestCase(test_cli.CliTestCase):
 
     def records(self, path=None):
         cat = catalog.Catalog(path or os.path.join(self.repo,
-                                                   cli.CATALOG_NAME),
+                                                   session.CATALOG_NAME),
                               create=False)
         self.addCleanup(cat.close)
         return cat.list()

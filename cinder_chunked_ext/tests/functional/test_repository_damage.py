@@ -42,9 +42,9 @@ from oslo_config import cfg
 from oslo_config import fixture as config_fixture
 
 from cinder_chunked_ext import chunked
-from cinder_chunked_ext import cli
 from cinder_chunked_ext.drivers import posix
 from cinder_chunked_ext import exception
+from cinder_chunked_ext import session
 from cinder_chunked_ext.tests import fakes
 from cinder_chunked_ext.tests.functional import test_cli
 
@@ -174,7 +174,7 @@ class DamageTestCase(test_cli.CliTestCase):
             for name in names:
                 path = os.path.join(dirpath, name)
                 if path == self.target or name.startswith(
-                        cli.CATALOG_NAME):
+                        session.CATALOG_NAME):
                     continue
                 if os.path.islink(path):
                     found[path] = 'link:' + os.readlink(path)
@@ -632,7 +632,7 @@ class TestParentCycle(DamageTestCase):
     """A chain of parents that loops is refused before any write."""
 
     def loop_catalog(self, parent_of_full):
-        conn = sqlite3.connect(os.path.join(self.repo, cli.CATALOG_NAME))
+        conn = sqlite3.connect(os.path.join(self.repo, session.CATALOG_NAME))
         with conn:
             conn.execute('UPDATE backups SET parent_id = ? WHERE id = ?',
                          (parent_of_full, self.full['id']))
@@ -663,7 +663,7 @@ class TestParentCycle(DamageTestCase):
     def test_restore_and_verify_repository_parent_loop_refused(self):
         # Without a catalog the chain comes from the metadata documents.
         _set_field('parent_id', self.incr['id'])(self, self.full)
-        os.remove(os.path.join(self.repo, cli.CATALOG_NAME))
+        os.remove(os.path.join(self.repo, session.CATALOG_NAME))
         untouched = MARK * len(self.full_data)
         source = ['--from-repository', self.incr['container'],
                   self.incr['service_metadata']]

@@ -1,0 +1,362 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Back up, restore and verify volume files for ``cinder-chunked-backup``.
+
+Each operation runs a driver of the session on a file or a device, with
+a progress bar, and keeps the catalog true to what happened: a failed
+backup is marked ``error`` and its objects removed; a restore marks its
+backup ``restoring`` while it runs and cleans up a target it created.
+The engine is imported inside the functions (see
+:mod:`cinder_chunked_ext.session`).
+"""
+
+import contextlib
+import logging
+import os
+import stat
+import sys
+import time
+
+from oslo_config import cfg
+
+from cinder_chunked_ext import exit_status
+from cinder_chunked_ext import progress
+
+LOG = logging.getLogger(__name__)
+CONF = cfg.CONF
+
+
+# -- backup ----------------------------------------------------------------
+
+def _open_volume(path, size):
+    """``(file, size_bytes, seekable)`` of the volume to back up."""
+    if path == '-':
+        if not size:
+            raise exit_status.UsageError(
+                'reading the volume from stdin needs --size')
+        return sys.stdin.buffer, size, False
+    if not os.path.exists(path):
+        raise exit_status.NotFoundError('volume %s does not exist' % path)
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
+        raise exit_status.UsageError(
+            'volume %s is a directory, not a file or a block device' % path)
+    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode):
+        if not size:
+            raise exit_status.UsageError(
+                'volume %s is a stream; give its size with --size' % path)
+        return open(path, 'rb'), size, False
+    volume = open(path, 'rb')
+    try:
+        actual = volume.seek(0, os.SEEK_END)
+        volume.seek(0)
+    except OSError:
+        volume.close()
+        raise
+    if actual == 0:
+        volume.close()
+        raise exit_status.UsageError('volume %s is empty' % path)
+    return volume, actual, True
+
+
+def _chunk_geometry_check(driver):
+    if driver.chunk_size_bytes <= 0 or driver.sha_block_size_bytes <= 0 or \
+            driver.chunk_size_bytes % driver.sha_block_size_bytes:
+        raise exit_status.UsageError(
+            'the object size %d is not a positive multiple of the hash '
+            'block size %d (backup_file_size and '
+            'backup_sha_block_size_bytes, or backup_s3_object_size and '
+            'backup_s3_block_size)' % (driver.chunk_size_bytes,
+                                       driver.sha_block_size_bytes))
+
+
+def create_backup(session, volume_path, incremental=False, name=None,
+                  description=None, container=None, volume_id=None,
+                  size=None):
+    """Back up a volume; returns ``(record, seconds)``."""
+    from cinder_chunked_ext import catalog
+    from cinder_chunked_ext import cinder_compat
+
+    volume, size_bytes, seekable = _open_volume(volume_path, size)
+    with contextlib.ExitStack() as stack:
+        if volume is not sys.stdin.buffer:
+            stack.callback(volume.close)
+        if volume_path == '-':
+            if not volume_id:
+                raise exit_status.UsageError(
+                    'reading the volume from stdin needs --volume-id')
+            source = '-'
+        else:
+            source = os.path.realpath(volume_path)
+        volume_id = volume_id or catalog.volume_id_for_path(volume_path)
+        env = session.environment(create=True)
+        cat = env.catalog
+        driver = session.driver(env)
+        _chunk_geometry_check(driver)
+        if container is not None:
+            driver.validate_container(container)
+        driver.check_for_setup_error()
+        parent = None
+        if incremental:
+            parent = cat.latest_available(volume_id)
+            if parent is None:
+                raise exit_status.UsageError(
+                    'no available backup of volume %s to base an '
+                    'incremental backup on; make a full backup first'
+                    % volume_id)
+            session.check_record_driver(parent)
+        cat.put_volume(volume_id, source, size_bytes)
+        record = cat.new_backup(
+            volume_id=volume_id, size=catalog.size_gib(size_bytes),
+            parent_id=parent.id if parent else None, container=container,
+            display_name=name, display_description=description,
+            availability_zone=CONF.storage_availability_zone,
+            volume_size_bytes=size_bytes if seekable else None,
+            source_path=source, driver=session.driver_name)
+        LOG.info('Backup %s of %s started.', record.id, source)
+        bar = progress.ProgressBar('backup %s' % record.id[:8], size_bytes,
+                                   stream=session.out.stderr)
+        start = volume.tell() if seekable else 0
+        metered = progress.MeteredFile(
+            volume, on_read=lambda f: bar.update(f.highest - start),
+            limit=None if seekable else size_bytes)
+        started = time.monotonic()
+        try:
+            driver.backup(record, metered)
+        except BaseException as e:
+            bar.close()
+            _backup_failed(driver, record, e)
+            raise
+        bar.close()
+        seconds = time.monotonic() - started
+        record.refresh()
+        if record.status in (cinder_compat.BackupStatus.DELETING,
+                             cinder_compat.BackupStatus.DELETED):
+            raise exit_status.CliError('backup %s was deleted while it ran; '
+                                       'nothing was kept' % record.id)
+        if not seekable:
+            record.volume_size_bytes = metered.bytes_read
+            if not metered.bytes_read:
+                error = exit_status.UsageError('volume %s was empty'
+                                               % volume_path)
+                _backup_failed(driver, record, error)
+                raise error
+        record.status = catalog.AVAILABLE
+        record.fail_reason = None
+        record.save()
+        return record, seconds
+
+
+def _backup_failed(driver, record, error):
+    """Mark a failed or interrupted backup and remove what it wrote."""
+    from cinder_chunked_ext import catalog
+    interrupted = isinstance(error, KeyboardInterrupt)
+    try:
+        # The metadata object is written last, so nothing here looks like
+        # a complete backup; remove the partial objects all the same.
+        # First: in a full repository that holds the catalog, this frees
+        # the space the catalog needs to record the failure.
+        try:
+            driver.delete_backup(record)
+        except Exception as e:  # noqa - the first error is the one to show
+            LOG.warning('Could not remove the objects of failed backup '
+                        '%(id)s: %(error)s', {'id': record.id, 'error': e})
+    finally:
+        record.status = catalog.ERROR
+        record.fail_reason = ('interrupted' if interrupted
+                              else progress.one_line(error) or
+                              type(error).__name__)
+        try:
+            record.save()
+        except Exception as e:  # noqa - the first error is the one to show
+            LOG.warning('Could not record in the catalog that backup '
+                        '%(id)s failed: %(error)s',
+                        {'id': record.id, 'error': e})
+
+
+# -- restore ---------------------------------------------------------------
+
+def _restore_plan(driver, chain):
+    plan = []
+    for layer in reversed(chain):
+        metadata = getattr(layer, 'metadata', None) or \
+            driver._read_metadata(layer)
+        layer.metadata = metadata
+        plan.extend((obj.offset, obj.length) for obj in metadata.objects)
+    return plan
+
+
+def _open_target(target, mode, size_bytes):
+    """``(file, is_new, created)`` for the restore target."""
+    kind = None
+    if os.path.exists(target):
+        st = os.stat(target)
+        if stat.S_ISDIR(st.st_mode):
+            raise exit_status.UsageError('restore target %s is a directory'
+                                         % target)
+        if stat.S_ISREG(st.st_mode):
+            kind = 'empty' if st.st_size == 0 else 'data'
+        else:
+            kind = 'device'
+    if mode != 'existing' and kind in ('data', 'device'):
+        raise exit_status.UsageError(
+            'restore target %s exists and is not empty%s'
+            % (target, '; use --existing to overwrite it' if mode == 'auto'
+               else ' (--new needs a new or empty file)'))
+    if mode in ('auto', 'new'):
+        directory = os.path.dirname(os.path.abspath(target))
+        if not os.path.isdir(directory):
+            raise exit_status.NotFoundError('directory %s does not exist'
+                                            % directory)
+        handle = open(target, 'r+b' if kind else 'xb')
+        handle.truncate(size_bytes)
+        return handle, True, kind is None
+    if kind is None:
+        raise exit_status.NotFoundError(
+            'restore target %s does not exist (--existing)' % target)
+    return open(target, 'r+b'), False, False
+
+
+def restore_backup(session, driver, record, target, mode, size_bytes):
+    """Restore ``record`` (and its chain) to ``target``; return details."""
+    from cinder_chunked_ext import catalog
+    from cinder_chunked_ext import cinder_compat
+    chain = driver._backup_chain(record)
+    plan = _restore_plan(driver, chain)
+    if size_bytes is None:
+        from cinder_chunked_ext import recovery
+        size_bytes = recovery.volume_size_bytes(chain)
+    _check_within(chain, size_bytes)
+    volume, is_new, created = _open_target(target, mode, size_bytes)
+    bar = progress.ProgressBar('restore %s' % record.id[:8], 0,
+                               stream=session.out.stderr)
+    meter = progress.RestoreMeter(plan, bar)
+    bar.total = meter.total
+    metered = progress.MeteredFile(volume, on_write=meter.on_write,
+                                   on_flush=meter.on_flush)
+    previous = record.status
+    marked = False
+    if getattr(record, 'read_only', False):
+        # A read-only repository that holds the catalog: restore all the
+        # same, without marking the backup restoring.
+        LOG.warning('The catalog %s cannot be written; backup %s is '
+                    'restored without being marked restoring in it.',
+                    session.catalog_path(), record.id)
+        record = _UnrecordedRecord(record)
+    started = time.monotonic()
+    ok = False
+    try:
+        record.status = cinder_compat.BackupStatus.RESTORING
+        record.save()
+        marked = True
+        driver.restore(record, catalog.volume_id_for_path(target), metered,
+                       is_new)
+        if is_new:
+            # The volume may have shrunk since its full backup.
+            volume.truncate(size_bytes)
+        ok = True
+    finally:
+        bar.close()
+        volume.close()
+        record.status = previous
+        if marked:
+            record.save()
+        if not ok:
+            _restore_failed(session, target, created, is_new, meter)
+    return {'backup_id': record.id, 'target': target,
+            'mode': 'new' if is_new else 'existing',
+            'size_bytes': size_bytes,
+            'chain': [layer['id'] for layer in chain],
+            'seconds': round(time.monotonic() - started, 3)}
+
+
+def _check_within(chain, size_bytes):
+    """Refuse objects that end beyond their volume, before any write.
+
+    The engine bounds objects by the volume size in GiB, as Cinder sizes
+    volumes; the catalog knows, for each backup, the size in bytes of the
+    volume it was made from (a parent's may be larger: the volume may
+    have shrunk since).
+    """
+    from cinder_chunked_ext import exception
+    for layer in chain:
+        limit = getattr(layer, 'volume_size_bytes', None) or size_bytes
+        for obj in layer.metadata.objects:
+            if obj.end > limit:
+                raise exception.CorruptBackup(
+                    backup_id=layer['id'],
+                    reason='object %s ends at byte %d, beyond the %d-byte '
+                           'volume' % (obj.name, obj.end, limit))
+
+
+class _UnrecordedRecord(object):
+    """A catalog record restored while the catalog cannot be written.
+
+    It reads ``restoring`` (the engine checks that status to go on) and
+    neither writes to nor re-reads the catalog.
+    """
+
+    def __init__(self, record):
+        self._record = record
+        self.status = record.status
+
+    def __getattr__(self, name):
+        return getattr(self._record, name)
+
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+    def save(self):
+        return None
+
+    def refresh(self):
+        return None
+
+    @contextlib.contextmanager
+    def as_read_deleted(self):
+        yield self
+
+
+def _restore_failed(session, target, created, is_new, meter):
+    try:
+        if created:
+            os.remove(target)
+        elif is_new:
+            with open(target, 'r+b') as f:
+                f.truncate(0)
+        elif meter.bytes_written:
+            session.out.problem(
+                'warning', '%s was partly overwritten: the restore stopped '
+                'after %d of %d objects (%s of %s)'
+                % (target, meter.index, len(meter.plan),
+                   progress.human_bytes(meter.finished),
+                   progress.human_bytes(meter.total)))
+    except OSError as e:
+        LOG.warning('Could not clean up %s: %s', target, e)
+
+
+# -- verify ----------------------------------------------------------------
+
+def verify_backups(session, driver, records):
+    """Reports of ``records``; progress on stderr."""
+    from cinder_chunked_ext import verify
+    bar = progress.ProgressBar('verify', 0, stream=session.out.stderr)
+    verifier = verify.Verifier(driver, on_bytes=bar.add)
+    bar.total = sum(verifier.planned_bytes(r) for r in records)
+    reports = []
+    try:
+        for record in records:
+            reports.append(verifier.verify(record))
+    finally:
+        bar.close()
+    return reports

@@ -1,0 +1,245 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""One run of ``cinder-chunked-backup``: its configuration and drivers.
+
+A :class:`Session` reads the configuration files and the global options
+into oslo.config as ``cinder-backup`` would, and gives the commands the
+catalog, the driver and the records they work on.
+
+The engine is imported only after :func:`keep_cinder_out` (the program
+runs on the package's stand-ins for Cinder) and inside
+:func:`quiet_import_engine`; nothing here imports it at module level.
+"""
+
+import logging
+import os
+import sys
+import warnings
+
+from oslo_config import cfg
+
+from cinder_chunked_ext import exit_status
+from cinder_chunked_ext import progress
+
+PROG = 'cinder-chunked-backup'
+APP_DIR = 'cinder-chunked-backup'
+CATALOG_NAME = 'catalog.sqlite3'
+WITH_CINDER_ENV = 'CINDER_CHUNKED_BACKUP_WITH_CINDER'
+# What --repository sets, per driver.
+REPOSITORY_OPTION = {
+    'posix': 'backup_posix_path',
+    'nfs': 'backup_share',
+    's3': 'backup_s3_store_bucket',
+}
+DRIVERS = tuple(REPOSITORY_OPTION)
+
+LOG = logging.getLogger(__name__)
+CONF = cfg.CONF
+
+
+def user_data_dir():
+    base = os.environ.get('XDG_DATA_HOME') or os.path.join(
+        os.path.expanduser('~'), '.local', 'share')
+    return os.path.join(base, APP_DIR)
+
+
+def default_repository():
+    return os.path.join(user_data_dir(), 'repository')
+
+
+def keep_cinder_out():
+    """Run the tool on the package's own stand-ins for Cinder.
+
+    The tool needs nothing from Cinder: the stand-ins in
+    :mod:`cinder_chunked_ext.cinder_compat` have the same option names
+    and defaults, exceptions and statuses.  Importing Cinder (when it is
+    installed beside the package) would cost a second or more at every
+    start and print eventlet warnings.  ``CINDER_CHUNKED_BACKUP_WITH_CINDER=1``
+    imports it all the same (for example so that the NFS driver mounts
+    through Cinder's root helper).
+    """
+    if os.environ.get(WITH_CINDER_ENV, '').lower() in ('1', 'true', 'yes'):
+        return
+    if 'cinder' not in sys.modules:
+        sys.modules['cinder'] = None   # "import cinder" raises ImportError
+
+
+def quiet_import_engine(debug):
+    """Import the engine (and Cinder, when used) quietly.
+
+    Cinder's import of eventlet prints a deprecation warning on stderr;
+    the tool keeps stderr for its own messages unless ``--debug``.
+    """
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.simplefilter('ignore')
+        from cinder_chunked_ext import chunked  # noqa: F401
+        from cinder_chunked_ext import cinder_compat
+    LOG.debug('%s runs %s.', PROG, 'with Cinder\'s classes'
+              if cinder_compat.HAVE_CINDER else 'without Cinder')
+
+
+def load_driver_class(name):
+    """The driver class registered as ``name`` (stevedore, else import).
+
+    The names are those of :mod:`cinder_chunked_ext.opts`, which imports
+    the engine: call this after :func:`quiet_import_engine`.
+    """
+    import importlib
+
+    import stevedore
+    from stevedore import exception as stevedore_exception
+
+    from cinder_chunked_ext import opts
+
+    def fail(manager, entrypoint, error):
+        raise error
+
+    try:
+        try:
+            manager = stevedore.DriverManager(
+                opts.DRIVER_NAMESPACE, name, invoke_on_load=False,
+                on_load_failure_callback=fail,
+                warn_on_missing_entrypoint=False)
+            return manager.driver
+        except stevedore_exception.NoMatches:
+            pass    # not installed (a source tree): import the known path
+        module_name, _sep, class_name = \
+            opts.KNOWN_DRIVERS[name].partition(':')
+        return getattr(importlib.import_module(module_name), class_name)
+    except ImportError as e:
+        raise exit_status.UsageError('driver %s cannot be loaded: %s'
+                                     % (name, e))
+
+
+class Session(object):
+    """Configuration, catalog and drivers of one command run."""
+
+    def __init__(self, args, out):
+        self.args = args
+        self.out = out
+        self.driver_name = args.driver or 'posix'
+        self.driver_class = None
+        self._catalog = None
+        self.repository_override = None
+        self.catalog_override = None
+
+    # -- configuration ---------------------------------------------------
+
+    def configure(self):
+        args = self.args
+        self.driver_class = load_driver_class(self.driver_name)
+        files = []
+        for path in args.config_file or []:
+            if not os.path.exists(path):
+                raise exit_status.NotFoundError(
+                    'configuration file %s does not exist' % path)
+            if not os.path.isfile(path):
+                raise exit_status.UsageError(
+                    'configuration file %s is not a file' % path)
+            files.append(os.path.abspath(path))
+        CONF(args=[], project='cinder', prog=PROG,
+             default_config_files=files, default_config_dirs=[])
+        repository = self.repository_override or args.repository
+        option = REPOSITORY_OPTION[self.driver_name]
+        if repository:
+            if self.driver_name == 'posix':
+                repository = os.path.abspath(os.path.expanduser(repository))
+            self._override(option, repository, '--repository')
+        elif self.driver_name == 'posix' and not files:
+            self._override(option, default_repository(), '--repository')
+        if args.compression:
+            self._override('backup_compression_algorithm', args.compression,
+                           '--compression')
+
+    def _override(self, name, value, flag):
+        try:
+            CONF.set_override(name, value)
+        except (ValueError, cfg.Error) as e:
+            raise exit_status.UsageError('%s %s: %s'
+                                         % (flag, value, progress.one_line(e)))
+
+    def use_workdir(self, workdir):
+        """Repository (posix) and catalog in ``workdir``, unless given."""
+        if not self.args.repository and self.driver_name == 'posix':
+            self.repository_override = os.path.join(workdir, 'repository')
+        if not self.args.catalog:
+            self.catalog_override = os.path.join(workdir, CATALOG_NAME)
+
+    def repository_text(self):
+        option = REPOSITORY_OPTION[self.driver_name]
+        return '%s %s' % (self.driver_name, getattr(CONF, option, None))
+
+    def catalog_path(self):
+        if self.catalog_override:
+            return self.catalog_override
+        if self.args.catalog:
+            return os.path.abspath(os.path.expanduser(self.args.catalog))
+        if self.driver_name == 'posix':
+            return os.path.join(CONF.backup_posix_path, CATALOG_NAME)
+        return os.path.join(user_data_dir(), CATALOG_NAME)
+
+    def catalog(self, create=False):
+        from cinder_chunked_ext import catalog
+        if self._catalog is None or (create and not self._catalog.exists):
+            self._catalog = catalog.Catalog(self.catalog_path(),
+                                            create=create)
+        return self._catalog
+
+    def environment(self, create=False):
+        from cinder_chunked_ext import catalog
+        return catalog.CatalogEnvironment(self.catalog(create=create))
+
+    def driver(self, environment):
+        from cinder_chunked_ext import catalog
+        return self.driver_class(catalog.Context(environment))
+
+    def check_record_driver(self, record):
+        recorded = getattr(record, 'driver', None)
+        if recorded and recorded != self.driver_name:
+            raise exit_status.UsageError(
+                'backup %s was made with driver %s; run with --driver %s'
+                % (record.id, recorded, recorded))
+
+    def resolve(self, backup_id):
+        """The catalog's record of ``backup_id`` (or a unique prefix)."""
+        from cinder_chunked_ext import catalog
+        from cinder_chunked_ext import exception
+        try:
+            return self.catalog().resolve(backup_id)
+        except exception.BackupNotFound:
+            raise exit_status.NotFoundError('no backup %s in catalog %s'
+                                            % (backup_id, self.catalog_path()))
+        except catalog.AmbiguousBackupId as e:
+            raise exit_status.UsageError(str(e))
+
+    def repository_driver(self):
+        """``(environment, driver)`` reading records from the repository."""
+        from cinder_chunked_ext import catalog
+        from cinder_chunked_ext import recovery
+        env = recovery.RepositoryEnvironment()
+        driver = self.driver_class(catalog.Context(env))
+        env.attach(driver)
+        return env, driver
+
+    def repository_backup(self, container, prefix):
+        """``(driver, record)`` of a backup found in the repository."""
+        from cinder_chunked_ext import recovery
+        env, driver = self.repository_driver()
+        try:
+            record = env.load(container, prefix)
+        except recovery.NotInRepository:
+            raise exit_status.NotFoundError(
+                'no backup with prefix %s in container %s of the %s '
+                'repository' % (prefix, container, self.repository_text()))
+        return driver, record
