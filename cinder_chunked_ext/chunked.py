@@ -24,8 +24,10 @@ The data path of a backup, top to bottom:
    incremental backup, and prepares the container and object prefix.
 2. The volume is cut into chunks of ``chunk_size_bytes``.  A full backup
    stores each chunk as one object; an incremental one first hashes the
-   chunk (``_hash_chunk``) and stores each run of changed hash blocks as
-   one object.
+   chunk on the pool (``_hash_chunk``), then reads and stores each run
+   of changed hash blocks as one object.  Objects no larger than a
+   piece are written whole by a worker, several at once
+   (``_write_small_object``).
 3. ``_store_object`` streams one object (``_stream_object``): pieces of
    a few MiB are read in order and analysed on the worker pool (zero
    test, SHA-256 per hash block, compression of splittable codecs);
@@ -195,6 +197,7 @@ class _BackupRun:
     source: typing.Any = None
     pool: typing.Any = None
     commits: typing.Any = None      # OrderedWindow of object commits
+    small: typing.Any = None        # OrderedWindow of whole small objects
     md5_lane: typing.Any = None
     out_lane: typing.Any = None
     progress: typing.Any = None
@@ -561,12 +564,18 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
             run.out_lane = pool.lane()
             run.commits = concurrency.OrderedWindow(
                 pool, max(1, self.max_concurrent_writes))
+            # Small objects are stored (committed) by the workers that
+            # make them: as many at once as the store accepts commits.
+            run.small = concurrency.OrderedWindow(
+                pool, max(1, self.max_concurrent_writes))
             try:
                 self._backup_chunks(run)
+                self._settle_small_objects(run)
                 while len(run.commits):
                     run.commits.pop()   # raises the first failed commit
             finally:
                 # Nothing may still write once we return or raise.
+                run.small.drain()
                 run.commits.drain()
         progress = run.progress
         if run.cancelled:
@@ -647,17 +656,20 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
                 return
             if run.incremental:
                 hashes = self._hash_chunk(run, offset, length)
-                first = offset // self.sha_block_size_bytes
                 extents = pipeline.changed_extents(
-                    hashes, run.parent_hashes, first, offset,
+                    hashes, run.parent_hashes,
+                    offset // self.sha_block_size_bytes, offset,
                     self.sha_block_size_bytes, length)
                 for ext_offset, ext_length in extents:
-                    self._store_object(run, ext_offset, ext_length, None)
+                    self._store_any_object(run, ext_offset, ext_length,
+                                           False)
                     if run.cancelled:
                         return
                 run.hashes.extend(hashes)
+                if run.cancelled:
+                    return
             else:
-                self._store_object(run, offset, length, run.hashes)
+                self._store_any_object(run, offset, length, True)
                 if run.cancelled:
                     return
             offset += length
@@ -690,7 +702,7 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
         hashes = []
         try:
             for start, size in self._pieces(offset, length):
-                if window.full:
+                while window.full or window.ready:
                     hashes.extend(window.pop()[1])
                 data = self._read_piece(run, start, size)
                 window.submit(start, pipeline.hash_piece, data,
@@ -708,6 +720,68 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
                 reason='the volume ended at offset %d while reading %d '
                        'bytes at %d' % (start + len(data), size, start))
         return data
+
+    def _store_any_object(self, run, offset, length, want_hashes):
+        """Store ``[offset, offset + length)`` as the next object.
+
+        An object no larger than a piece is read here and handed whole to
+        the pool, several at once (incremental backups are mostly such
+        objects); a larger one is streamed.
+        """
+        if length <= self._piece_bytes():
+            if self._backup_cancelled(run):
+                return
+            data = self._read_piece(run, offset, length)
+            name = manifest.object_name(run.prefix, run.next_number)
+            run.next_number += 1
+            while run.small.full or run.small.ready:
+                self._finish_small_object(run, run.small.pop()[1])
+            run.small.submit(name, self._write_small_object, run, name,
+                             offset, data, want_hashes)
+            return
+        # Objects are recorded in number order: settle the small ones.
+        self._settle_small_objects(run)
+        self._store_object(run, offset, length,
+                           run.hashes if want_hashes else None)
+
+    def _settle_small_objects(self, run):
+        while len(run.small):
+            self._finish_small_object(run, run.small.pop()[1])
+
+    def _finish_small_object(self, run, result):
+        record, hashes = result
+        if hashes is not None:
+            run.hashes.extend(hashes)
+        run.metadata.objects.append(record)
+        run.bytes_done = max(run.bytes_done, record.end - run.source.start)
+        run.progress.object_written()
+
+    def _write_small_object(self, run, name, offset, data, want_hashes):
+        """Hash, compress and store one whole small object (a worker's job).
+
+        Returns its record and, when asked, its block hashes.
+        """
+        algorithm = self.settings.compression
+        result = pipeline.analyse_piece(
+            data, self.sha_block_size_bytes,
+            compression.parallel_piece_encoder(algorithm), want_hashes)
+        md5 = (pipeline.zero_md5(len(data)) if result.zero
+               else hashlib.md5(data, usedforsecurity=False).hexdigest())
+        stored, stored_as = data, 'none'
+        encoder = compression.new_object_encoder(algorithm, len(data))
+        if encoder is not None:
+            out = b''.join([encoder.start(),
+                            encoder.feed(data, result.encoded),
+                            encoder.finish()])
+            if len(out) < len(data):
+                stored, stored_as = out, algorithm
+        with self.get_object_writer(run.container, name,
+                                    extra_metadata=run.extra_metadata) as w:
+            w.write(stored)
+        record = manifest.ObjectRecord(name=name, offset=offset,
+                                       length=len(data),
+                                       compression=stored_as, md5=md5)
+        return record, result.hashes
 
     def _store_object(self, run, offset, length, hashes_out):
         """Write one data object covering ``[offset, offset + length)``."""

@@ -509,7 +509,7 @@ class TestKilledBackup(FaultTestCase):
     is being written (its temporary file exists), and killed there.
     """
 
-    BIG = 2 * MiB
+    BIG = 6 * MiB   # larger than a 4 MiB piece: streamed, not written whole
 
     def open_fifo_writer(self, path, proc, timeout=60):
         deadline = time.monotonic() + timeout
