@@ -1032,7 +1032,10 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
         """
         layer = _Layer(backup, backup['container'], metadata.extra_metadata,
                        volume_file, volume_is_new)
-        budget = self.settings.max_bytes_in_flight
+        # The head object may hold up to half of the bound in memory; the
+        # objects fetched ahead share the other half.
+        budget = (self.settings.max_bytes_in_flight -
+                  self.settings.max_bytes_in_flight // 2)
         with concurrency.WorkerPool(self.settings.workers) as pool:
             lanes = _RestoreLanes(pool.lane(), pool.lane(), pool.lane())
             ahead = collections.deque()     # (object, future or None)
@@ -1080,7 +1083,11 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
                             pass
 
     def _holdable(self, obj):
-        return obj.length <= self.settings.max_bytes_in_flight // 4
+        """Small enough to verify in memory before writing any of it.
+
+        With the default bound of 128 MiB that includes S3's 50 MB objects.
+        """
+        return obj.length <= self.settings.max_bytes_in_flight // 2
 
     def _check_restore_status(self, backup, volume_id, requested_backup):
         with requested_backup.as_read_deleted():
