@@ -31,6 +31,7 @@ from oslo_config import cfg
 
 from cinder_chunked_ext import exit_status
 from cinder_chunked_ext import progress
+from cinder_chunked_ext import records
 
 LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
@@ -299,7 +300,7 @@ def _check_within(chain, size_bytes):
                            'volume' % (obj.name, obj.end, limit))
 
 
-class _UnrecordedRecord(object):
+class _UnrecordedRecord(records.DetachedRecord):
     """A catalog record restored while the catalog cannot be written.
 
     It reads ``restoring`` (the engine checks that status to go on) and
@@ -312,19 +313,6 @@ class _UnrecordedRecord(object):
 
     def __getattr__(self, name):
         return getattr(self._record, name)
-
-    def __getitem__(self, key):
-        return getattr(self, key)
-
-    def save(self):
-        return None
-
-    def refresh(self):
-        return None
-
-    @contextlib.contextmanager
-    def as_read_deleted(self):
-        yield self
 
 
 def _restore_failed(session, target, created, is_new, meter):

@@ -34,7 +34,6 @@ Records live in memory only: ``save`` and ``refresh`` keep their fields
 as set by the caller.
 """
 
-import contextlib
 import dataclasses
 import os
 import typing
@@ -43,6 +42,7 @@ from cinder_chunked_ext import catalog
 from cinder_chunked_ext import cinder_compat
 from cinder_chunked_ext import exception
 from cinder_chunked_ext import manifest
+from cinder_chunked_ext import records
 from cinder_chunked_ext.store import posix as posix_store
 
 METADATA_SUFFIX = '_metadata'
@@ -54,7 +54,7 @@ class NotInRepository(exception.BackupNotFound):
     message = 'Backup %(backup_id)s could not be found in the repository.'
 
 
-class RepositoryBackup(object):
+class RepositoryBackup(records.DetachedRecord):
     """A backup record built from the backup's own metadata object."""
 
     FIELDS = catalog.CatalogBackup.FIELDS
@@ -67,21 +67,8 @@ class RepositoryBackup(object):
         if fields:
             raise TypeError('unknown fields %s' % sorted(fields))
 
-    def __getitem__(self, key):
-        return getattr(self, key)
-
     def __repr__(self):
         return '<RepositoryBackup %s>' % self.id
-
-    def save(self):
-        return None
-
-    def refresh(self):
-        return None
-
-    @contextlib.contextmanager
-    def as_read_deleted(self):
-        yield self
 
 
 def record_from_metadata(container, prefix, metadata):

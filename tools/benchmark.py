@@ -201,78 +201,60 @@ class BenchEnvironment(object):
 
 
 def _make_driver(impl, args, book, size_gib):
-    if args.driver == 's3':
-        return _make_s3_driver(impl, args, book, size_gib)
     from oslo_config import cfg
     conf = cfg.CONF
     if impl == 'upstream':
-        import eventlet
-        eventlet.monkey_patch()
-        from cinder import monkey_patch
-        monkey_patch.MONKEY_PATCHED = True
-        from unittest import mock
+        return _make_upstream_driver(conf, args, book, size_gib)
+    if args.driver == 's3':
+        from cinder_chunked_ext.drivers import s3 as ours
+    else:
+        from cinder_chunked_ext.drivers import posix as ours
 
-        from cinder.backup.drivers import posix
-        from cinder import objects
-        objects.register_all()
-        mock.patch('cinder.objects.Backup.get_by_id',
-                   side_effect=lambda ctx, bid: book.get(bid)).start()
-        mock.patch('cinder.volume.volume_utils.notify_about_backup_usage'
-                   ).start()
-        mock.patch('cinder.backup.driver.BackupMetadataAPI.get',
-                   return_value=None).start()
-        mock.patch('cinder.db.base.Base.__init__', return_value=None).start()
-        conf([], project='cinder')
-        _apply(conf, args)
+    class Context(object):
+        chunked_environment = BenchEnvironment(book, size_gib)
+    conf([], project='cinder')
+    _apply(conf, args)
+    if args.driver == 's3':
+        return ours.S3BackupDriver(Context())
+    return ours.PosixBackupDriver(Context(), backup_path=args.repo)
+
+
+def _make_upstream_driver(conf, args, book, size_gib):
+    """Upstream's driver in eventlet mode, as cinder-backup runs it.
+
+    Only what needs Cinder's database and message bus is patched: the
+    backup records (from the record book), the notifier and the volume
+    metadata; the data path is upstream's own.
+    """
+    import eventlet
+    eventlet.monkey_patch()
+    from cinder import monkey_patch
+    monkey_patch.MONKEY_PATCHED = True
+    from unittest import mock
+
+    from cinder.backup.drivers import posix
+    from cinder.backup.drivers import s3
+    from cinder import objects
+    objects.register_all()
+    mock.patch('cinder.objects.Backup.get_by_id',
+               side_effect=lambda ctx, bid: book.get(bid)).start()
+    mock.patch('cinder.volume.volume_utils.notify_about_backup_usage'
+               ).start()
+    mock.patch('cinder.backup.driver.BackupMetadataAPI.get',
+               return_value=None).start()
+    conf([], project='cinder')
+    # The drivers' base class disposes of the database engine when it is
+    # built: an in-memory one it never queries will do.
+    conf.set_override('connection', 'sqlite://', group='database')
+    _apply(conf, args)
+    if args.driver == 's3':
+        driver = s3.S3BackupDriver(context=None)
+    else:
         driver = posix.PosixBackupDriver(context=None,
                                          backup_path=args.repo)
-        driver.db = mock.Mock()
-        driver.db.volume_get.return_value = {'size': size_gib}
-        return driver
-    from cinder_chunked_ext.drivers import posix
-
-    class Context(object):
-        chunked_environment = BenchEnvironment(book, size_gib)
-    conf([], project='cinder')
-    _apply(conf, args)
-    return posix.PosixBackupDriver(Context(), backup_path=args.repo)
-
-
-def _make_s3_driver(impl, args, book, size_gib):
-    from oslo_config import cfg
-    conf = cfg.CONF
-    if impl == 'upstream':
-        import eventlet
-        eventlet.monkey_patch()
-        from cinder import monkey_patch
-        monkey_patch.MONKEY_PATCHED = True
-        from unittest import mock
-
-        from cinder.backup.drivers import s3
-        from cinder import objects
-        objects.register_all()
-        mock.patch('cinder.objects.Backup.get_by_id',
-                   side_effect=lambda ctx, bid: book.get(bid)).start()
-        mock.patch('cinder.volume.volume_utils.notify_about_backup_usage'
-                   ).start()
-        mock.patch('cinder.backup.driver.BackupMetadataAPI.get',
-                   return_value=None).start()
-        conf([], project='cinder')
-        # The driver's base class disposes of the database engine when
-        # it is built: an in-memory one it never queries will do.
-        conf.set_override('connection', 'sqlite://', group='database')
-        _apply(conf, args)
-        driver = s3.S3BackupDriver(context=None)
-        mock.patch.object(driver.db, 'volume_get',
-                          return_value={'size': size_gib}).start()
-        return driver
-    from cinder_chunked_ext.drivers import s3
-
-    class Context(object):
-        chunked_environment = BenchEnvironment(book, size_gib)
-    conf([], project='cinder')
-    _apply(conf, args)
-    return s3.S3BackupDriver(Context())
+    mock.patch.object(driver.db, 'volume_get',
+                      return_value={'size': size_gib}).start()
+    return driver
 
 
 def _apply(conf, args):
