@@ -488,8 +488,13 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
         return max(1, PIECE_BYTES // block) * block
 
     def _window_depth(self):
+        """Pieces the pool may hold: enough to keep every worker busy.
+
+        More would only hold memory (the lanes, not the pool, set the
+        pace); fewer if ``max_bytes_in_flight`` says so.
+        """
         pieces = self.settings.max_bytes_in_flight // self._piece_bytes()
-        return max(2, pieces - LANE_DEPTH)
+        return max(2, min(pieces - LANE_DEPTH, 3 * self.settings.workers))
 
     # -- repository documents ----------------------------------------------
 
