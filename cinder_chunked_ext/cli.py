@@ -583,8 +583,13 @@ def _setup_logging(args):
     if args.debug:
         level = logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(
-        '%(asctime)s %(levelname)s %(name)s: %(message)s'))
+    if args.verbose or args.debug:
+        handler.setFormatter(logging.Formatter(
+            '%(asctime)s %(levelname)s %(name)s: %(message)s'))
+    else:
+        # Warnings read like the tool's own one-line messages.
+        handler.setFormatter(logging.Formatter(
+            session_lib.PROG + ': %(levelname)s: %(message)s'))
     root = logging.getLogger()
     previous = (list(root.handlers), root.level)
     root.handlers[:] = [handler]
