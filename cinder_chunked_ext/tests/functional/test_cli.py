@@ -574,7 +574,13 @@ class TestForPeople(CliTestCase):
 class TestS3(CliTestCase):
     """The same tool against a real S3 server (SeaweedFS on 127.0.0.1)."""
 
+    def run_cli(self, *args, **kwargs):
+        out, err = super().run_cli(*args, **kwargs)
+        self.outputs.append(out + err)
+        return out, err
+
     def test_s3_backup_restore_and_recovery(self):
+        self.outputs = []
         try:
             from cinder_chunked_ext.tests import s3_server
         except ImportError as e:
@@ -614,3 +620,13 @@ class TestS3(CliTestCase):
         self.run_cli('restore', '--from-repository', entry['container'],
                      entry['prefix'], dr_target, base=base)
         self.assertEqual(expected, sha256_of(dr_target))
+
+        # No key in any output: --json documents, and DEBUG logs (botocore
+        # logs signed headers at DEBUG) of a whole backup and verify.
+        debug = base[:-2] + ['--debug'] + base[-2:]
+        self.run_json('backup', 'create', self.volume, base=debug)
+        self.run_cli('verify', '--all', base=debug)
+        self.assertTrue(any('DEBUG' in text for text in self.outputs))
+        for text in self.outputs:
+            self.assertNotIn(server.secret_key, text)
+            self.assertNotIn(server.access_key, text)
