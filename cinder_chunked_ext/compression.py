@@ -41,6 +41,7 @@ import struct
 import zlib
 
 from cinder_chunked_ext import exception
+from cinder_chunked_ext import pipeline
 
 NONE_NAMES = ('none', 'off', 'no')
 ALGORITHMS = {
@@ -125,18 +126,13 @@ def _zlib_piece(data):
     out = []
     for start in range(0, len(data), _SEGMENT):
         segment = data[start:start + _SEGMENT]
-        if segment == _zero_segment(len(segment)):
+        if pipeline.is_zero(segment):
             out.append(_deflate_zero_segment(len(segment)))
         elif looks_incompressible(segment):
             out.append(_deflate_segment(segment, 0))
         else:
             out.append(_deflate_segment(segment, zlib.Z_DEFAULT_COMPRESSION))
     return b''.join(out)
-
-
-@functools.lru_cache(maxsize=8)
-def _zero_segment(length):
-    return bytes(length)
 
 
 def zlib_piece(data, zero=False):

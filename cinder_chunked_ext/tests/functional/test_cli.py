@@ -20,7 +20,6 @@ and 256 KiB objects, so a volume of about 1 MiB gives several objects.
 written to the user's home.
 """
 
-import errno
 import hashlib
 import importlib.util
 import io
@@ -43,7 +42,9 @@ import testtools
 import cinder_chunked_ext
 from cinder_chunked_ext import catalog
 from cinder_chunked_ext import cli
+from cinder_chunked_ext import demo
 from cinder_chunked_ext import session
+from cinder_chunked_ext.tests.functional import fifo as fifo_lib
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -53,11 +54,6 @@ PROG = 'cinder-chunked-backup'
 SOURCE_ROOT = os.path.dirname(os.path.dirname(
     os.path.abspath(cinder_chunked_ext.__file__)))
 TIMEOUT = 120
-
-
-def sha256_of(path):
-    with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def write_volume(path, size=4 * CHUNK + 1000, seed=1):
@@ -169,7 +165,7 @@ class TestBackupRestore(CliTestCase):
 
         overwrite(self.volume, SHA, b'\x01' * 100)
         overwrite(self.volume, 3 * CHUNK + SHA, b'\x02' * SHA)
-        changed_sha = sha256_of(self.volume)
+        changed_sha = demo.file_sha256(self.volume)
         incr = self.create('--incremental')
         self.assertEqual(full['id'], incr['parent_id'])
         self.assertTrue(incr['incremental'])
@@ -190,14 +186,14 @@ class TestBackupRestore(CliTestCase):
         self.assertEqual('new', done['mode'])
         self.assertEqual([incr['id'], full['id']], done['chain'])
         self.assertEqual('catalog', done['source'])
-        self.assertEqual(changed_sha, sha256_of(target))
+        self.assertEqual(changed_sha, demo.file_sha256(target))
 
         # A non-empty target is only overwritten when asked to.
         _out, err = self.run_cli('restore', full['id'], target, expect=2)
         self.assertIn('--existing', err)
         self.run_cli('restore', '--existing', full['id'], target)
         self.assertEqual(hashlib.sha256(original).hexdigest(),
-                         sha256_of(target))
+                         demo.file_sha256(target))
 
     def test_delete_refuses_parent_then_deletes_child_and_parent(self):
         write_volume(self.volume)
@@ -226,7 +222,8 @@ class TestBackupRestore(CliTestCase):
         self.assertEqual('stream-volume', doc['volume_id'])
         target = os.path.join(self.tmp, 'out.img')
         self.run_cli('restore', doc['id'], target)
-        self.assertEqual(hashlib.sha256(data).hexdigest(), sha256_of(target))
+        self.assertEqual(hashlib.sha256(data).hexdigest(),
+                         demo.file_sha256(target))
 
 
 class TestVerify(CliTestCase):
@@ -294,7 +291,7 @@ class TestDisasterRecovery(CliTestCase):
         write_volume(self.volume)
         full = self.create()
         overwrite(self.volume, 2 * CHUNK, b'\x07' * (SHA + 5))
-        expected = sha256_of(self.volume)
+        expected = demo.file_sha256(self.volume)
         incr = self.create('--incremental')
         os.remove(os.path.join(self.repo, 'catalog.sqlite3'))
 
@@ -315,7 +312,7 @@ class TestDisasterRecovery(CliTestCase):
                                    target)
         self.assertEqual('repository', done['source'])
         self.assertEqual([incr['id'], full['id']], done['chain'])
-        self.assertEqual(expected, sha256_of(target))
+        self.assertEqual(expected, demo.file_sha256(target))
         self.assertEqual(os.path.getsize(self.volume),
                          os.path.getsize(target))
 
@@ -455,27 +452,13 @@ class TestWithCinder(CliTestCase):
         self.run_cli('verify', full['id'])
         target = os.path.join(self.tmp, 'restored.img')
         self.run_cli('restore', full['id'], target)
-        self.assertEqual(hashlib.sha256(data).hexdigest(), sha256_of(target))
+        self.assertEqual(hashlib.sha256(data).hexdigest(),
+                         demo.file_sha256(target))
         _out, err = self.run_cli('backup', 'show', 'nope', expect=3)
         self.assertEqual(1, len(err.strip().splitlines()), err)
 
 
 class TestInterrupt(CliTestCase):
-
-    def open_fifo_writer(self, path, proc, timeout=60):
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError as e:
-                if e.errno != errno.ENXIO:
-                    raise
-            if proc.poll() is not None:
-                self.fail('the command exited early: %s'
-                          % proc.stderr.read().decode())
-            if time.monotonic() > deadline:
-                self.fail('the command never opened the FIFO')
-            time.sleep(0.02)
 
     def data_objects(self):
         return [f for f in self.repository_files()
@@ -491,7 +474,7 @@ class TestInterrupt(CliTestCase):
                                 stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         self.addCleanup(lambda: proc.poll() is None and proc.kill())
-        fd = self.open_fifo_writer(fifo, proc)
+        fd = fifo_lib.open_writer(self, fifo, proc)
         os.set_blocking(fd, True)
         try:
             os.write(fd, random.Random(3).randbytes(3 * CHUNK + 10))
@@ -601,14 +584,14 @@ class TestS3(CliTestCase):
         self.assertEqual(bucket, full['container'])
         self.assertEqual('s3', full['driver'])
         overwrite(self.volume, CHUNK, b'\x09' * SHA)
-        expected = sha256_of(self.volume)
+        expected = demo.file_sha256(self.volume)
         incr, _err = self.run_json('backup', 'create', '--incremental',
                                    self.volume, base=base)
         self.assertEqual(1, incr['object_count'])
         self.run_cli('verify', incr['id'], base=base)
         target = os.path.join(self.tmp, 's3.img')
         self.run_cli('restore', incr['id'], target, base=base)
-        self.assertEqual(expected, sha256_of(target))
+        self.assertEqual(expected, demo.file_sha256(target))
 
         os.remove(os.path.join(self.env['XDG_DATA_HOME'],
                                'cinder-chunked-backup', 'catalog.sqlite3'))
@@ -619,7 +602,7 @@ class TestS3(CliTestCase):
         dr_target = os.path.join(self.tmp, 's3-dr.img')
         self.run_cli('restore', '--from-repository', entry['container'],
                      entry['prefix'], dr_target, base=base)
-        self.assertEqual(expected, sha256_of(dr_target))
+        self.assertEqual(expected, demo.file_sha256(dr_target))
 
         # No key in any output: --json documents, and DEBUG logs (botocore
         # logs signed headers at DEBUG) of a whole backup and verify.

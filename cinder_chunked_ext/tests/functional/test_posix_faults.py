@@ -31,7 +31,6 @@ cinder-backup runs it) and the command line in a subprocess.
 """
 
 import bz2
-import errno
 import hashlib
 import os
 import random
@@ -46,10 +45,12 @@ from oslo_config import fixture as config_fixture
 
 from cinder_chunked_ext import catalog
 from cinder_chunked_ext import chunked
+from cinder_chunked_ext import demo
 from cinder_chunked_ext.drivers import posix
 from cinder_chunked_ext import exception
 from cinder_chunked_ext import session
 from cinder_chunked_ext.tests import fakes
+from cinder_chunked_ext.tests.functional import fifo as fifo_lib
 from cinder_chunked_ext.tests.functional import test_cli
 
 KiB = test_cli.KiB
@@ -259,7 +260,7 @@ class TestRepositoryFull(FaultTestCase):
         self.check_clean(record.id, err)
         self.assertEqual(before, self.outside(self.target))
         self.assertEqual(hashlib.sha256(data).hexdigest(),
-                         test_cli.sha256_of(self.volume))
+                         demo.file_sha256(self.volume))
 
         # The space is free again: a volume that fits is backed up.
         small = random_volume(self.volume, CHUNK + 10, seed=9)
@@ -314,7 +315,7 @@ class TestRepositoryFull(FaultTestCase):
                               if backup.id in f])
         self.assertGreaterEqual(self.free_bytes(self.repo), 4 * CHUNK)
         self.assertEqual(hashlib.sha256(data).hexdigest(),
-                         test_cli.sha256_of(self.volume))
+                         demo.file_sha256(self.volume))
 
 
 class TestPermissionDenied(FaultTestCase):
@@ -380,7 +381,7 @@ class TestPermissionDenied(FaultTestCase):
         _out, err = self.run_confined('restore', first['id'], self.target)
         self.assertIn('cannot be written', err)
         self.assertEqual(hashlib.sha256(data).hexdigest(),
-                         test_cli.sha256_of(self.target))
+                         demo.file_sha256(self.target))
         self.assertEqual([catalog.AVAILABLE],
                          [r.status for r in self.records()])
         self.assertEqual(before, self.outside(self.target))
@@ -403,7 +404,7 @@ class TestPermissionDenied(FaultTestCase):
         self.assertEqual([], os.listdir(fixed))
         self.assertEqual(before, self.outside())
         self.assertEqual(hashlib.sha256(data).hexdigest(),
-                         test_cli.sha256_of(self.volume))
+                         demo.file_sha256(self.volume))
         _out, err = self.run_confined('restore', record.id, self.target,
                                       expect=2)
         self.check_one_line(err, 'is error')
@@ -435,7 +436,7 @@ class TestImmutableDirectory(FaultTestCase):
         self.assertEqual([], os.listdir(fixed))
         self.assertEqual(before, self.outside())
         self.assertEqual(hashlib.sha256(data).hexdigest(),
-                         test_cli.sha256_of(self.volume))
+                         demo.file_sha256(self.volume))
 
 
 class TestReadOnlyRepository(FaultTestCase):
@@ -461,7 +462,7 @@ class TestReadOnlyRepository(FaultTestCase):
         self.assertEqual([self.full['id']], [r.id for r in self.records()])
         self.assertEqual(before, self.outside(self.ro))
         self.assertEqual(hashlib.sha256(self.data).hexdigest(),
-                         test_cli.sha256_of(self.volume))
+                         demo.file_sha256(self.volume))
 
     def test_driver_backup_read_only_repository_permanent_error(self):
         driver = self.driver(self.ro)
@@ -481,12 +482,12 @@ class TestReadOnlyRepository(FaultTestCase):
         _out, err = self.run_cli('restore', self.full['id'], self.target,
                                  base=self.ro_args())
         self.assertIn('cannot be written', err)
-        self.assertEqual(expected, test_cli.sha256_of(self.target))
+        self.assertEqual(expected, demo.file_sha256(self.target))
         os.remove(self.target)
         self.run_cli('restore', '--from-repository', self.full['container'],
                      self.full['service_metadata'], self.target,
                      base=self.ro_args())
-        self.assertEqual(expected, test_cli.sha256_of(self.target))
+        self.assertEqual(expected, demo.file_sha256(self.target))
         os.remove(self.target)
         out, _err = self.run_cli('verify', self.full['id'],
                                  base=self.ro_args())
@@ -510,19 +511,6 @@ class TestKilledBackup(FaultTestCase):
     """
 
     BIG = 6 * MiB   # larger than a 4 MiB piece: streamed, not written whole
-
-    def open_fifo_writer(self, path, proc, timeout=60):
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError as e:
-                if e.errno != errno.ENXIO:
-                    raise
-            self.assertIsNone(proc.poll(), 'the command exited early')
-            self.assertLess(time.monotonic(), deadline,
-                            'the command never opened the FIFO')
-            time.sleep(0.02)
 
     def data_objects(self, prefix=None):
         return [f for f in self.files_under(self.repo)
@@ -570,7 +558,7 @@ class TestKilledBackup(FaultTestCase):
                                 stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         self.addCleanup(lambda: proc.poll() is None and proc.kill())
-        fd = self.open_fifo_writer(fifo, proc)
+        fd = fifo_lib.open_writer(self, fifo, proc)
         os.set_blocking(fd, True)
         try:
             temps_at_kill = self.kill_while_writing(proc, fd, chunks)

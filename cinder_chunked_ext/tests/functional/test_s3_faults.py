@@ -24,7 +24,6 @@ a restore, outside the target volume).
 """
 
 import collections
-import hashlib
 import logging
 import os
 import re
@@ -38,6 +37,7 @@ from oslo_config import cfg
 from oslo_config import fixture as config_fixture
 import testtools
 
+from cinder_chunked_ext import demo
 from cinder_chunked_ext.drivers import s3 as s3_driver
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.store import s3 as s3_store
@@ -65,14 +65,6 @@ def case(name, *values):
 SERVER_ERRORS = (case('500_InternalError', 500, 'InternalError'),
                  case('503_ServiceUnavailable', 503, 'ServiceUnavailable'),
                  case('503_SlowDown', 503, 'SlowDown'))
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(MiB), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class S3FaultsBase(testtools.TestCase):
@@ -157,7 +149,7 @@ class S3FaultsBase(testtools.TestCase):
         if parent is not None:
             backup.parent_id = parent.id
         path = self.volume_file(data)
-        before = sha256_of(path)
+        before = demo.file_sha256(path)
         server_before = self.everything()
         driver = driver or self.driver()
         error = None
@@ -167,7 +159,7 @@ class S3FaultsBase(testtools.TestCase):
                 backup.status = 'available'
             else:
                 error = self.assertRaises(raises, driver.backup, backup, f)
-        self.assertEqual(before, sha256_of(path),
+        self.assertEqual(before, demo.file_sha256(path),
                          'the backup modified its source volume')
         self.assertEqual(
             server_before - {(b, k) for b, k in server_before
@@ -187,7 +179,7 @@ class S3FaultsBase(testtools.TestCase):
         with open(path, 'wb') as f:
             f.truncate(size)
         others = sorted(set(os.listdir(self.tmp)) - {target})
-        before = {name: sha256_of(os.path.join(self.tmp, name))
+        before = {name: demo.file_sha256(os.path.join(self.tmp, name))
                   for name in others}
         backup.status = 'restoring'
         try:
@@ -200,7 +192,7 @@ class S3FaultsBase(testtools.TestCase):
         finally:
             backup.status = 'available'
             self.assertEqual(
-                before, {name: sha256_of(os.path.join(self.tmp, name))
+                before, {name: demo.file_sha256(os.path.join(self.tmp, name))
                          for name in others},
                 'the restore wrote outside its target')
         with open(path, 'rb') as f:
