@@ -125,7 +125,7 @@ def tpool_wrapper():
     try:
         from cinder import utils
     except ImportError:
-        from cinder_chunked_ext import concurrency
+        from cinder_chunked_ext.engine import concurrency
         return concurrency.tpool_wrap
     return utils.tpool_wrap
 

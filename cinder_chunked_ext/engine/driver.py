@@ -100,6 +100,15 @@ pipeline_opts = [
                 default=True,
                 help="Check every object's MD5 recorded at backup time "
                      'before its data is written to the volume.'),
+    cfg.IntOpt('full_backup_object_bytes',
+               default=16 * MiB,
+               min=0,
+               help='Largest object, in bytes, that a full backup writes '
+                    '(rounded down to whole hash blocks, and never more '
+                    'than the chunk size). Smaller objects let a restore '
+                    'decompress several at once and bound the memory of '
+                    'any restore, ours or upstream Cinder\'s. 0 means one '
+                    'object per chunk, as upstream Cinder writes them.'),
 ]
 
 PIPELINE_GROUP = 'chunked_backup'
@@ -125,6 +134,7 @@ class EngineSettings:
     workers: int
     max_bytes_in_flight: int
     verify_checksums: bool
+    full_backup_object_bytes: int = 0
 
     @classmethod
     def from_conf(cls, conf=CONF):
@@ -139,6 +149,7 @@ class EngineSettings:
             workers=group.workers or concurrency.default_workers(),
             max_bytes_in_flight=group.max_bytes_in_flight,
             verify_checksums=group.verify_checksums_on_restore,
+            full_backup_object_bytes=group.full_backup_object_bytes,
         )
 
 
@@ -239,6 +250,14 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
     def _piece_bytes(self):
         block = self.sha_block_size_bytes
         return max(1, PIECE_BYTES // block) * block
+
+    def _full_object_bytes(self):
+        """The size of a full backup's objects: whole hash blocks."""
+        block = self.sha_block_size_bytes
+        wanted = self.settings.full_backup_object_bytes
+        if not wanted:
+            return self.chunk_size_bytes
+        return min(self.chunk_size_bytes, max(1, wanted // block) * block)
 
     def _window_depth(self):
         """Pieces the pool may hold: enough to keep every worker busy.

@@ -167,7 +167,9 @@ class _FileReader(base.ObjectReader):
 class PosixStore(base.ObjectStore):
     """Objects as files below ``root``."""
 
-    max_concurrent_writes = 2
+    # Commits are mostly fsync: several at once let the file system
+    # write them in one journal commit.
+    max_concurrent_writes = 8
 
     def __init__(self, root):
         if not root:
