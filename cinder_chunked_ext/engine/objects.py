@@ -219,7 +219,8 @@ def is_zero_object(driver, container, obj, extra_metadata):
                               ZERO_FORM_MAX_BYTES)
     if stored is None:
         return False
-    if compression.is_zero_form(obj.compression, obj.length, stored):
+    if compression.is_zero_form(obj.compression, obj.length, stored,
+                                driver._piece_bytes()):
         return True
     if not _decodes_to_zeros(obj, stored, driver._piece_bytes()):
         return False
