@@ -109,6 +109,15 @@ pipeline_opts = [
                     'decompress several at once and bound the memory of '
                     'any restore, ours or upstream Cinder\'s. 0 means one '
                     'object per chunk, as upstream Cinder writes them.'),
+    cfg.IntOpt('malloc_arena_max',
+               default=2,
+               min=0,
+               help='Malloc arenas the service process may use (glibc\'s '
+                    'M_ARENA_MAX), set when the first backup or restore '
+                    'starts. Under eventlet the data passes through many '
+                    'native threads, and with one arena per thread freed '
+                    'buffers keep about 100 MB more resident. 0 leaves '
+                    'the C library\'s default.'),
 ]
 
 PIPELINE_GROUP = 'chunked_backup'
@@ -135,6 +144,7 @@ class EngineSettings:
     max_bytes_in_flight: int
     verify_checksums: bool
     full_backup_object_bytes: int = 0
+    malloc_arena_max: int = 0
 
     @classmethod
     def from_conf(cls, conf=CONF):
@@ -150,6 +160,7 @@ class EngineSettings:
             max_bytes_in_flight=group.max_bytes_in_flight,
             verify_checksums=group.verify_checksums_on_restore,
             full_backup_object_bytes=group.full_backup_object_bytes,
+            malloc_arena_max=group.malloc_arena_max,
         )
 
 
@@ -321,6 +332,7 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
 
         The data path is :class:`cinder_chunked_ext.engine.backup.BackupJob`.
         """
+        concurrency.limit_malloc_arenas(self.settings.malloc_arena_max)
         backup_path.BackupJob(self, backup, volume_file).run(
             backup_metadata=backup_metadata)
 
@@ -331,6 +343,7 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
         BackupRestoreCancel when the backup's status changes away from
         ``restoring``.
         """
+        concurrency.limit_malloc_arenas(self.settings.malloc_arena_max)
         restore_path.restore_chain(self, backup, volume_id, volume_file,
                                    volume_is_new)
 

@@ -153,9 +153,11 @@ class LayerRestore(object):
 
     def run(self):
         # The head object may hold up to half of the bound in memory; the
-        # objects fetched ahead share the other half.
+        # objects fetched ahead share a quarter (two of the 16 MiB
+        # objects of a full backup with the default bound: one per core
+        # here), the rest is for the decoders' and the writes' buffers.
         bound = self.settings.max_bytes_in_flight
-        budget = bound - bound // 2
+        budget = bound // 4
         with concurrency.WorkerPool(self.settings.workers) as pool:
             lanes = (pool.lane(), pool.lane(), pool.lane())
             ahead = collections.deque()     # (object, future or None)
