@@ -46,6 +46,8 @@ class Backend(object):
     """The interface; the defaults suit a backend without a server."""
 
     name = None
+    #: Our driver's module: importing it registers its options.
+    ours_module = None
     #: The Cinder module of upstream's driver, to tell whether it runs.
     upstream_module = None
 
@@ -91,6 +93,7 @@ class PosixBackend(Backend):
     """A directory on the work directory's file system."""
 
     name = 'posix'
+    ours_module = 'cinder_chunked_ext.drivers.posix'
     upstream_module = 'cinder.backup.drivers.posix'
 
     def describe(self, server, workdir):
@@ -122,6 +125,7 @@ class S3Backend(Backend):
     """SeaweedFS (``weed mini``) on 127.0.0.1, one bucket per location."""
 
     name = 's3'
+    ours_module = 'cinder_chunked_ext.drivers.s3'
     upstream_module = 'cinder.backup.drivers.s3'
 
     @contextlib.contextmanager

@@ -153,8 +153,11 @@ def make_driver(args, backend, location, book, size_gib):
 
 
 def ours_factory(backend, book, size_gib):
+    import importlib
+
     import benchmark_records
-    from cinder_chunked_ext.drivers import posix  # noqa: F401 - options
+    # Its options are registered when the module is imported.
+    importlib.import_module(backend.ours_module)
 
     class Context(object):
         chunked_environment = benchmark_records.BenchEnvironment(
