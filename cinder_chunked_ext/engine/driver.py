@@ -309,12 +309,14 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
 
     def _read_sha256file(self, backup):
         return self._read_document(backup, self._sha256_filename(backup),
-                                   manifest.Sha256File)
+                                   manifest.Sha256File,
+                                   zero_block=self.sha_block_size_bytes)
 
-    def _read_document(self, backup, name, document_class):
+    def _read_document(self, backup, name, document_class, **options):
         raw = self._read_object_fully(backup['container'], name)
         try:
-            return document_class.from_json(raw, backup_id=backup['id'])
+            return document_class.from_json(raw, backup_id=backup['id'],
+                                            **options)
         except exception.CorruptBackup as e:
             # Name the damaged object, so that it can be found and fixed.
             reason = (getattr(e, 'kwargs', None) or {}).get('reason', e)
