@@ -31,6 +31,7 @@ KNOWN_DRIVERS = {
     'nfs': 'cinder_chunked_ext.drivers.nfs:NFSBackupDriver',
     'posix': 'cinder_chunked_ext.drivers.posix:PosixBackupDriver',
     's3': 'cinder_chunked_ext.drivers.s3:S3BackupDriver',
+    'swift': 'cinder_chunked_ext.drivers.swift:SwiftBackupDriver',
 }
 
 
