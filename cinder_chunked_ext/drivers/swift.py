@@ -186,8 +186,7 @@ def settings_from_conf(context, conf=CONF):
     problem = None
     try:
         account = swift_auth.account_settings(conf, context)
-        if _has_user(context):
-            swift_auth.check_per_user_settings(conf, account)
+        swift_auth.check_per_user_settings(conf, account)
     except exception.StoreConfigurationError as e:
         if _has_user(context):
             raise

@@ -601,8 +601,8 @@ class SwiftStore(base.ObjectStore):
         self._check_usable()
         container = self.settings.container
         try:
-            self.call('head_container', 'Swift account %s, container %s'
-                      % (self.describe(), container), container)
+            self.call('head_container', 'cannot reach container %s of %s'
+                      % (container, self.describe()), container)
         except exception.ObjectNotFound:
             LOG.info('Swift container %(container)s does not exist yet; '
                      'the first backup creates it unless '
