@@ -34,10 +34,10 @@ live in ``[chunked_backup]`` and start with ``swift_``.
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from cinder_chunked_ext import chunked
 from cinder_chunked_ext import cinder_compat
 from cinder_chunked_ext.drivers import base
 from cinder_chunked_ext.drivers import swift_auth
+from cinder_chunked_ext.engine import driver as chunked
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.store import swift as swift_store
 

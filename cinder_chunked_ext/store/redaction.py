@@ -10,12 +10,14 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Keeps secrets out of what HTTP client libraries log.
+"""Secrets kept out of log records, whoever logs them.
 
+Client libraries log request headers at DEBUG level, and those carry
+credentials (S3's access key id and SSE-C key, Swift's tokens and keys).
 swiftclient logs every request as a curl command line and every answer's
 headers (at DEBUG, at INFO for errors), with tokens and keys cut to a
 16-character prefix, not removed; keystoneauth logs its requests too.
-:class:`Redactor` is a logging filter that replaces
+:class:`SecretRedactor` is a logging filter that replaces
 
 * every secret it was told about (keys, passwords, tokens), and
 * the value of every header that carries a credential, whatever its
@@ -47,8 +49,15 @@ _HEADER_VALUE = re.compile(
     % '|'.join(re.escape(h) for h in SENSITIVE_HEADERS))
 
 
-class Redactor(logging.Filter):
-    """Replaces secrets and credential headers in log records."""
+class SecretRedactor(logging.Filter):
+    """Replaces secrets and credential headers in log records.
+
+    A store registers its secrets with ``add`` and attaches the filter
+    to its libraries' loggers with :func:`protect_loggers`; every form
+    given and its base64 encoding are masked.
+    """
+
+    MASK = MASK
 
     def __init__(self):
         super().__init__()
@@ -77,7 +86,9 @@ class Redactor(logging.Filter):
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
-        return _HEADER_VALUE.sub(r'\1' + MASK, text)
+        if _HEADER_VALUE.search(text):
+            text = _HEADER_VALUE.sub(r'\1' + MASK, text)
+        return text
 
     def filter(self, record):
         try:
@@ -100,8 +111,8 @@ def protect_loggers(redactor, prefixes):
     """Attach ``redactor`` to the loggers named ``prefix`` or under it.
 
     A logger filter sees only records logged on that very logger, so
-    every existing child is protected too; call again after a library
-    made new loggers.
+    every existing child is protected too; call it again after a library
+    was first used: libraries create some of their loggers lazily.
     """
     manager = logging.Logger.manager
     names = set(prefixes)

@@ -84,7 +84,7 @@ _LOGGER_PREFIXES = ('swiftclient', 'keystoneauth', 'keystoneauth1',
 #: the server is failing, not the request.
 _TRANSIENT_STATUSES = frozenset([408, 429, 498, 499])
 
-REDACTOR = redaction.Redactor()
+REDACTOR = redaction.SecretRedactor()
 
 if swiftclient is not None:  # pragma: no branch
     _NETWORK_ERRORS = (socket.error, requests.exceptions.RequestException,

@@ -42,8 +42,9 @@ UPSTREAM_LISTS = [
     ('cinder.backup.drivers.swift', 'swiftbackup_service_opts',
      'cinder_chunked_ext.drivers.swift'),
     ('cinder.backup.chunkeddriver', 'backup_opts',
-     'cinder_chunked_ext.chunked'),
-    ('cinder.backup.driver', 'backup_opts', 'cinder_chunked_ext.chunked'),
+     'cinder_chunked_ext.engine.driver'),
+    ('cinder.backup.driver', 'backup_opts',
+     'cinder_chunked_ext.engine.driver'),
 ]
 
 OUR_DRIVERS = ['cinder_chunked_ext.drivers.posix',

@@ -107,7 +107,7 @@ class RedactorTestCase(testtools.TestCase):
     def test_redact_swiftclient_curl_line_masks_token(self):
         line = ('REQ: curl -i http://s/v1/AUTH_t -X GET -H '
                 '"X-Auth-Token: AUTH_tk0123456789abcdef..." -H "ETag: abc"')
-        clean = redaction.Redactor().redact(line)
+        clean = redaction.SecretRedactor().redact(line)
         self.assertIn('X-Auth-Token: ***"', clean)
         self.assertNotIn('AUTH_tk0123', clean)
         self.assertIn('ETag: abc', clean)
@@ -116,18 +116,18 @@ class RedactorTestCase(testtools.TestCase):
         text = ("RESP HEADERS: {'X-Auth-Token': 'AUTH_ftkAAA...', "
                 "'X-Storage-Token': 'AUTH_ftkAAA...', 'X-Storage-Url': "
                 "'http://s/v1/AUTH_test', 'x-service-token': 'svc'}")
-        clean = redaction.Redactor().redact(text)
+        clean = redaction.SecretRedactor().redact(text)
         self.assertEqual(3, clean.count("'***'"))
         self.assertIn('http://s/v1/AUTH_test', clean)
 
     def test_redact_known_secret_anywhere(self):
-        redactor = redaction.Redactor()
+        redactor = redaction.SecretRedactor()
         redactor.add('s3cr3t-key', None, '')
         self.assertEqual('key=*** and ***',
                          redactor.redact('key=s3cr3t-key and s3cr3t-key'))
 
     def test_protect_loggers_children_filtered(self):
-        redactor = redaction.Redactor()
+        redactor = redaction.SecretRedactor()
         redactor.add('hidden-value-42')
         child = logging.getLogger('swiftclient.test_child_%d' % id(self))
         redaction.protect_loggers(redactor, ('swiftclient',))
