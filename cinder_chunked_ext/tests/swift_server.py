@@ -115,6 +115,12 @@ _LAUNCHER = textwrap.dedent('''
 ''')
 
 
+# The temporary directory of the process, taken at import: a test
+# framework may point tempfile at a per-test directory (Cinder's tests
+# do) and remove it after the test, under a server shared by the tests.
+BASE_TMPDIR = tempfile.gettempdir()
+
+
 class ServerUnavailable(Exception):
     """No Swift server can be had for the tests."""
 
@@ -179,8 +185,10 @@ class SwiftServer(object):
 
     can_stop = True
 
-    def __init__(self, key=None, reader_key=None, python=None):
+    def __init__(self, key=None, reader_key=None, python=None,
+                 base_dir=None):
         self.python = python or sys.executable
+        self.base_dir = base_dir or BASE_TMPDIR
         self.account = ACCOUNT
         self.user = '%s:%s' % (ACCOUNT, USER)
         self.key = key or 'sw-' + secrets.token_urlsafe(18)
@@ -226,7 +234,8 @@ class SwiftServer(object):
     # -- set-up --------------------------------------------------------------
 
     def _prepare(self):
-        self.workdir = tempfile.mkdtemp(prefix='cinder-chunked-swift-')
+        self.workdir = tempfile.mkdtemp(prefix='cinder-chunked-swift-',
+                                        dir=self.base_dir)
         for kind in ('account', 'container', 'object'):
             os.makedirs(self._path('devices', kind, 'd1'))
         fernet_key = base64.urlsafe_b64encode(os.urandom(32)).decode()
