@@ -184,6 +184,15 @@ def concurrent_uploads(conf=CONF):
 def settings_from_conf(context, conf=CONF):
     """The store's settings, read once from configuration and context."""
     problem = None
+    if (getattr(context, 'chunked_environment', None) is not None and
+            not getattr(context, 'auth_token', None) and
+            conf.backup_swift_auth != 'single_user'):
+        raise exception.StoreConfigurationError(
+            reason="per_user authentication uses the token of a user's "
+                   'request, which the standalone tool does not have: '
+                   'set backup_swift_auth = single_user and the '
+                   'backup_swift_auth_url, backup_swift_user and '
+                   'backup_swift_key of the account')
     try:
         account = swift_auth.account_settings(conf, context)
         swift_auth.check_per_user_settings(conf, account)
