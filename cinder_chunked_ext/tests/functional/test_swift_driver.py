@@ -458,6 +458,27 @@ class FaultsTestCase(SwiftDriverTestCase):
                   if 'range' in r.headers]
         self.assertEqual(1, len(ranged))
 
+    def test_service_auth_token_sent_on_every_request_not_logged(self):
+        self.conf.config(backup_swift_service_auth=True)
+        logger = self.useFixture(fixtures.FakeLogger(
+            level=logging.DEBUG, format='%(name)s %(message)s'))
+        headers = {'X-Service-Token': 'svc-token-0123456789'}
+        with mock.patch.object(swift_driver.cinder_compat,
+                               'service_token_headers',
+                               return_value=headers) as provider:
+            data = random_blocks(5)
+            backup = self.backup(data)
+            self.assertEqual(data, self.restore(backup, len(data)))
+        self.assertTrue(provider.called)
+        storage = [r for r in self.proxy.requests
+                   if r.path.startswith('/v1/')]
+        self.assertTrue(storage)
+        self.assertEqual(
+            [], [r.path for r in storage
+                 if r.headers.get('x-service-token') != headers[
+                     'X-Service-Token']])
+        self.assertNotIn('svc-token-0123456789', logger.output)
+
     def test_download_reset_every_time_transient_error(self):
         self.conf.config(backup_compression_algorithm='none',
                          backup_swift_retry_attempts=1)
