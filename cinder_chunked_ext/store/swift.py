@@ -149,10 +149,6 @@ class SwiftSettings:
                     (self.auth_url and self.user and self.key))
 
 
-def _md5_hex(data):
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
-
-
 # -- error classification ----------------------------------------------------
 
 def _reason_of(error):
