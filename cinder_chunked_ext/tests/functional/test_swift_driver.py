@@ -39,6 +39,8 @@ import testtools
 from cinder_chunked_ext.drivers import swift as swift_driver
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.store import swift as swift_store
+from cinder_chunked_ext.store import swift_errors
+from cinder_chunked_ext.store import swift_objects
 from cinder_chunked_ext.tests import fakes
 from cinder_chunked_ext.tests import fault_proxy
 from cinder_chunked_ext.tests import swift_server
@@ -126,7 +128,7 @@ class SwiftDriverTestCase(testtools.TestCase):
             listing = self.conn.get_container(container or self.container,
                                               prefix=prefix,
                                               full_listing=True)[1]
-        except swift_store.swift_exc.ClientException as e:
+        except swift_errors.swift_exc.ClientException as e:
             if e.http_status == 404:
                 return []
             raise
@@ -202,13 +204,13 @@ class BackupRestoreTestCase(SwiftDriverTestCase):
     def test_corrupted_upload_refused_by_etag_backup_incomplete(self):
         # The real server checks the ETag; only the corruption is staged:
         # the MD5 sent no longer matches the data.
-        real_write = swift_store._SwiftWriter._write
+        real_write = swift_objects.SwiftWriter._write
 
         def write(writer, data):
             real_write(writer, data)
             writer._md5.update(b'altered in transit')
         backup = self.env.new_backup()
-        with mock.patch.object(swift_store._SwiftWriter, '_write',
+        with mock.patch.object(swift_objects.SwiftWriter, '_write',
                                autospec=True, side_effect=write):
             e = self.assertRaises(exception.PermanentStoreError,
                                   self.driver().backup, backup,
@@ -223,12 +225,12 @@ class BackupRestoreTestCase(SwiftDriverTestCase):
         backup = self.backup(data)
         self.assertEqual(10, len(self.data_names(backup)))
         gets = []
-        real = swift_store.swiftclient.Connection.get_container
+        real = swift_errors.swiftclient.Connection.get_container
 
         def get_container(conn, *args, **kwargs):
             gets.append(kwargs.get('marker'))
             return real(conn, *args, **kwargs)
-        with mock.patch.object(swift_store.swiftclient.Connection,
+        with mock.patch.object(swift_errors.swiftclient.Connection,
                                'get_container', autospec=True,
                                side_effect=get_container):
             self.assertEqual(data, self.restore(backup, len(data)))

@@ -34,6 +34,8 @@ from cinder_chunked_ext.drivers import swift_auth
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.store import redaction
 from cinder_chunked_ext.store import swift as swift_store
+from cinder_chunked_ext.store import swift_errors
+from cinder_chunked_ext.store import swift_objects
 
 CONF = cfg.CONF
 
@@ -60,31 +62,31 @@ class ClassifyTestCase(testtools.TestCase):
               (498, exception.TransientStoreError))
     @ddt.unpack
     def test_classify_http_status_expected_kind(self, status, kind):
-        error = swift_store.classify(http_error(status), 'cannot write x')
+        error = swift_errors.classify(http_error(status), 'cannot write x')
         self.assertIs(kind, type(error))
         self.assertIn('cannot write x', str(error))
         self.assertIn(str(status), str(error))
 
     def test_classify_422_names_etag(self):
-        error = swift_store.classify(http_error(422), 'w')
+        error = swift_errors.classify(http_error(422), 'w')
         self.assertIn('ETag', str(error))
 
     @ddt.data(socket.timeout('timed out'), ConnectionResetError(104, 'rst'),
               requests.exceptions.ConnectionError('refused'),
               requests.exceptions.ReadTimeout('slow'))
     def test_classify_network_error_transient(self, error):
-        result = swift_store.classify(error, 'w', 'http://swift:8080')
+        result = swift_errors.classify(error, 'w', 'http://swift:8080')
         self.assertIsInstance(result, exception.TransientStoreError)
         self.assertIn('http://swift:8080', str(result))
 
     def test_classify_tls_error_permanent_names_options(self):
-        result = swift_store.classify(requests.exceptions.SSLError('bad'),
-                                      'w')
+        result = swift_errors.classify(
+            requests.exceptions.SSLError('bad'), 'w')
         self.assertIsInstance(result, exception.PermanentStoreError)
         self.assertIn('backup_swift_ca_cert_file', str(result))
 
     def test_classify_status_less_client_exception_store_error(self):
-        result = swift_store.classify(
+        result = swift_errors.classify(
             swift_exc.ClientException('no ability to reset contents'), 'w')
         self.assertIs(exception.StoreError, type(result))
 
@@ -96,10 +98,10 @@ class ClassifyTestCase(testtools.TestCase):
               (ks_exc.BadRequest(), exception.PermanentStoreError))
     @ddt.unpack
     def test_classify_keystone_error_expected_kind(self, error, kind):
-        self.assertIsInstance(swift_store.classify(error, 'w'), kind)
+        self.assertIsInstance(swift_errors.classify(error, 'w'), kind)
 
     def test_classify_unknown_error_none(self):
-        self.assertIsNone(swift_store.classify(ValueError('x'), 'w'))
+        self.assertIsNone(swift_errors.classify(ValueError('x'), 'w'))
 
 
 class RedactorTestCase(testtools.TestCase):
@@ -249,7 +251,7 @@ class ConnectionPoolTestCase(testtools.TestCase):
     def test_pool_later_connections_reuse_first_authentication(self):
         settings = swift_store.SwiftSettings(
             auth_url='http://s/auth/v1.0', user='a:b', key='k')
-        pool = swift_store._ConnectionPool(settings)
+        pool = swift_objects.ConnectionPool(settings)
         first = pool.acquire()
         self.assertIsInstance(first, swiftclient.Connection)
         first.url, first.token = 'http://s/v1/AUTH_a', 'AUTH_tk1'
