@@ -151,6 +151,14 @@ swift_chunked_opts = [
                     'backup_swift_object_size bytes in memory until it is '
                     'sent, so fewer are used when max_bytes_in_flight '
                     'would not hold them.'),
+    cfg.FloatOpt('swift_timeout',
+                 default=120,
+                 min=0,
+                 help='The time, in seconds, to wait for Swift (or '
+                      'Keystone) to accept a connection or to send the '
+                      'next bytes of an answer before the request counts '
+                      'as failed and is retried; 0 waits for ever, as '
+                      "upstream's driver does."),
     cfg.IntOpt('swift_listing_page_size',
                default=0,
                min=0,
@@ -214,6 +222,7 @@ def settings_from_conf(context, conf=CONF):
         container=conf.backup_swift_container,
         max_concurrent_uploads=concurrent_uploads(conf),
         listing_page_size=group.swift_listing_page_size or None,
+        timeout=group.swift_timeout or None,
         headers_provider=headers_provider,
         problem=problem,
         **account)

@@ -30,6 +30,7 @@ import urllib.parse
 
 from cinder_chunked_ext import exception
 
+CHUNKED_GROUP = 'chunked_backup'
 V1_VERSIONS = ('1', '1.0')
 V2_VERSIONS = ('2', '2.0')
 V3_VERSIONS = ('3', '3.0')
@@ -116,7 +117,8 @@ def keystone_session(conf, auth_url):
             project_domain_name=conf.backup_swift_project_domain)
     verify = (False if conf.backup_swift_auth_insecure
               else conf.backup_swift_ca_cert_file or True)
-    return ks_session.Session(auth=plugin, verify=verify)
+    timeout = conf[CHUNKED_GROUP].swift_timeout or None
+    return ks_session.Session(auth=plugin, verify=verify, timeout=timeout)
 
 
 def account_settings(conf, context):

@@ -24,6 +24,8 @@ of it, so swiftclient's retries and resumed downloads run for real.
 
 import logging
 import os
+import socket
+import time
 from unittest import mock
 import uuid
 
@@ -311,7 +313,7 @@ class AuthModesTestCase(SwiftDriverTestCase):
     def test_per_user_no_endpoint_configuration_error(self):
         self.conf.config(backup_swift_auth='per_user', backup_swift_url=None)
         e = self.assertRaises(exception.StoreConfigurationError, self.driver,
-                              UserContext(self.env, token='t'))
+                              UserContext(self.env, token='AUTH_tk-unused'))
         self.assertIn('backup_swift_url', str(e))
 
     def _keystone_reply(self, version):
@@ -490,6 +492,39 @@ class FaultsTestCase(SwiftDriverTestCase):
                             path=r'-00002$')
         self.assertRaises(exception.TransientStoreError, self.restore,
                           backup, len(data))
+
+
+class SilentServerTestCase(testtools.TestCase):
+    """A server that accepts connections and never answers.
+
+    No real Swift hangs on demand, and the fault proxy cannot hold an
+    answer back: a listening socket that nobody reads stands in.
+    """
+
+    def test_server_never_answers_timeout_transient_error(self):
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(listener.close)
+        listener.bind(('127.0.0.1', 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        conf = self.useFixture(config_fixture.Config(CONF))
+        conf.config(backup_swift_auth='per_user',
+                    backup_swift_url='http://127.0.0.1:%d/v1/AUTH_' % port,
+                    backup_swift_retry_attempts=1,
+                    backup_swift_retry_backoff=0)
+        conf.config(swift_timeout=0.5, group='chunked_backup')
+        env = fakes.FakeEnvironment()
+        token = 'AUTH_tk%s' % uuid.uuid4().hex
+        driver = swift_driver.SwiftBackupDriver(UserContext(env,
+                                                            token=token))
+        started = time.monotonic()
+        e = self.assertRaises(exception.TransientStoreError,
+                              driver.store.put_container, 'volumebackups')
+        elapsed = time.monotonic() - started
+        self.assertIn('timed out', str(e))
+        # Two attempts of half a second each, not an endless wait.
+        self.assertGreaterEqual(elapsed, 1.0)
+        self.assertLess(elapsed, 10.0)
 
 
 class SecretsInLogsTestCase(SwiftDriverTestCase):
