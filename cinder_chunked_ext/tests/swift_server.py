@@ -139,7 +139,13 @@ def swift_installed():
 
 
 def _port_is_free(port):
+    """True when nobody listens on ``port``.
+
+    Connections that linger after a server was killed do not count:
+    Swift binds with SO_REUSEADDR too.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((HOST, port))
         return True

@@ -25,6 +25,7 @@ of it, so swiftclient's retries and resumed downloads run for real.
 import logging
 import os
 import socket
+import threading
 import time
 from unittest import mock
 import uuid
@@ -492,6 +493,45 @@ class FaultsTestCase(SwiftDriverTestCase):
                             path=r'-00002$')
         self.assertRaises(exception.TransientStoreError, self.restore,
                           backup, len(data))
+
+
+class ServerFailureTestCase(SwiftDriverTestCase):
+    """A server of the test's own, killed in the middle of a backup."""
+
+    dedicated_server = True
+
+    def test_server_killed_mid_backup_fails_cleanly_then_delete_works(self):
+        self.conf.config(backup_swift_retry_attempts=1)
+        self.conf.config(swift_max_concurrent_uploads=2,
+                         group='chunked_backup')
+        puts = []
+        lock = threading.Lock()
+        real_call = swift_store.SwiftStore.call
+
+        def call(store, operation, *args, **kwargs):
+            if operation == 'put_object':
+                with lock:
+                    puts.append(args[1])
+                    if len(puts) == 4:
+                        self.server.kill()
+            return real_call(store, operation, *args, **kwargs)
+        backup = self.env.new_backup()
+        with mock.patch.object(swift_store.SwiftStore, 'call', autospec=True,
+                               side_effect=call):
+            e = self.assertRaises(exception.TransientStoreError,
+                                  self.driver().backup, backup,
+                                  _BytesFile(random_blocks(40)))
+        self.assertIn('cannot write object', str(e))
+        self.assertIn(self.server.endpoint, str(e))
+
+        self.server.restart()
+        names = self.names(backup.service_metadata)
+        self.assertTrue(names)
+        self.assertLess(len(names), 10)
+        self.assertFalse([n for n in names
+                          if n.endswith(('_metadata', '_sha256file'))])
+        self.driver().delete_backup(backup)
+        self.assertEqual([], self.names(backup.service_metadata))
 
 
 class SilentServerTestCase(testtools.TestCase):
