@@ -98,7 +98,14 @@ class SwiftSettings:
     problem: typing.Optional[str] = None
 
     def secrets(self):
-        return [s for s in (self.key, self.token) if s]
+        """The configured key or password, masked wherever it appears.
+
+        Tokens change with every request (per_user) and every renewal:
+        remembering each would grow the redactor for the service's life.
+        They only ever travel in credential headers, whose values the
+        redactor masks whatever they are.
+        """
+        return [self.key] if self.key else []
 
     @property
     def describes_account(self):
@@ -146,7 +153,6 @@ class SwiftStore(base.ObjectStore):
         provider = self.settings.headers_provider
         extra = provider() if provider is not None else None
         if extra:
-            REDACTOR.add(*[v for v in extra.values() if v])
             headers = dict(headers or {}, **extra)
         return headers
 

@@ -84,8 +84,6 @@ class ConnectionPool(object):
 
     def release(self, conn, reusable=True):
         token = getattr(conn, 'token', None)
-        if token:
-            swift_errors.REDACTOR.add(token)
         with self._lock:
             if token and conn.url:
                 self._auth = (conn.url, token)
