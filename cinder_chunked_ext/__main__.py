@@ -14,7 +14,7 @@
 
 import sys
 
-from cinder_chunked_ext import cli
+from cinder_chunked_ext.tool import cli
 
 if __name__ == '__main__':
     sys.exit(cli.main())

@@ -114,7 +114,7 @@ else:
         """Stand-in for cinder.backup.driver.BackupDriver.
 
         Volume metadata is handled by the environment the driver runs in
-        (see :mod:`cinder_chunked_ext.environment`).
+        (see :mod:`cinder_chunked_ext.engine.environment`).
         """
 
         def __init__(self, context):

@@ -23,7 +23,7 @@ import itertools
 
 import stevedore
 
-from cinder_chunked_ext import chunked
+from cinder_chunked_ext.engine import driver as chunked
 
 DRIVER_NAMESPACE = 'cinder_chunked_ext.backup_drivers'
 # Used when the package's entry points are not installed (a source tree).

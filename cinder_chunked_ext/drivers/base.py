@@ -16,7 +16,7 @@ Concrete drivers are the engine plus a store plus their options: this
 class maps the engine's upstream-shaped storage methods onto the store.
 """
 
-from cinder_chunked_ext import chunked
+from cinder_chunked_ext.engine import driver as chunked
 
 
 class StoreBackedDriver(chunked.ChunkedBackupDriver):

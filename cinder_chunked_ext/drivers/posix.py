@@ -24,9 +24,9 @@ import os
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from cinder_chunked_ext import chunked
 from cinder_chunked_ext import cinder_compat
 from cinder_chunked_ext.drivers import base
+from cinder_chunked_ext.engine import driver as chunked
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.store import posix as posix_store
 

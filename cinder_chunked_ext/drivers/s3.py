@@ -31,9 +31,9 @@ live in ``[chunked_backup]`` and start with ``s3_``.
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from cinder_chunked_ext import chunked
 from cinder_chunked_ext import cinder_compat
 from cinder_chunked_ext.drivers import base
+from cinder_chunked_ext.engine import driver as chunked
 from cinder_chunked_ext.store import s3 as s3_store
 
 LOG = logging.getLogger(__name__)

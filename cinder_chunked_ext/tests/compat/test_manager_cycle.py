@@ -27,7 +27,7 @@ import subprocess
 import sys
 import textwrap
 
-from cinder_chunked_ext import concurrency
+from cinder_chunked_ext.engine import concurrency
 from cinder_chunked_ext.tests.compat import base
 
 KiB = base.KiB
@@ -258,7 +258,7 @@ CHILD = textwrap.dedent('''
     # First of all: applies the mode chosen by the environment.
     from cinder.tests import unit  # noqa: F401
 
-    from cinder_chunked_ext import concurrency
+    from cinder_chunked_ext.engine import concurrency
 
     mode, names = sys.argv[1], sys.argv[2:]
     if concurrency.eventlet_active() != (mode == 'eventlet'):

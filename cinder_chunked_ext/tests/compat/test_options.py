@@ -40,8 +40,9 @@ UPSTREAM_LISTS = [
     ('cinder.backup.drivers.s3', 's3backup_service_opts',
      'cinder_chunked_ext.drivers.s3'),
     ('cinder.backup.chunkeddriver', 'backup_opts',
-     'cinder_chunked_ext.chunked'),
-    ('cinder.backup.driver', 'backup_opts', 'cinder_chunked_ext.chunked'),
+     'cinder_chunked_ext.engine.driver'),
+    ('cinder.backup.driver', 'backup_opts',
+     'cinder_chunked_ext.engine.driver'),
 ]
 
 OUR_DRIVERS = ['cinder_chunked_ext.drivers.posix',

@@ -27,10 +27,10 @@ import stat
 
 import ddt
 
-from cinder_chunked_ext import chunked
-from cinder_chunked_ext import concurrency
 from cinder_chunked_ext.drivers import posix as ours_posix
-from cinder_chunked_ext import environment
+from cinder_chunked_ext.engine import concurrency
+from cinder_chunked_ext.engine import driver as chunked
+from cinder_chunked_ext.engine import environment
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.tests.compat import base
 

@@ -290,9 +290,9 @@ def main(argv=None):
 
     from oslo_config import cfg
 
-    from cinder_chunked_ext import chunked
-    from cinder_chunked_ext import concurrency
     from cinder_chunked_ext.drivers import posix
+    from cinder_chunked_ext.engine import concurrency
+    from cinder_chunked_ext.engine import driver as chunked
     from cinder_chunked_ext.tests import fakes
 
     conf = cfg.CONF

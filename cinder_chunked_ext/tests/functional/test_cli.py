@@ -40,11 +40,11 @@ from oslo_config import fixture as config_fixture
 import testtools
 
 import cinder_chunked_ext
-from cinder_chunked_ext import catalog
-from cinder_chunked_ext import cli
-from cinder_chunked_ext import demo
-from cinder_chunked_ext import session
 from cinder_chunked_ext.tests.functional import fifo as fifo_lib
+from cinder_chunked_ext.tool import catalog
+from cinder_chunked_ext.tool import cli
+from cinder_chunked_ext.tool import demo
+from cinder_chunked_ext.tool import session
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -43,9 +43,9 @@ from oslo_config import fixture as config_fixture
 import testtools
 
 import cinder_chunked_ext
-from cinder_chunked_ext import chunked
-from cinder_chunked_ext import concurrency
 from cinder_chunked_ext.drivers import posix
+from cinder_chunked_ext.engine import concurrency
+from cinder_chunked_ext.engine import driver as chunked
 from cinder_chunked_ext.tests import fakes
 from cinder_chunked_ext.tests.functional import concurrent_eventlet_worker \
     as cycles

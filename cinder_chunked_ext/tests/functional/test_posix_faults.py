@@ -43,15 +43,15 @@ import time
 from oslo_config import cfg
 from oslo_config import fixture as config_fixture
 
-from cinder_chunked_ext import catalog
-from cinder_chunked_ext import chunked
-from cinder_chunked_ext import demo
 from cinder_chunked_ext.drivers import posix
+from cinder_chunked_ext.engine import driver as chunked
 from cinder_chunked_ext import exception
-from cinder_chunked_ext import session
 from cinder_chunked_ext.tests import fakes
 from cinder_chunked_ext.tests.functional import fifo as fifo_lib
 from cinder_chunked_ext.tests.functional import test_cli
+from cinder_chunked_ext.tool import catalog
+from cinder_chunked_ext.tool import demo
+from cinder_chunked_ext.tool import session
 
 KiB = test_cli.KiB
 MiB = test_cli.MiB

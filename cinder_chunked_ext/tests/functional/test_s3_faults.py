@@ -37,13 +37,13 @@ from oslo_config import cfg
 from oslo_config import fixture as config_fixture
 import testtools
 
-from cinder_chunked_ext import demo
 from cinder_chunked_ext.drivers import s3 as s3_driver
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.store import s3 as s3_store
 from cinder_chunked_ext.tests import fakes
 from cinder_chunked_ext.tests import fault_proxy
 from cinder_chunked_ext.tests import s3_server
+from cinder_chunked_ext.tool import demo
 
 CONF = cfg.CONF
 BLOCK = 32768

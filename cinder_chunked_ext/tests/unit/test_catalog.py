@@ -28,10 +28,11 @@ import fixtures
 from oslo_config import fixture as config_fixture
 import testtools
 
-from cinder_chunked_ext import catalog
 from cinder_chunked_ext.drivers import posix
+from cinder_chunked_ext.engine import objects
 from cinder_chunked_ext import exception
-from cinder_chunked_ext import recovery
+from cinder_chunked_ext.tool import catalog
+from cinder_chunked_ext.tool import recovery
 
 KiB = 1024
 GiB = 1024 ** 3
@@ -336,7 +337,7 @@ class TestRepositoryEnvironment(EngineTestCase):
         incr = self.backup(bytes(data), parent=full)
         env, driver = self.repository_driver()
         record = env.load(incr.container, incr.service_metadata)
-        chain = driver._backup_chain(record)
+        chain = objects.backup_chain(env, record)
         self.assertEqual([incr.id, full.id], [b.id for b in chain])
         self.assertEqual(len(data), recovery.volume_size_bytes(chain))
         record.status = catalog.RESTORING

@@ -36,10 +36,12 @@ from oslo_config import fixture as config_fixture
 import testtools
 import zstandard
 
-from cinder_chunked_ext import chunked
 from cinder_chunked_ext.drivers import posix
+from cinder_chunked_ext.engine import backup as backup_path
+from cinder_chunked_ext.engine import driver as chunked
+from cinder_chunked_ext.engine import manifest
+from cinder_chunked_ext.engine import notifications
 from cinder_chunked_ext import exception
-from cinder_chunked_ext import manifest
 from cinder_chunked_ext.tests import fakes
 
 KiB = 1024
@@ -629,7 +631,7 @@ class ProgressTestCase(DriverTestCase):
         self.assertIn('volume_meta', info)
 
     def test_progress_timer_each_interval_bytes_based(self):
-        self.useFixture(fixtures.MockPatchObject(chunked, 'time',
+        self.useFixture(fixtures.MockPatchObject(notifications, 'time',
                                                  FakeTime()))
         driver = self.make_driver(backup_timer_interval=1,
                                   backup_object_number_per_notification=100)
@@ -645,7 +647,7 @@ class ProgressTestCase(DriverTestCase):
                          + [100], self._percents(backup))
 
     def test_progress_timer_disabled_only_final(self):
-        self.useFixture(fixtures.MockPatchObject(chunked, 'time',
+        self.useFixture(fixtures.MockPatchObject(notifications, 'time',
                                                  FakeTime()))
         driver = self.make_driver(backup_timer_interval=1,
                                   backup_enable_progress_timer=False,
@@ -656,7 +658,7 @@ class ProgressTestCase(DriverTestCase):
     def test_progress_percent_bounded_by_100(self):
         # A volume file larger than the recorded size (1 GiB) must not
         # report more than 100%.
-        self.useFixture(fixtures.MockPatchObject(chunked, 'GiB', CHUNK))
+        self.useFixture(fixtures.MockPatchObject(backup_path, 'GiB', CHUNK))
         driver = self.make_driver(backup_object_number_per_notification=1)
         backup = self.make_backup(text_bytes(3 * CHUNK), driver=driver)
         percents = self._percents(backup)

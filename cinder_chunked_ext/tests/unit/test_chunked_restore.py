@@ -24,11 +24,11 @@ import ddt
 import fixtures
 import zstandard
 
-from cinder_chunked_ext import chunked
+from cinder_chunked_ext.engine import driver as chunked
+from cinder_chunked_ext.engine import volume_io
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.tests import fakes
 from cinder_chunked_ext.tests.unit import test_chunked_backup as base
-from cinder_chunked_ext import volume_io
 
 CHUNK = base.CHUNK
 SHA = base.SHA

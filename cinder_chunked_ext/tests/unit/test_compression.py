@@ -22,7 +22,7 @@ import ddt
 import testtools
 import zstandard
 
-from cinder_chunked_ext import compression
+from cinder_chunked_ext.engine import compression
 from cinder_chunked_ext import exception
 
 try:

@@ -32,9 +32,9 @@ import fixtures
 import testtools
 
 import cinder_chunked_ext
-from cinder_chunked_ext import chunked
-from cinder_chunked_ext import concurrency
-from cinder_chunked_ext import pipeline
+from cinder_chunked_ext.engine import concurrency
+from cinder_chunked_ext.engine import driver as chunked
+from cinder_chunked_ext.engine import pipeline
 from cinder_chunked_ext.tests.unit import test_chunked_backup as base
 
 
@@ -239,9 +239,9 @@ _EVENTLET_SCRIPT = textwrap.dedent('''
 
     from oslo_config import cfg
 
-    from cinder_chunked_ext import chunked
-    from cinder_chunked_ext import concurrency
     from cinder_chunked_ext.drivers import posix
+    from cinder_chunked_ext.engine import concurrency
+    from cinder_chunked_ext.engine import driver as chunked
     from cinder_chunked_ext import exception
     from cinder_chunked_ext.tests import fakes
 

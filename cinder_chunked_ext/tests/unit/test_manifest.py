@@ -18,8 +18,8 @@ import json
 import ddt
 import testtools
 
+from cinder_chunked_ext.engine import manifest
 from cinder_chunked_ext import exception
-from cinder_chunked_ext import manifest
 
 MD5 = '0123456789abcdef0123456789abcdef'
 SHA = 'ab' * 32

@@ -35,9 +35,9 @@ from oslo_concurrency import processutils as putils
 from oslo_config import fixture as config_fixture
 import testtools
 
-from cinder_chunked_ext import chunked
 from cinder_chunked_ext import cinder_compat
 from cinder_chunked_ext.drivers import nfs
+from cinder_chunked_ext.engine import driver as chunked
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.tests import fakes
 

@@ -19,8 +19,8 @@ import zlib
 import ddt
 import testtools
 
-from cinder_chunked_ext import compression
-from cinder_chunked_ext import pipeline
+from cinder_chunked_ext.engine import compression
+from cinder_chunked_ext.engine import pipeline
 
 BLOCK = 4096
 

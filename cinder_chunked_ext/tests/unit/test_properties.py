@@ -46,12 +46,12 @@ from oslo_config import cfg
 from oslo_config import fixture as config_fixture
 import testtools
 
-from cinder_chunked_ext import chunked
-from cinder_chunked_ext import compression
 from cinder_chunked_ext.drivers import base as drivers_base
 from cinder_chunked_ext.drivers import posix
+from cinder_chunked_ext.engine import compression
+from cinder_chunked_ext.engine import driver as chunked
+from cinder_chunked_ext.engine import manifest
 from cinder_chunked_ext import exception
-from cinder_chunked_ext import manifest
 from cinder_chunked_ext.store import memory
 from cinder_chunked_ext.tests import fakes
 

@@ -25,8 +25,8 @@ import errno
 import io
 import os
 
-from cinder_chunked_ext import concurrency
-from cinder_chunked_ext import pipeline
+from cinder_chunked_ext.engine import concurrency
+from cinder_chunked_ext.engine import pipeline
 
 ONE_MIB = 1024 * 1024
 

@@ -24,9 +24,9 @@ import shutil
 import tempfile
 import time
 
-from cinder_chunked_ext import exit_status
-from cinder_chunked_ext import operations
-from cinder_chunked_ext import progress
+from cinder_chunked_ext.tool import exit_status
+from cinder_chunked_ext.tool import operations
+from cinder_chunked_ext.tool import progress
 
 KiB = 1024
 MiB = 1024 ** 2

@@ -23,7 +23,7 @@ driver, why a backup failed), and a ``volumes`` table (size and volume
 metadata).
 
 :class:`CatalogEnvironment` is the environment the engine asks for its
-surroundings (see :mod:`cinder_chunked_ext.environment`), and
+surroundings (see :mod:`cinder_chunked_ext.engine.environment`), and
 :class:`CatalogBackup` behaves like Cinder's ``objects.Backup`` for it:
 ``save()`` writes the record, ``refresh()`` re-reads it (so a status set
 by another process, such as ``deleting``, is seen by a running backup),

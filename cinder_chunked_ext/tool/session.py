@@ -28,8 +28,8 @@ import warnings
 
 from oslo_config import cfg
 
-from cinder_chunked_ext import exit_status
-from cinder_chunked_ext import progress
+from cinder_chunked_ext.tool import exit_status
+from cinder_chunked_ext.tool import progress
 
 PROG = 'cinder-chunked-backup'
 APP_DIR = 'cinder-chunked-backup'
@@ -83,8 +83,8 @@ def quiet_import_engine(debug):
     with warnings.catch_warnings():
         if not debug:
             warnings.simplefilter('ignore')
-        from cinder_chunked_ext import chunked  # noqa: F401
         from cinder_chunked_ext import cinder_compat
+        from cinder_chunked_ext.engine import driver as chunked  # noqa: F401
     LOG.debug('%s runs %s.', PROG, 'with Cinder\'s classes'
               if cinder_compat.HAVE_CINDER else 'without Cinder')
 
@@ -190,18 +190,18 @@ class Session(object):
         return os.path.join(user_data_dir(), CATALOG_NAME)
 
     def catalog(self, create=False):
-        from cinder_chunked_ext import catalog
+        from cinder_chunked_ext.tool import catalog
         if self._catalog is None or (create and not self._catalog.exists):
             self._catalog = catalog.Catalog(self.catalog_path(),
                                             create=create)
         return self._catalog
 
     def environment(self, create=False):
-        from cinder_chunked_ext import catalog
+        from cinder_chunked_ext.tool import catalog
         return catalog.CatalogEnvironment(self.catalog(create=create))
 
     def driver(self, environment):
-        from cinder_chunked_ext import catalog
+        from cinder_chunked_ext.tool import catalog
         return self.driver_class(catalog.Context(environment))
 
     def check_record_driver(self, record):
@@ -213,8 +213,8 @@ class Session(object):
 
     def resolve(self, backup_id):
         """The catalog's record of ``backup_id`` (or a unique prefix)."""
-        from cinder_chunked_ext import catalog
         from cinder_chunked_ext import exception
+        from cinder_chunked_ext.tool import catalog
         try:
             return self.catalog().resolve(backup_id)
         except exception.BackupNotFound:
@@ -225,8 +225,8 @@ class Session(object):
 
     def repository_driver(self):
         """``(environment, driver)`` reading records from the repository."""
-        from cinder_chunked_ext import catalog
-        from cinder_chunked_ext import recovery
+        from cinder_chunked_ext.tool import catalog
+        from cinder_chunked_ext.tool import recovery
         env = recovery.RepositoryEnvironment()
         driver = self.driver_class(catalog.Context(env))
         env.attach(driver)
@@ -234,7 +234,7 @@ class Session(object):
 
     def repository_backup(self, container, prefix):
         """``(driver, record)`` of a backup found in the repository."""
-        from cinder_chunked_ext import recovery
+        from cinder_chunked_ext.tool import recovery
         env, driver = self.repository_driver()
         try:
             record = env.load(container, prefix)

@@ -32,8 +32,9 @@ import dataclasses
 import typing
 
 from cinder_chunked_ext import cinder_compat
+from cinder_chunked_ext.engine import objects
+from cinder_chunked_ext.engine import pipeline
 from cinder_chunked_ext import exception
-from cinder_chunked_ext import pipeline
 
 
 @dataclasses.dataclass
@@ -125,7 +126,7 @@ class Verifier(object):
 
     def chain(self, backup):
         """``[backup, parent, ..., full]`` (raises on a broken chain)."""
-        return self.driver._backup_chain(backup)
+        return objects.backup_chain(self.driver.env, backup)
 
     def planned_bytes(self, backup):
         """Bytes of data a verification of ``backup`` will read (approx.)."""
@@ -180,7 +181,7 @@ class Verifier(object):
             result.problem(driver._sha256_filename(layer), e)
         self._check_identity(layer, metadata, result)
         try:
-            driver._check_objects(layer, metadata)
+            objects.check_placement(layer, metadata)
         except _REPOSITORY_ERRORS as e:
             result.problem(None, e)
         present = self._check_object_list(layer, metadata, result)
@@ -204,20 +205,17 @@ class Verifier(object):
 
     def _check_object_list(self, layer, metadata, result):
         """The names present in the store, or None when it can't list."""
-        driver = self.driver
         try:
-            names = set(driver._generate_object_names(layer))
+            missing, unexpected = objects.object_list_difference(
+                self.driver, layer, metadata)
         except _REPOSITORY_ERRORS as e:
             result.problem(None, 'cannot list its objects: %s' % e)
             return None
-        names.discard(driver._metadata_filename(layer))
-        names.discard(driver._sha256_filename(layer))
-        expected = {obj.name for obj in metadata.objects}
-        for name in sorted(expected - names):
+        for name in missing:
             result.problem(name, 'missing from the repository')
-        for name in sorted(names - expected):
+        for name in unexpected:
             result.problem(name, 'in the repository but not in the metadata')
-        return names
+        return ({obj.name for obj in metadata.objects} - set(missing))
 
     def _check_object(self, layer, metadata, obj, result, covered):
         block = result.block_size
@@ -233,8 +231,9 @@ class Verifier(object):
         index = first
         carry = b''
         try:
-            for data in self.driver._decoded_pieces(
-                    layer, layer['container'], obj, metadata.extra_metadata):
+            for data in objects.decoded_pieces(
+                    self.driver, layer, layer['container'], obj,
+                    metadata.extra_metadata):
                 self.on_bytes(len(data))
                 if not block:
                     continue

@@ -17,7 +17,7 @@ a progress bar, and keeps the catalog true to what happened: a failed
 backup is marked ``error`` and its objects removed; a restore marks its
 backup ``restoring`` while it runs and cleans up a target it created.
 The engine is imported inside the functions (see
-:mod:`cinder_chunked_ext.session`).
+:mod:`cinder_chunked_ext.tool.session`).
 """
 
 import contextlib
@@ -29,9 +29,10 @@ import time
 
 from oslo_config import cfg
 
-from cinder_chunked_ext import exit_status
-from cinder_chunked_ext import progress
-from cinder_chunked_ext import records
+from cinder_chunked_ext.engine import objects
+from cinder_chunked_ext.tool import exit_status
+from cinder_chunked_ext.tool import progress
+from cinder_chunked_ext.tool import records
 
 LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
@@ -85,8 +86,8 @@ def create_backup(session, volume_path, incremental=False, name=None,
                   description=None, container=None, volume_id=None,
                   size=None):
     """Back up a volume; returns ``(record, seconds)``."""
-    from cinder_chunked_ext import catalog
     from cinder_chunked_ext import cinder_compat
+    from cinder_chunked_ext.tool import catalog
 
     volume, size_bytes, seekable = _open_volume(volume_path, size)
     with contextlib.ExitStack() as stack:
@@ -160,7 +161,7 @@ def create_backup(session, volume_path, incremental=False, name=None,
 
 def _backup_failed(driver, record, error):
     """Mark a failed or interrupted backup and remove what it wrote."""
-    from cinder_chunked_ext import catalog
+    from cinder_chunked_ext.tool import catalog
     interrupted = isinstance(error, KeyboardInterrupt)
     try:
         # The metadata object is written last, so nothing here looks like
@@ -230,12 +231,12 @@ def _open_target(target, mode, size_bytes):
 
 def restore_backup(session, driver, record, target, mode, size_bytes):
     """Restore ``record`` (and its chain) to ``target``; return details."""
-    from cinder_chunked_ext import catalog
     from cinder_chunked_ext import cinder_compat
-    chain = driver._backup_chain(record)
+    from cinder_chunked_ext.tool import catalog
+    chain = objects.backup_chain(driver.env, record)
     plan = _restore_plan(driver, chain)
     if size_bytes is None:
-        from cinder_chunked_ext import recovery
+        from cinder_chunked_ext.tool import recovery
         size_bytes = recovery.volume_size_bytes(chain)
     _check_within(chain, size_bytes)
     volume, is_new, created = _open_target(target, mode, size_bytes)
@@ -337,7 +338,7 @@ def _restore_failed(session, target, created, is_new, meter):
 
 def verify_backups(session, driver, records):
     """Reports of ``records``; progress on stderr."""
-    from cinder_chunked_ext import verify
+    from cinder_chunked_ext.tool import verify
     bar = progress.ProgressBar('verify', 0, stream=session.out.stderr)
     verifier = verify.Verifier(driver, on_bytes=bar.add)
     bar.total = sum(verifier.planned_bytes(r) for r in records)

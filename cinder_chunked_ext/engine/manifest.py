@@ -25,7 +25,7 @@ import json
 import re
 import typing
 
-from cinder_chunked_ext import compression
+from cinder_chunked_ext.engine import compression
 from cinder_chunked_ext import exception
 
 FORMAT_VERSION = '1.0.0'

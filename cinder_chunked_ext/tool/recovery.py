@@ -16,7 +16,7 @@ When Cinder's database (or the tool's catalog) is gone, every backup can
 still be found and restored from what the repository holds: each
 backup's ``<prefix>_metadata`` object names its id, its volume and its
 parent.  :class:`RepositoryEnvironment` is an engine environment (see
-:mod:`cinder_chunked_ext.environment`) whose backup records are built
+:mod:`cinder_chunked_ext.engine.environment`) whose backup records are built
 from those objects:
 
 * :meth:`RepositoryEnvironment.load` reads one backup given its
@@ -38,12 +38,12 @@ import dataclasses
 import os
 import typing
 
-from cinder_chunked_ext import catalog
 from cinder_chunked_ext import cinder_compat
+from cinder_chunked_ext.engine import manifest
 from cinder_chunked_ext import exception
-from cinder_chunked_ext import manifest
-from cinder_chunked_ext import records
 from cinder_chunked_ext.store import posix as posix_store
+from cinder_chunked_ext.tool import catalog
+from cinder_chunked_ext.tool import records
 
 METADATA_SUFFIX = '_metadata'
 

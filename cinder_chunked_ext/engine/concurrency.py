@@ -238,3 +238,47 @@ class OrderedWindow(object):
                 future.result()
             except Exception:  # noqa: S110 - the caller already failed
                 pass
+
+
+class LanePair(object):
+    """Steps for two ordered lanes, at most ``depth`` pieces pending.
+
+    The second lane's steps return how many bytes they stored.
+    """
+
+    def __init__(self, first, second, depth):
+        self._lanes = (first, second)
+        self._depth = depth
+        self._pending = collections.deque()
+        self.stored = 0
+
+    def submit(self, first_step, second_step):
+        while len(self._pending) >= self._depth:
+            self._settle()
+        self._pending.append(tuple(
+            lane.submit(*step) if step else None
+            for lane, step in zip(self._lanes, (first_step, second_step))))
+
+    def _settle(self):
+        first, second = self._pending.popleft()
+        if first is not None:
+            first.result()
+        if second is not None:
+            self.stored += second.result()
+
+    def finish(self):
+        """Wait for every step; return the bytes stored."""
+        while self._pending:
+            self._settle()
+        return self.stored
+
+    def drain(self):
+        """Wait for every step, ignoring errors (the caller failed)."""
+        while self._pending:
+            for future in self._pending.popleft():
+                if future is None:
+                    continue
+                try:
+                    future.result()
+                except Exception:  # noqa: S110 - already failing
+                    pass

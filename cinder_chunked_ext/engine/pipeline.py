@@ -114,3 +114,37 @@ def changed_extents(hashes, parent_hashes, first_block, base_offset,
     return [(base_offset + a * block_size,
              min(b * block_size, limit) - a * block_size)
             for a, b in extents]
+
+
+# The step in which an object's leading zeros are finally hashed.
+ZERO_HASH_STEP = 4 * 1024 ** 2
+
+
+class ZeroAwareMd5(object):
+    """An MD5 that does not hash an object's leading zero pieces yet.
+
+    An object that turns out to be all zeros takes its digest from a
+    per-length cache; otherwise the zeros are hashed when the first data
+    arrives.  Runs on one lane, so it needs no lock.
+    """
+
+    def __init__(self):
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._zeros = 0
+        self._data = False
+
+    def update(self, data, zero):
+        if zero and not self._data:
+            self._zeros += len(data)
+            return
+        while self._zeros:
+            step = min(self._zeros, ZERO_HASH_STEP)
+            self._md5.update(zeros(step))
+            self._zeros -= step
+        self._data = True
+        self._md5.update(data)
+
+    def hexdigest(self):
+        if not self._data:
+            return zero_md5(self._zeros)
+        return self._md5.hexdigest()

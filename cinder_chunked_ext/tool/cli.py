@@ -57,11 +57,11 @@ are read from the repository (``repository scan`` lists them).
 
 This module holds the commands, the parser and :func:`main`; the
 configuration and drivers of a run are in
-:mod:`cinder_chunked_ext.session`, backup, restore and verify of volume
-files in :mod:`cinder_chunked_ext.operations`, what the tool prints in
-:mod:`cinder_chunked_ext.progress`, exit statuses in
-:mod:`cinder_chunked_ext.exit_status` and the demo in
-:mod:`cinder_chunked_ext.demo`.
+:mod:`cinder_chunked_ext.tool.session`, backup, restore and verify of volume
+files in :mod:`cinder_chunked_ext.tool.operations`, what the tool prints in
+:mod:`cinder_chunked_ext.tool.progress`, exit statuses in
+:mod:`cinder_chunked_ext.tool.exit_status` and the demo in
+:mod:`cinder_chunked_ext.tool.demo`.
 
 JSON output (--json)
 ====================
@@ -120,11 +120,11 @@ import signal
 import sys
 import traceback
 
-from cinder_chunked_ext import demo
-from cinder_chunked_ext import exit_status
-from cinder_chunked_ext import operations
-from cinder_chunked_ext import progress
-from cinder_chunked_ext import session as session_lib
+from cinder_chunked_ext.tool import demo
+from cinder_chunked_ext.tool import exit_status
+from cinder_chunked_ext.tool import operations
+from cinder_chunked_ext.tool import progress
+from cinder_chunked_ext.tool import session as session_lib
 
 LOG = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def cmd_backup_show(session, args):
 
 
 def cmd_backup_delete(session, args):
-    from cinder_chunked_ext import catalog
+    from cinder_chunked_ext.tool import catalog
     record = session.resolve(args.id)
     session.check_record_driver(record)
     dependents = [c for c in session.catalog().children(record.id)
@@ -278,7 +278,7 @@ def _restore_mode(args):
 
 
 def cmd_restore(session, args):
-    from cinder_chunked_ext import catalog
+    from cinder_chunked_ext.tool import catalog
     mode = _restore_mode(args)
     if args.from_repository:
         if len(args.args) != 1:
@@ -319,7 +319,7 @@ def cmd_restore(session, args):
 # -- verify ----------------------------------------------------------------
 
 def cmd_verify(session, args):
-    from cinder_chunked_ext import catalog
+    from cinder_chunked_ext.tool import catalog
     if args.from_repository:
         if args.id or args.all:
             raise exit_status.UsageError('verify takes an ID, --all or '
@@ -612,7 +612,7 @@ def main(argv=None):
 
     Without ``argv`` (the console script, ``python -m``) it runs as the
     program, on the package's stand-ins for Cinder (see
-    :func:`cinder_chunked_ext.session.keep_cinder_out`).  With ``argv``
+    :func:`cinder_chunked_ext.tool.session.keep_cinder_out`).  With ``argv``
     (tests, other callers) it leaves the process's imports as they are.
     """
     if argv is None:

@@ -40,8 +40,8 @@ import functools
 import struct
 import zlib
 
+from cinder_chunked_ext.engine import pipeline
 from cinder_chunked_ext import exception
-from cinder_chunked_ext import pipeline
 
 NONE_NAMES = ('none', 'off', 'no')
 ALGORITHMS = {

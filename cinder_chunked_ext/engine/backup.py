@@ -1,0 +1,498 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The data path of a backup, top to bottom.
+
+:class:`BackupJob` runs one backup for a :class:`ChunkedBackupDriver`:
+
+1. ``run`` checks the geometry, loads the parent's block hashes for an
+   incremental backup (``_parent_hashes``), and prepares the container
+   and object prefix (``_prepare``).
+2. The volume is cut into chunks of the driver's ``chunk_size_bytes``
+   (``_backup_chunks``).  A full backup stores each chunk as one object;
+   an incremental one first hashes the chunk on the pool
+   (``_hash_chunk``), then reads and stores each run of changed hash
+   blocks as one object.  Objects no larger than a piece are written
+   whole by a worker, several at once (``_write_small_object``).
+3. ``_store_object`` streams one larger object (``_stream_object``):
+   pieces of a few MiB are read in order and analysed on the worker pool
+   (zero test, SHA-256 per hash block, compression of splittable codecs);
+   then two lanes take them in order, one keeping the object's MD5, the
+   other framing the stored form and writing it.  At most
+   ``max_bytes_in_flight`` of pieces are pending at once.  When
+   compression did not make the object smaller it is written again raw,
+   as upstream records it.  Objects commit (an upload, for S3) in the
+   background, a bounded number at a time.
+4. ``_finalize`` writes ``<prefix>_sha256file`` and then
+   ``<prefix>_metadata``: a backup is complete only once its metadata
+   exists, so a failure anywhere before leaves nothing that looks
+   restorable.
+
+A backup whose status turns ``deleting``/``deleted`` is cancelled: the
+job stops writing, and the driver deletes what was written.
+"""
+
+import hashlib
+import time
+
+from oslo_log import log as logging
+
+from cinder_chunked_ext import cinder_compat
+from cinder_chunked_ext.engine import compression
+from cinder_chunked_ext.engine import concurrency
+from cinder_chunked_ext.engine import manifest
+from cinder_chunked_ext.engine import notifications
+from cinder_chunked_ext.engine import pipeline
+from cinder_chunked_ext.engine import volume_io
+from cinder_chunked_ext import exception
+
+LOG = logging.getLogger(__name__)
+
+GiB = 1024 ** 3
+# Pieces handed to the in-order lanes and not yet through them.
+LANE_DEPTH = 8
+# How often, at most, a running backup re-reads its status.
+STATUS_CHECK_SECONDS = 1.0
+
+
+class _Incompressible(Exception):
+    """Raised inside an object writer to drop a compressed attempt."""
+
+
+class _Cancelled(Exception):
+    """Raised inside an object writer when the backup is being deleted."""
+
+
+def _emit(encoder, writer, result):
+    """Frame one analysed piece and write it (an output lane's step)."""
+    out = (encoder.feed(result.data, result.encoded)
+           if encoder is not None else result.data)
+    if out:
+        writer.write(out)
+    return len(out)
+
+
+def _emit_bytes(writer, data):
+    writer.write(data)
+    return len(data)
+
+
+class BackupJob(object):
+    """One backup of one volume, from the first read to the metadata.
+
+    The job holds the run's state (the container, the prefix, the
+    objects written, the block hashes); the driver it was made for
+    provides the geometry, the settings and the storage methods.
+    """
+
+    def __init__(self, driver, backup, volume_file):
+        self.driver = driver
+        self.settings = driver.settings
+        self.block_size = driver.sha_block_size_bytes
+        self.backup = backup
+        self.volume_file = volume_file
+        self.container = None
+        self.prefix = None
+        self.extra_metadata = None
+        self.volume_size_bytes = 0
+        self.metadata = None
+        self.parent_hashes = None
+        self.hashes = []
+        self.next_number = 1
+        self.bytes_done = 0
+        self.cancelled = False
+        self.last_status_check = 0.0
+        # The machinery, set by ``run`` for the duration of the backup.
+        self.source = None
+        self.pool = None
+        self.commits = None      # OrderedWindow of object commits
+        self.small = None        # OrderedWindow of whole small objects
+        self.md5_lane = None
+        self.out_lane = None
+        self.progress = None
+
+    @property
+    def incremental(self):
+        return self.parent_hashes is not None
+
+    # -- the backup, top to bottom -------------------------------------------
+
+    def run(self, backup_metadata=True):
+        """Back up the volume; incremental when ``parent_id`` is set."""
+        driver = self.driver
+        if driver.chunk_size_bytes % self.block_size:
+            raise exception.InvalidBackup(
+                reason='Chunk size is not multiple of block size for '
+                       'creating hash.')
+        self.parent_hashes = self._parent_hashes()
+        self._prepare()
+        LOG.info('Backing up volume %(volume)s as backup %(backup)s '
+                 '(%(kind)s, compression %(algo)s, %(workers)d workers) '
+                 'into container %(container)s.',
+                 {'volume': self.backup.volume_id, 'backup': self.backup.id,
+                  'kind': 'incremental' if self.incremental else 'full',
+                  'algo': self.settings.compression,
+                  'workers': self.settings.workers,
+                  'container': self.container})
+        self.progress = notifications.ProgressNotifier(
+            driver.env, self, self.settings, driver.enable_progress_timer)
+        self.source = volume_io.VolumeSource(self.volume_file)
+        writes_at_once = max(1, driver.max_concurrent_writes)
+        with concurrency.WorkerPool(self.settings.workers) as pool:
+            self.pool = pool
+            self.md5_lane = pool.lane()
+            self.out_lane = pool.lane()
+            self.commits = concurrency.OrderedWindow(pool, writes_at_once)
+            # Small objects are stored (committed) by the workers that
+            # make them: as many at once as the store accepts commits.
+            self.small = concurrency.OrderedWindow(pool, writes_at_once)
+            try:
+                self._backup_chunks()
+                self._settle_small_objects()
+                while len(self.commits):
+                    self.commits.pop()   # raises the first failed commit
+            finally:
+                # Nothing may still write once we return or raise.
+                self.small.drain()
+                self.commits.drain()
+        if self.cancelled:
+            # Delete what was written, now that nothing writes any more.
+            driver.delete_backup(self.backup)
+            LOG.info('Backup %s was cancelled; its objects were deleted.',
+                     self.backup.id)
+            return
+        self.progress.finished()
+        if backup_metadata:
+            self._backup_volume_metadata()
+        self._finalize()
+
+    def _parent_hashes(self):
+        backup = self.backup
+        if not backup.parent_id:
+            return None
+        parent = self.driver.env.get_backup(backup.parent_id)
+        shafile = self.driver._read_sha256file(parent)
+        if shafile.chunk_size != self.block_size:
+            raise exception.InvalidBackup(
+                reason='Hash block size has changed since the last backup. '
+                       'New hash block size: %(new)s. Old hash block '
+                       'size: %(old)s. Do a full backup.'
+                       % {'new': self.block_size, 'old': shafile.chunk_size})
+        if (backup.size or 0) > (parent.size or 0):
+            raise exception.InvalidBackup(
+                reason='Volume size increased since the last backup. '
+                       'Do a full backup.')
+        return shafile.sha256s
+
+    def _create_container(self):
+        driver, backup = self.driver, self.backup
+        new_container = driver.update_container_name(backup, backup.container)
+        if new_container:
+            if new_container != backup.container:
+                backup.container = new_container
+        elif backup.container is None:
+            backup.container = driver.backup_default_container
+        driver.validate_container(backup.container)
+        backup.save()
+        concurrency.execute(driver.put_container, backup.container)
+        return backup.container
+
+    def _prepare(self):
+        driver, backup = self.driver, self.backup
+        size_gib = driver.env.volume_size_gib(backup.volume_id)
+        if size_gib is None or size_gib <= 0:
+            raise exception.InvalidVolume(
+                reason='volume size %s is invalid.' % size_gib)
+        self.container = self._create_container()
+        self.prefix = driver._generate_object_name_prefix(backup)
+        backup.service_metadata = self.prefix
+        backup.save()
+        volume = {'id': backup.volume_id, 'size': size_gib}
+        self.extra_metadata = driver.get_extra_metadata(backup, volume)
+        self.metadata = manifest.BackupMetadata(
+            backup_id=backup.id, volume_id=backup.volume_id,
+            backup_name=backup.display_name,
+            backup_description=backup.display_description,
+            created_at=str(backup.created_at), parent_id=backup.parent_id,
+            extra_metadata=self.extra_metadata)
+        self.volume_size_bytes = size_gib * GiB
+        LOG.debug('Backup %(id)s: prefix %(prefix)s, volume size %(size)d '
+                  'GiB, availability zone %(az)s.',
+                  {'id': backup.id, 'prefix': self.prefix, 'size': size_gib,
+                   'az': driver.az})
+
+    def _backup_chunks(self):
+        source = self.source
+        chunk_size = self.driver.chunk_size_bytes
+        offset = source.start
+        while True:
+            if self._cancelled(force=True):
+                return
+            length = source.chunk_length(offset, chunk_size)
+            if length == 0:
+                return
+            if self.incremental:
+                hashes = self._hash_chunk(offset, length)
+                extents = pipeline.changed_extents(
+                    hashes, self.parent_hashes, offset // self.block_size,
+                    offset, self.block_size, length)
+                for ext_offset, ext_length in extents:
+                    self._store_any_object(ext_offset, ext_length, False)
+                    if self.cancelled:
+                        return
+                self.hashes.extend(hashes)
+            else:
+                self._store_any_object(offset, length, True)
+            if self.cancelled:
+                return
+            offset += length
+            self.bytes_done = offset - source.start
+            self.progress.tick()
+
+    def _cancelled(self, force=False):
+        """Re-read the backup's status; cancel on deleting/deleted."""
+        now = time.monotonic()
+        if not force and now - self.last_status_check < STATUS_CHECK_SECONDS:
+            return self.cancelled
+        self.last_status_check = now
+        backup = self.backup
+        with backup.as_read_deleted():
+            backup.refresh()
+        if backup.status in (cinder_compat.BackupStatus.DELETING,
+                             cinder_compat.BackupStatus.DELETED):
+            self.cancelled = True
+        return self.cancelled
+
+    def _pieces(self, offset, length):
+        step = self.driver._piece_bytes()
+        end = offset + length
+        for start in range(offset, end, step):
+            yield start, min(step, end - start)
+
+    def _hash_chunk(self, offset, length):
+        """Block hashes of one chunk (an incremental backup's first pass)."""
+        window = concurrency.OrderedWindow(self.pool,
+                                           self.driver._window_depth())
+        hashes = []
+        try:
+            for start, size in self._pieces(offset, length):
+                while window.full or window.ready:
+                    hashes.extend(window.pop()[1])
+                data = self._read_piece(start, size)
+                window.submit(start, pipeline.hash_piece, data,
+                              self.block_size)
+            while len(window):
+                hashes.extend(window.pop()[1])
+        finally:
+            window.drain()
+        return hashes
+
+    def _read_piece(self, start, size):
+        data = self.source.read_at(start, size)
+        if len(data) != size:
+            raise exception.InvalidVolume(
+                reason='the volume ended at offset %d while reading %d '
+                       'bytes at %d' % (start + len(data), size, start))
+        return data
+
+    # -- objects -------------------------------------------------------------
+
+    def _store_any_object(self, offset, length, want_hashes):
+        """Store ``[offset, offset + length)`` as the next object.
+
+        An object no larger than a piece is read here and handed whole to
+        the pool, several at once (incremental backups are mostly such
+        objects); a larger one is streamed.
+        """
+        if length <= self.driver._piece_bytes():
+            if self._cancelled():
+                return
+            data = self._read_piece(offset, length)
+            name = manifest.object_name(self.prefix, self.next_number)
+            self.next_number += 1
+            while self.small.full or self.small.ready:
+                self._finish_small_object(self.small.pop()[1])
+            self.small.submit(name, self._write_small_object, name, offset,
+                              data, want_hashes)
+            return
+        # Objects are recorded in number order: settle the small ones.
+        self._settle_small_objects()
+        self._store_object(offset, length,
+                           self.hashes if want_hashes else None)
+
+    def _settle_small_objects(self):
+        while len(self.small):
+            self._finish_small_object(self.small.pop()[1])
+
+    def _finish_small_object(self, result):
+        record, hashes = result
+        if hashes is not None:
+            self.hashes.extend(hashes)
+        self.metadata.objects.append(record)
+        self.bytes_done = max(self.bytes_done,
+                              record.end - self.source.start)
+        self.progress.object_written()
+
+    def _write_small_object(self, name, offset, data, want_hashes):
+        """Hash, compress and store one whole small object (a worker's job).
+
+        Returns its record and, when asked, its block hashes.
+        """
+        algorithm = self.settings.compression
+        result = pipeline.analyse_piece(
+            data, self.block_size,
+            compression.parallel_piece_encoder(algorithm), want_hashes)
+        md5 = (pipeline.zero_md5(len(data)) if result.zero
+               else hashlib.md5(data, usedforsecurity=False).hexdigest())
+        stored, stored_as = data, 'none'
+        encoder = compression.new_object_encoder(algorithm, len(data))
+        if encoder is not None:
+            out = b''.join([encoder.start(),
+                            encoder.feed(data, result.encoded),
+                            encoder.finish()])
+            if len(out) < len(data):
+                stored, stored_as = out, algorithm
+        with self.driver.get_object_writer(
+                self.container, name,
+                extra_metadata=self.extra_metadata) as writer:
+            writer.write(stored)
+        record = manifest.ObjectRecord(name=name, offset=offset,
+                                       length=len(data),
+                                       compression=stored_as, md5=md5)
+        return record, result.hashes
+
+    def _store_object(self, offset, length, hashes_out):
+        """Write one data object covering ``[offset, offset + length)``."""
+        name = manifest.object_name(self.prefix, self.next_number)
+        algorithm = self.settings.compression
+        md5 = None
+        try:
+            if compression.family(algorithm) is not None:
+                try:
+                    md5 = self._stream_object(name, offset, length,
+                                              algorithm, hashes_out)
+                except _Incompressible:
+                    LOG.debug('Compression of %s was ineffective; storing '
+                              'it raw.', name)
+                    hashes_out = None  # collected by the first attempt
+            if md5 is None:
+                algorithm = 'none'
+                md5 = self._stream_object(name, offset, length, None,
+                                          hashes_out)
+        except _Cancelled:
+            return
+        self.metadata.objects.append(manifest.ObjectRecord(
+            name=name, offset=offset, length=length,
+            compression=algorithm, md5=md5))
+        self.next_number += 1
+        # Count this object's bytes before a notification reports them.
+        self.bytes_done = max(self.bytes_done,
+                              offset + length - self.source.start)
+        self.progress.object_written()
+
+    def _stream_object(self, name, offset, length, algorithm, hashes_out):
+        """Read, analyse and write one object; return its MD5.
+
+        Pieces are read in order, analysed on the pool (zero test, block
+        hashes, compression of splittable codecs), then handed to two
+        lanes that see them in order: one keeps the MD5, the other frames
+        the stored form and writes it.  Raises _Incompressible, after
+        dropping what was written, when the stored form would not be
+        smaller than the data.
+        """
+        piece_encoder = (compression.parallel_piece_encoder(algorithm)
+                         if algorithm else None)
+        # zstd runs single-threaded on the output lane: fed piece by piece,
+        # its own worker threads cost more than they bring.
+        encoder = (compression.new_object_encoder(algorithm, length)
+                   if algorithm else None)
+        writer = self.driver.get_object_writer(
+            self.container, name, extra_metadata=self.extra_metadata)
+        window = concurrency.OrderedWindow(self.pool,
+                                           self.driver._window_depth())
+        lanes = concurrency.LanePair(self.md5_lane, self.out_lane, LANE_DEPTH)
+        digest = pipeline.ZeroAwareMd5()
+        want_hashes = hashes_out is not None
+
+        def hand_over(result):
+            if want_hashes:
+                hashes_out.extend(result.hashes)
+            lanes.submit((digest.update, result.data, result.zero),
+                         (_emit, encoder, writer, result))
+
+        try:
+            if encoder is not None:
+                lanes.submit(None, (_emit_bytes, writer, encoder.start()))
+            for start, size in self._pieces(offset, length):
+                if self._cancelled():
+                    raise _Cancelled()
+                # Results leave the window as soon as they are there, so
+                # the lanes start with the first piece, not when the
+                # window is full.
+                while window.full or window.ready:
+                    hand_over(window.pop()[1])
+                data = self._read_piece(start, size)
+                window.submit(start, pipeline.analyse_piece, data,
+                              self.block_size, piece_encoder, want_hashes)
+            while len(window):
+                hand_over(window.pop()[1])
+            stored = lanes.finish()
+            if encoder is not None:
+                tail = encoder.finish()
+                if stored + len(tail) >= length:
+                    raise _Incompressible()
+                concurrency.execute(writer.write, tail)
+            # Commit (upload) in the background, a bounded number at
+            # once; an earlier object's failed commit aborts this one.
+            if self.commits.full:
+                self.commits.pop()
+        except BaseException as e:
+            window.drain()
+            lanes.drain()
+            concurrency.execute(writer.__exit__, type(e), e, None)
+            raise
+        self.commits.submit(name, writer.__exit__, None, None, None)
+        return digest.hexdigest()
+
+    # -- the documents that complete a backup --------------------------------
+
+    def _backup_volume_metadata(self):
+        volume_id = self.backup.volume_id
+        try:
+            json_meta = self.driver.get_metadata(volume_id)
+        except Exception:
+            LOG.exception('Backup of the metadata of volume %s failed.',
+                          volume_id)
+            self.driver.delete_backup(self.backup)
+            raise
+        if json_meta:
+            self.metadata.volume_meta = json_meta
+
+    def _finalize(self):
+        """Write the sha256file, then the metadata that completes it."""
+        driver, backup = self.driver, self.backup
+        sha256file = manifest.Sha256File(
+            backup_id=backup.id, volume_id=backup.volume_id,
+            backup_name=backup.display_name,
+            backup_description=backup.display_description,
+            created_at=str(backup.created_at),
+            chunk_size=self.block_size, sha256s=self.hashes)
+        driver._write_object_fully(self.container,
+                                   driver._sha256_filename(backup),
+                                   sha256file.to_json())
+        driver._write_object_fully(self.container,
+                                   driver._metadata_filename(backup),
+                                   self.metadata.to_json())
+        backup.object_count = self.next_number - 1
+        backup.save()
+        LOG.info('Backup %(id)s finished: %(count)d objects.',
+                 {'id': backup.id, 'count': backup.object_count})

@@ -1,0 +1,388 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""ChunkedBackupDriver: the class that concrete chunked drivers extend.
+
+It keeps upstream's subclass interface (``put_container``,
+``get_container_entries``, ``get_object_writer``, ``get_object_reader``,
+``delete_object``, ``_generate_object_name_prefix``,
+``update_container_name``, ``get_extra_metadata``), reads the engine's
+options once into :class:`EngineSettings`, reads and writes the two JSON
+documents of a backup, and deletes backups.  The data paths live in
+:mod:`cinder_chunked_ext.engine.backup` and
+:mod:`cinder_chunked_ext.engine.restore`, each readable top to bottom;
+both write and read repository format 1.0.0, upstream's.
+"""
+
+import abc
+import dataclasses
+import datetime
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from cinder_chunked_ext import cinder_compat
+from cinder_chunked_ext.engine import backup as backup_path
+from cinder_chunked_ext.engine import compression
+from cinder_chunked_ext.engine import concurrency
+from cinder_chunked_ext.engine import environment
+from cinder_chunked_ext.engine import manifest
+from cinder_chunked_ext.engine import restore as restore_path
+from cinder_chunked_ext import exception
+
+LOG = logging.getLogger(__name__)
+
+MiB = 1024 ** 2
+# The unit of work of the pipelines: read, analysed and written at once.
+PIECE_BYTES = 4 * MiB
+# Pieces the backup's in-order lanes hold (see ``_window_depth``).
+LANE_DEPTH = backup_path.LANE_DEPTH
+
+backup_opts = [
+    cfg.StrOpt('backup_compression_algorithm',
+               default='zlib',
+               ignore_case=True,
+               choices=compression.CHOICES,
+               help="Compression algorithm for backups ('none' to "
+                    "disable)."),
+    cfg.BoolOpt('backup_create_containers',
+                default=True,
+                help='Create the container of a backup when it does not '
+                     'exist. When False, the operator must create it.'),
+]
+
+driver_opts = [
+    cfg.IntOpt('backup_metadata_version', default=2,
+               help='Backup metadata version used when backing up volume '
+                    'metadata. The service that restores must support '
+                    'it.'),
+    cfg.IntOpt('backup_object_number_per_notification',
+               default=10,
+               help='Number of objects written between two progress '
+                    'notifications.'),
+    cfg.IntOpt('backup_timer_interval',
+               default=120,
+               help='Interval, in seconds, between two progress '
+                    'notifications reporting the backup status.'),
+]
+
+common_opts = [
+    cfg.StrOpt('state_path',
+               default='/var/lib/cinder',
+               help="Top-level directory for maintaining cinder's state."),
+    cfg.StrOpt('storage_availability_zone',
+               default='nova',
+               help='Availability zone of this node.'),
+]
+
+pipeline_opts = [
+    cfg.IntOpt('workers',
+               default=0,
+               min=0,
+               help='Worker threads that hash, compress and decompress. '
+                    '0 means one per CPU available to the service.'),
+    cfg.IntOpt('max_bytes_in_flight',
+               default=128 * MiB,
+               min=8 * MiB,
+               help='Upper bound, in bytes, of volume data a backup or '
+                    'restore holds in memory at once (pieces waiting to '
+                    'be hashed, compressed or written).'),
+    cfg.BoolOpt('verify_checksums_on_restore',
+                default=True,
+                help="Check every object's MD5 recorded at backup time "
+                     'before its data is written to the volume.'),
+]
+
+PIPELINE_GROUP = 'chunked_backup'
+
+CONF = cfg.CONF
+if cinder_compat.HAVE_CINDER:  # pragma: no cover - depends on environment
+    import cinder.common.config  # noqa: F401 - state_path, availability zone
+else:
+    CONF.register_opts(common_opts)
+CONF.register_opts(cinder_compat.same_as_upstream(
+    backup_opts, 'cinder.backup.chunkeddriver', 'backup_opts'))
+CONF.register_opts(cinder_compat.same_as_upstream(
+    driver_opts, 'cinder.backup.driver', 'backup_opts'))
+CONF.register_opts(pipeline_opts, group=PIPELINE_GROUP)
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineSettings:
+    """Everything the engine reads from configuration, read once."""
+
+    compression: str
+    create_containers: bool
+    timer_interval: int
+    objects_per_notification: int
+    availability_zone: str
+    workers: int
+    max_bytes_in_flight: int
+    verify_checksums: bool
+
+    @classmethod
+    def from_conf(cls, conf=CONF):
+        group = conf[PIPELINE_GROUP]
+        return cls(
+            compression=conf.backup_compression_algorithm.lower(),
+            create_containers=conf.backup_create_containers,
+            timer_interval=conf.backup_timer_interval,
+            objects_per_notification=max(
+                1, conf.backup_object_number_per_notification),
+            availability_zone=conf.storage_availability_zone,
+            workers=group.workers or concurrency.default_workers(),
+            max_bytes_in_flight=group.max_bytes_in_flight,
+            verify_checksums=group.verify_checksums_on_restore,
+        )
+
+
+class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
+    """Abstract chunked backup driver (repository format 1.0.0)."""
+
+    DRIVER_VERSION = manifest.FORMAT_VERSION
+    DRIVER_VERSION_MAPPING = {'1.0.0': '_restore_v1'}
+
+    def __init__(self, context, chunk_size_bytes, sha_block_size_bytes,
+                 backup_default_container, enable_progress_timer):
+        if getattr(context, 'chunked_environment', None) is not None:
+            # Standalone use: the environment replaces Cinder's database,
+            # which Cinder's own constructor would connect to.
+            self.context = context
+        else:
+            super().__init__(context)
+        self.chunk_size_bytes = chunk_size_bytes
+        self.sha_block_size_bytes = sha_block_size_bytes
+        self.backup_default_container = backup_default_container
+        self.enable_progress_timer = enable_progress_timer
+        self.settings = EngineSettings.from_conf()
+        self.backup_compression_algorithm = self.settings.compression
+        self.backup_create_containers = self.settings.create_containers
+        self.backup_timer_interval = self.settings.timer_interval
+        self.data_block_num = self.settings.objects_per_notification
+        self.az = self.settings.availability_zone
+        # Fails early, as upstream does, on an unknown algorithm.
+        compression.family(self.settings.compression)
+        self.support_force_delete = True
+        self._env_cache = None
+
+    # -- the interface concrete drivers implement (as upstream) ----------
+
+    @abc.abstractmethod
+    def put_container(self, container):
+        """Create the container if needed; no failure if it exists.
+
+        Fails when ``backup_create_containers`` is False and the container
+        is missing.
+        """
+
+    @abc.abstractmethod
+    def get_container_entries(self, container, prefix):
+        """Names of the objects in ``container`` starting with ``prefix``."""
+
+    @abc.abstractmethod
+    def get_object_writer(self, container, object_name, extra_metadata=None):
+        """A context manager with ``write``; stores the object on exit."""
+
+    @abc.abstractmethod
+    def get_object_reader(self, container, object_name, extra_metadata=None):
+        """A context manager with ``read``."""
+
+    @abc.abstractmethod
+    def delete_object(self, container, object_name):
+        """Delete an object from a container."""
+
+    @abc.abstractmethod
+    def _generate_object_name_prefix(self, backup):
+        """The prefix of every object name of ``backup``."""
+
+    @abc.abstractmethod
+    def update_container_name(self, backup, container):
+        """A container name to use instead, or None to keep it."""
+
+    @abc.abstractmethod
+    def get_extra_metadata(self, backup, volume):
+        """JSON-serialisable data passed to readers and writers."""
+
+    def validate_container(self, container):
+        """Refuse a container name this driver cannot use safely."""
+        return None
+
+    #: Objects this driver's store may commit at the same time.
+    max_concurrent_writes = 1
+
+    # -- surroundings ------------------------------------------------------
+
+    @property
+    def env(self):
+        if self._env_cache is None:
+            self._env_cache = environment.for_driver(self)
+        return self._env_cache
+
+    def get_metadata(self, volume_id):
+        own = getattr(self.context, 'chunked_environment', None)
+        if own is not None:
+            return own.get_volume_metadata(volume_id)
+        return super().get_metadata(volume_id)
+
+    def put_metadata(self, volume_id, json_metadata):
+        own = getattr(self.context, 'chunked_environment', None)
+        if own is not None:
+            return own.put_volume_metadata(volume_id, json_metadata)
+        return super().put_metadata(volume_id, json_metadata)
+
+    def _piece_bytes(self):
+        block = self.sha_block_size_bytes
+        return max(1, PIECE_BYTES // block) * block
+
+    def _window_depth(self):
+        """Pieces the pool may hold: enough to keep every worker busy.
+
+        More would only hold memory (the lanes, not the pool, set the
+        pace); fewer if ``max_bytes_in_flight`` says so.
+        """
+        pieces = self.settings.max_bytes_in_flight // self._piece_bytes()
+        return max(2, min(pieces - LANE_DEPTH, 3 * self.settings.workers))
+
+    # -- repository documents ----------------------------------------------
+
+    def _metadata_filename(self, backup):
+        return manifest.metadata_name(backup['service_metadata'])
+
+    def _sha256_filename(self, backup):
+        return manifest.sha256file_name(backup['service_metadata'])
+
+    def _read_object_fully(self, container, name, extra_metadata=None):
+        def read():
+            with self.get_object_reader(container, name,
+                                        extra_metadata=extra_metadata) as r:
+                return r.read()
+        return concurrency.execute(read)
+
+    def _write_object_fully(self, container, name, data,
+                            extra_metadata=None):
+        def write():
+            with self.get_object_writer(container, name,
+                                        extra_metadata=extra_metadata) as w:
+                w.write(data)
+        concurrency.execute(write)
+
+    def _read_metadata(self, backup):
+        """The parsed ``_metadata`` of ``backup``, with version dispatch."""
+        return self._read_document(backup, self._metadata_filename(backup),
+                                   manifest.BackupMetadata)
+
+    def _read_sha256file(self, backup):
+        return self._read_document(backup, self._sha256_filename(backup),
+                                   manifest.Sha256File)
+
+    def _read_document(self, backup, name, document_class):
+        raw = self._read_object_fully(backup['container'], name)
+        try:
+            return document_class.from_json(raw, backup_id=backup['id'])
+        except exception.CorruptBackup as e:
+            # Name the damaged object, so that it can be found and fixed.
+            reason = (getattr(e, 'kwargs', None) or {}).get('reason', e)
+            raise exception.CorruptBackup(
+                backup_id=backup['id'], reason='%s: %s' % (name, reason))
+
+    def _generate_object_names(self, backup):
+        return self.get_container_entries(backup['container'],
+                                          backup['service_metadata'])
+
+    # -- backup, restore, delete ---------------------------------------------
+
+    def backup(self, backup, volume_file, backup_metadata=True):
+        """Back up ``volume_file``; incremental when ``parent_id`` is set.
+
+        The data path is :class:`cinder_chunked_ext.engine.backup.BackupJob`.
+        """
+        backup_path.BackupJob(self, backup, volume_file).run(
+            backup_metadata=backup_metadata)
+
+    def restore(self, backup, volume_id, volume_file, volume_is_new):
+        """Restore ``backup`` (and the chain below it) to ``volume_file``.
+
+        The data path is :mod:`cinder_chunked_ext.engine.restore`.  Raises
+        BackupRestoreCancel when the backup's status changes away from
+        ``restoring``.
+        """
+        restore_path.restore_chain(self, backup, volume_id, volume_file,
+                                   volume_is_new)
+
+    def _restore_function(self, backup, metadata):
+        method = self.DRIVER_VERSION_MAPPING.get(metadata.version)
+        if method is None:
+            raise exception.UnsupportedBackupVersion(
+                version=metadata.version, backup_id=backup['id'])
+        return getattr(self, method)
+
+    def _restore_v1(self, backup, volume_id, metadata, volume_file,
+                    volume_is_new, requested_backup):
+        """Restore the objects of one format 1.0.0 backup."""
+        restore_path.LayerRestore(self, backup, volume_id, metadata,
+                                  volume_file, volume_is_new,
+                                  requested_backup).run()
+
+    # -- delete --------------------------------------------------------------
+
+    def delete_backup(self, backup):
+        """Delete every object of ``backup`` (found by its prefix)."""
+        container = backup['container']
+        prefix = backup['service_metadata']
+        LOG.debug('Deleting backup %(id)s: container %(container)s, prefix '
+                  '%(prefix)s.', {'id': backup['id'], 'container': container,
+                                  'prefix': prefix})
+        if container is None or prefix is None:
+            return
+        try:
+            names = concurrency.execute(self.get_container_entries,
+                                        container, prefix)
+        except Exception as e:
+            LOG.warning('Could not list the objects of backup %(id)s in '
+                        'container %(container)s (%(error)s); continuing '
+                        'with the delete. Objects named %(prefix)s* may '
+                        'remain.', {'id': backup['id'], 'error': e,
+                                    'container': container,
+                                    'prefix': prefix})
+            names = []
+        for name in names:
+            concurrency.execute(self.delete_object, container, name)
+            concurrency.cooperative_yield()
+        # Temporary files a killed writer left (stores that have them).
+        leftovers = getattr(getattr(self, 'store', None),
+                            'delete_leftovers', None)
+        if leftovers is not None:
+            try:
+                removed = concurrency.execute(leftovers, container, prefix)
+            except Exception as e:
+                LOG.warning('Could not remove the temporary files of '
+                            'backup %(id)s in container %(container)s: '
+                            '%(error)s', {'id': backup['id'], 'error': e,
+                                          'container': container})
+            else:
+                if removed:
+                    LOG.info('Removed %(count)d temporary file(s) of '
+                             'unfinished writes of backup %(id)s.',
+                             {'count': len(removed), 'id': backup['id']})
+        LOG.info('Deleted backup %(id)s (%(count)d objects).',
+                 {'id': backup['id'], 'count': len(names)})
+
+    def import_record(self, backup, driver_info):
+        """Refuse an imported record whose container is unsafe."""
+        self.validate_container(backup['container'])
+        return super().import_record(backup, driver_info)
+
+
+def utcnow_stamp():
+    """The UTC timestamp upstream puts in object name prefixes."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime(
+        '%Y%m%d%H%M%S')

@@ -1,0 +1,173 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Checks of a backup's stored objects, shared by restore and verify.
+
+There is one path that reads an object back and proves it is what the
+backup recorded (:func:`decoded_pieces`: decompress, then check length
+and MD5), one check of an object list against the metadata
+(:func:`object_list_difference`) and one of the objects' placement
+(:func:`check_placement`).  Restore refuses a backup on the first
+problem; the standalone tool's verify reports every problem it finds.
+"""
+
+import collections
+import hashlib
+
+from cinder_chunked_ext.engine import compression
+from cinder_chunked_ext.engine import concurrency
+from cinder_chunked_ext.engine import manifest
+from cinder_chunked_ext import exception
+
+GiB = 1024 ** 3
+MAX_CHAIN_LENGTH = 10000
+# Decoded pieces read ahead, and MD5 steps pending, on the lanes.
+LANE_DEPTH = 8
+
+
+def backup_chain(env, backup):
+    """``[backup, parent, grandparent, ..., full]``; refuses cycles."""
+    chain = [backup]
+    seen = {backup['id']}
+    current = backup
+    while current.parent_id:
+        if current.parent_id in seen or len(chain) > MAX_CHAIN_LENGTH:
+            raise exception.CorruptBackup(
+                backup_id=backup['id'],
+                reason='the chain of parent backups loops at %s'
+                       % current.parent_id)
+        current = env.get_backup(current.parent_id)
+        seen.add(current['id'])
+        chain.append(current)
+    return chain
+
+
+def check_placement(backup, metadata):
+    """Refuse metadata that would write outside the volume or overlap."""
+    prefix = backup['service_metadata']
+    limit = (backup['size'] or 0) * GiB or None
+    previous_end = 0
+    for obj in sorted(metadata.objects, key=lambda o: o.offset):
+        if manifest.object_number(prefix, obj.name) is None:
+            raise exception.CorruptBackup(
+                backup_id=backup['id'],
+                reason='object name %r does not belong to prefix %r'
+                       % (obj.name, prefix))
+        if obj.offset < previous_end:
+            raise exception.CorruptBackup(
+                backup_id=backup['id'],
+                reason='object %s overlaps the previous object' % obj.name)
+        if limit is not None and obj.end > limit:
+            raise exception.CorruptBackup(
+                backup_id=backup['id'],
+                reason='object %s ends at byte %d, beyond the %d-byte '
+                       'volume' % (obj.name, obj.end, limit))
+        previous_end = obj.end
+
+
+def object_list_difference(driver, backup, metadata):
+    """``(missing, unexpected)``: sorted names, store against metadata.
+
+    The two JSON documents of the backup are not data objects and are
+    left out of the comparison.
+    """
+    names = set(driver._generate_object_names(backup))
+    names.discard(driver._metadata_filename(backup))
+    names.discard(driver._sha256_filename(backup))
+    expected = {obj.name for obj in metadata.objects}
+    return sorted(expected - names), sorted(names - expected)
+
+
+def _open_decoded(driver, container, obj, extra_metadata):
+    reader = driver.get_object_reader(container, obj.name,
+                                      extra_metadata=extra_metadata)
+    return reader, compression.open_decoding_reader(obj.compression, reader)
+
+
+def read_exactly(reader, size):
+    """Up to ``size`` bytes, fewer only at the end of the stream."""
+    parts = []
+    left = size
+    while left > 0:
+        data = reader.read(left)
+        if not data:
+            break
+        parts.append(data)
+        left -= len(data)
+    return b''.join(parts)
+
+
+def decoded_pieces(driver, backup, container, obj, extra_metadata,
+                   decode_lane=None, md5_lane=None):
+    """Yield the decompressed data of ``obj`` in pieces; check it.
+
+    The length and (unless the driver's settings disable it) the MD5 are
+    checked after the last piece: the generator raises CorruptBackup or
+    ChecksumMismatch naming the object instead of finishing.  With lanes,
+    reading and decompressing run ahead on one and the MD5 on another.
+    """
+    reader, decoded = concurrency.execute(
+        _open_decoded, driver, container, obj, extra_metadata)
+    md5 = hashlib.md5(usedforsecurity=False)
+    step = driver._piece_bytes()
+    reads = collections.deque()
+    digests = collections.deque()
+    total = 0
+
+    def next_piece():
+        if decode_lane is None:
+            return concurrency.execute(read_exactly, decoded, step)
+        while len(reads) < LANE_DEPTH:
+            reads.append(decode_lane.submit(read_exactly, decoded, step))
+        return reads.popleft().result()
+
+    try:
+        while True:
+            try:
+                data = next_piece()
+            except ValueError as e:
+                raise exception.CorruptBackup(
+                    backup_id=backup['id'],
+                    reason='object %s cannot be decompressed (%s)'
+                           % (obj.name, e))
+            if not data:
+                break
+            total += len(data)
+            if total > obj.length:
+                break
+            if md5_lane is None:
+                md5.update(data)
+            else:
+                while len(digests) >= LANE_DEPTH:
+                    digests.popleft().result()
+                digests.append(md5_lane.submit(md5.update, data))
+            yield data
+        while digests:
+            digests.popleft().result()
+    finally:
+        for future in list(reads) + list(digests):
+            try:
+                future.result()
+            except Exception:  # noqa: S110 - already failing
+                pass
+        concurrency.execute(reader.__exit__, None, None, None)
+    if total != obj.length:
+        raise exception.CorruptBackup(
+            backup_id=backup['id'],
+            reason='object %s holds %s bytes of data, the metadata says '
+                   '%d' % (obj.name, total if total <= obj.length
+                           else 'more than %d' % obj.length, obj.length))
+    actual = md5.hexdigest()
+    if actual != obj.md5 and driver.settings.verify_checksums:
+        raise exception.ChecksumMismatch(
+            backup_id=backup['id'], object_name=obj.name,
+            expected=obj.md5, actual=actual)

@@ -1,0 +1,280 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The data path of a restore, top to bottom.
+
+:func:`restore_chain` restores a backup and the chain below it:
+
+1. It reads the metadata of every backup of the chain, and checks each
+   against the volume (:func:`objects.check_placement`) and against the
+   objects actually stored (:func:`objects.object_list_difference`)
+   before the first write: a damaged layer anywhere leaves the volume as
+   it was.
+2. It restores the layers from the full backup up, each through the
+   driver's version-dispatched method (``_restore_v1`` for format
+   1.0.0), which runs a :class:`LayerRestore`.
+3. A layer's objects are fetched, decompressed and verified (length and
+   MD5, :func:`objects.decoded_pieces`) ahead on the worker pool and
+   written in order once verified; the object at the head of the queue
+   that is too large to hold streams through three lanes (read and
+   decompress, MD5, write).  Onto a new volume, zero pieces are not
+   written (the volume is sparse) and zero objects of the base layer
+   are not even read.  Every object is flushed and synced once written,
+   and the requested backup's status is re-read between objects: any
+   status but ``restoring`` cancels the restore.
+"""
+
+import collections
+
+from oslo_log import log as logging
+
+from cinder_chunked_ext import cinder_compat
+from cinder_chunked_ext.engine import concurrency
+from cinder_chunked_ext.engine import objects
+from cinder_chunked_ext.engine import pipeline
+from cinder_chunked_ext.engine import volume_io
+from cinder_chunked_ext import exception
+
+LOG = logging.getLogger(__name__)
+
+# Pieces pending on the write lane of a streamed object.
+LANE_DEPTH = 8
+
+
+def restore_chain(driver, backup, volume_id, volume_file, volume_is_new):
+    """Restore ``backup`` (and the chain below it) to ``volume_file``.
+
+    Raises BackupRestoreCancel when the backup's status changes away
+    from ``restoring``.
+    """
+    LOG.info('Restoring backup %(id)s to %(new)s volume %(volume)s.',
+             {'id': backup['id'], 'volume': volume_id,
+              'new': 'new' if volume_is_new else 'existing'})
+    metadata = driver._read_metadata(backup)
+    restore_layer = driver._restore_function(backup, metadata)
+    chain = objects.backup_chain(driver.env, backup)
+    metas = [metadata] + [driver._read_metadata(b) for b in chain[1:]]
+    for layer, layer_meta in zip(chain, metas):
+        _check_layer(driver, layer, layer_meta)
+    restored = []
+    for layer, layer_meta in reversed(list(zip(chain, metas))):
+        is_base = not layer.parent_id
+        try:
+            restore_layer(layer, volume_id, layer_meta, volume_file,
+                          volume_is_new and is_base, backup)
+        except exception.BackupRestoreCancel:
+            raise
+        except Exception:
+            LOG.error('Restore of backup %(id)s to volume %(volume)s failed '
+                      'in layer %(layer)s after restoring %(done)s.',
+                      {'id': backup['id'], 'volume': volume_id,
+                       'layer': layer['id'],
+                       'done': ', '.join(restored) or 'nothing'})
+            raise
+        restored.append(layer['id'])
+        if layer_meta.volume_meta:
+            try:
+                driver.put_metadata(volume_id, layer_meta.volume_meta)
+            except exception.BackupMetadataUnsupportedVersion:
+                msg = 'Metadata restore failed due to incompatible version.'
+                LOG.error(msg)
+                raise exception.BackupOperationError(msg)
+    LOG.info('Restore of backup %(id)s to volume %(volume)s finished.',
+             {'id': backup['id'], 'volume': volume_id})
+
+
+def _check_layer(driver, backup, metadata):
+    """Refuse a layer whose objects are misplaced, missing or extra."""
+    objects.check_placement(backup, metadata)
+    missing, unexpected = objects.object_list_difference(driver, backup,
+                                                         metadata)
+    if missing or unexpected:
+        raise exception.InvalidBackup(
+            reason='restore_backup aborted, actual object list does not '
+                   'match object list stored in metadata of backup %s '
+                   '(missing: %s; unexpected: %s).'
+                   % (backup['id'], ', '.join(missing) or 'none',
+                      ', '.join(unexpected) or 'none'))
+
+
+class _DoneNothing(object):
+    """A finished future with nothing to write."""
+
+    @staticmethod
+    def result():
+        return []
+
+
+_DONE_NOTHING = _DoneNothing()
+
+
+class LayerRestore(object):
+    """Writes the objects of one format 1.0.0 backup onto the volume.
+
+    ``restore_chain`` has checked the metadata against the volume and
+    the stored object list.  The object at the head of the queue streams
+    through three lanes (read and decompress, MD5, write); the objects
+    after it that are small enough to hold are fetched, decompressed and
+    verified ahead on the pool, several at once.  Each is written, in
+    order, once verified (see ``_restore_streamed`` for large objects).
+    """
+
+    def __init__(self, driver, backup, volume_id, metadata, volume_file,
+                 volume_is_new, requested_backup):
+        self.driver = driver
+        self.settings = driver.settings
+        self.backup = backup
+        self.container = backup['container']
+        self.volume_id = volume_id
+        self.metadata = metadata
+        self.extra_metadata = metadata.extra_metadata
+        self.volume_file = volume_file
+        self.volume_is_new = volume_is_new
+        self.requested_backup = requested_backup
+        self._lengths = collections.Counter()
+        self._write = (volume_io.write_skipping_zeros if volume_is_new
+                       else volume_io.write_at)
+
+    def run(self):
+        # The head object may hold up to half of the bound in memory; the
+        # objects fetched ahead share the other half.
+        bound = self.settings.max_bytes_in_flight
+        budget = bound - bound // 2
+        with concurrency.WorkerPool(self.settings.workers) as pool:
+            lanes = (pool.lane(), pool.lane(), pool.lane())
+            ahead = collections.deque()     # (object, future or None)
+            held = 0
+            waiting = collections.deque(self.metadata.objects)
+            try:
+                while waiting or ahead:
+                    if not ahead:
+                        obj = waiting.popleft()
+                        ahead.append((obj, _DONE_NOTHING
+                                      if self._known_zeros(obj) else None))
+                    while (waiting and self._holdable(waiting[0]) and
+                           held + waiting[0].length <= budget):
+                        obj = waiting.popleft()
+                        future = _DONE_NOTHING
+                        if not self._known_zeros(obj):
+                            future = pool.submit(self._fetch_verified, obj)
+                            held += obj.length
+                        ahead.append((obj, future))
+                    obj, future = ahead.popleft()
+                    self._check_status()
+                    LOG.debug('Restoring object %(name)s of backup %(id)s '
+                              'at offset %(offset)d.',
+                              {'name': obj.name, 'id': self.backup['id'],
+                               'offset': obj.offset})
+                    if future is None:
+                        self._restore_streamed(lanes, obj)
+                    else:
+                        pieces = future.result()
+                        if future is not _DONE_NOTHING:
+                            held -= obj.length
+                        self._write_pieces(obj.offset, pieces)
+                    concurrency.execute(volume_io.flush_and_sync,
+                                        self.volume_file)
+                    concurrency.cooperative_yield()
+            finally:
+                for _obj, future in ahead:
+                    if future is not None:
+                        try:
+                            future.result()
+                        except Exception:  # noqa: S110 - already failing
+                            pass
+
+    def _holdable(self, obj):
+        """Small enough to verify in memory before writing any of it.
+
+        With the default bound of 128 MiB that includes S3's 50 MB objects.
+        """
+        return obj.length <= self.settings.max_bytes_in_flight // 2
+
+    def _check_status(self):
+        requested = self.requested_backup
+        with requested.as_read_deleted():
+            requested.refresh()
+        if requested.status != cinder_compat.BackupStatus.RESTORING:
+            raise exception.BackupRestoreCancel(back_id=self.backup['id'],
+                                                vol_id=self.volume_id)
+
+    def _known_zeros(self, obj):
+        """True for an all-zero object that a new volume already holds.
+
+        Known from its MD5 alone, so it costs nothing to restore.  The
+        MD5 of zeros is computed once per length, and only for a length
+        seen twice (typically every full chunk), so objects of unique
+        lengths never pay for it.
+        """
+        if not self.volume_is_new:
+            return False
+        self._lengths[obj.length] += 1
+        if self._lengths[obj.length] < 2:
+            return False
+        return obj.md5 == concurrency.execute(pipeline.zero_md5, obj.length)
+
+    def _decoded(self, obj, lanes=None):
+        decode_lane, md5_lane = (lanes[0], lanes[1]) if lanes else (None,
+                                                                    None)
+        return objects.decoded_pieces(
+            self.driver, self.backup, self.container, obj,
+            self.extra_metadata, decode_lane=decode_lane, md5_lane=md5_lane)
+
+    def _fetch_verified(self, obj):
+        """All of ``obj``'s data, decompressed and checked (a worker's job)."""
+        return list(self._decoded(obj))
+
+    def _write_pieces(self, offset, pieces):
+        for data in pieces:
+            concurrency.execute(self._write, self.volume_file, offset, data)
+            offset += len(data)
+
+    def _restore_streamed(self, lanes, obj):
+        """Restore one object through the lanes.
+
+        An object small enough to hold is verified before any of it is
+        written.  A larger one onto an existing volume is verified in a
+        first pass so that bad data never overwrites good; onto a new
+        volume it is verified as it is written (the restore fails at that
+        object, naming it, and the new volume must not be used).
+        """
+        verify = self.settings.verify_checksums
+        if verify and self._holdable(obj):
+            self._write_pieces(obj.offset, list(self._decoded(obj, lanes)))
+            return
+        if verify and not self.volume_is_new:
+            self._stream_decoded(lanes, obj, write=False)
+        self._stream_decoded(lanes, obj, write=True)
+
+    def _stream_decoded(self, lanes, obj, write):
+        """Decode ``obj`` on one lane, MD5 it on another, write on a third."""
+        write_lane = lanes[2]
+        writes = collections.deque()
+        offset = obj.offset
+        try:
+            for data in self._decoded(obj, lanes):
+                if not write:
+                    continue
+                while len(writes) >= LANE_DEPTH:
+                    writes.popleft().result()
+                writes.append(write_lane.submit(self._write,
+                                                self.volume_file, offset,
+                                                data))
+                offset += len(data)
+            while writes:
+                writes.popleft().result()
+        finally:
+            for future in writes:
+                try:
+                    future.result()
+                except Exception:  # noqa: S110 - already failing
+                    pass
