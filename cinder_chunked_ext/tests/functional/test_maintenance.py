@@ -590,3 +590,79 @@ class TestKilled(MaintenanceTestCase):
         self.assertEqual([], doc['findings'])
         report, _err = self.run_json('verify', keep['id'])
         self.assertTrue(report['ok'], report)
+
+
+class TestCheckS3(MaintenanceTestCase):
+    """repository check on a real S3 server (SeaweedFS on 127.0.0.1)."""
+
+    def test_check_s3_incomplete_upload_and_unlisted_grace_then_delete(self):
+        from cinder_chunked_ext.tests import s3_server
+        server = self.useFixture(s3_server.S3ServerFixture())
+        bucket = server.new_bucket_name()
+        self.conf = self.write_config(
+            's3.conf', backup_s3_endpoint_url=server.endpoint,
+            backup_s3_store_access_key=server.access_key,
+            backup_s3_store_secret_key=server.secret_key,
+            backup_s3_object_size=test_cli.CHUNK,
+            backup_s3_block_size=test_cli.SHA,
+            backup_s3_retry_max_attempts=2)
+        base = ['--config-file', self.conf, '--driver', 's3',
+                '--repository', bucket]
+        test_cli.write_volume(self.volume)
+        good, _err = self.run_json('backup', 'create', self.volume,
+                                   base=base)
+        other = os.path.join(self.tmp, 'other.img')
+        test_cli.write_volume(other, seed=5)
+        dead, _err = self.run_json('backup', 'create', other, base=base)
+        client = server.client()
+        dead_prefix = dead['service_metadata']
+        client.delete_object(Bucket=bucket, Key=dead_prefix + '_metadata')
+        conn = sqlite3.connect(os.path.join(
+            self.env['XDG_DATA_HOME'], 'cinder-chunked-backup',
+            session.CATALOG_NAME))
+        conn.execute("UPDATE backups SET status = 'creating' WHERE id = ?",
+                     (dead['id'],))
+        conn.commit()
+        conn.close()
+        # The last object of a backup killed while uploading it.
+        upload = client.create_multipart_upload(
+            Bucket=bucket, Key=dead_prefix + '-00009')
+        client.upload_part(Bucket=bucket, Key=dead_prefix + '-00009',
+                           UploadId=upload['UploadId'], PartNumber=1,
+                           Body=b'x' * 1024)
+        # An object the good backup's metadata does not list.
+        good_prefix = good['service_metadata']
+        client.copy_object(Bucket=bucket, Key=good_prefix + '-00099',
+                           CopySource={'Bucket': bucket,
+                                       'Key': good_prefix + '-00001'})
+        # What is not named like a backup's is never touched.
+        client.put_object(Bucket=bucket, Key='notes.txt', Body=b'mine')
+
+        doc, _err = self.run_json('repository', 'check', '--delete',
+                                  base=base)
+        found = {f['kind']: f for f in doc['findings']}
+        self.assertEqual({'incomplete', 'unlisted'}, set(found))
+        self.assertEqual([upload['UploadId']],
+                         found['incomplete']['temporary'])
+        self.assertEqual(dead['object_count'] + 1,
+                         len(found['incomplete']['objects']))
+        self.assertEqual('creating', found['incomplete']['catalog_status'])
+        self.assertEqual([good_prefix + '-00099'],
+                         found['unlisted']['objects'])
+        self.assertEqual({'kept: younger than the grace period'},
+                         {f['action'] for f in doc['findings']})
+
+        doc, _err = self.run_json('repository', 'check', '--delete',
+                                  '--grace', '0', base=base)
+        self.assertEqual({'deleted'}, {f['action'] for f in doc['findings']})
+        keys = [o['Key'] for o in client.list_objects_v2(
+            Bucket=bucket).get('Contents', [])]
+        self.assertEqual([], [k for k in keys if dead_prefix in k])
+        self.assertNotIn(good_prefix + '-00099', keys)
+        self.assertIn('notes.txt', keys)
+        self.assertEqual([], client.list_multipart_uploads(
+            Bucket=bucket).get('Uploads', []))
+        report, _err = self.run_json('verify', good['id'], base=base)
+        self.assertTrue(report['ok'], report)
+        doc, _err = self.run_json('repository', 'check', base=base)
+        self.assertEqual([], doc['findings'])
