@@ -16,8 +16,8 @@ The policy (:mod:`cinder_chunked_ext.tool.retention`) is applied to each
 volume's ``available`` backups.  Backups in other statuses are never
 deleted here; an ``error`` or ``creating`` incremental keeps its parent.
 The run is refused, before anything is deleted, when a backup of a
-volume it looks at (every volume, or ``--volume-id``'s) is being created
-or restored.  A record left
+volume it would delete backups of is being created or restored (a
+volume whose backups are all kept is not in the way).  A record left
 ``deleting`` by a delete that was stopped (killed) is deleted again: the
 objects it still has and its record go.
 
@@ -118,13 +118,16 @@ def plan_volumes(records, policy):
     return plans
 
 
-def _refuse_busy(records):
-    busy = [r for r in records if r.status in BUSY]
+def _refuse_busy(records, volume_ids):
+    busy = [r for r in records
+            if r.status in BUSY and r.volume_id in volume_ids]
     if busy:
         raise exit_status.UsageError(
-            'a backup of the same volume is in progress (%s); prune again '
-            'when it is done (a backup whose process was killed stays '
-            'creating: remove it with "backup delete --force ID")'
+            'a backup of a volume to prune is in progress (%s); nothing was '
+            'deleted: prune again when it is done.  A backup whose process '
+            'was killed stays creating: "repository check --delete" marks '
+            'it error once its objects are older than the grace period, or '
+            '"backup delete --force ID" removes it'
             % ', '.join('%s %s of volume %s' % (r.id, r.status, r.volume_id)
                         for r in busy))
 
@@ -137,10 +140,10 @@ def cmd_backup_prune(session, args):
             'above 0 (it never deletes every backup of a volume)')
     cat = session.catalog()
     records = cat.list(volume_id=args.volume_id)
-    _refuse_busy(records)
     plans = plan_volumes(records, policy)
     touched = {volume_id for volume_id, p in plans.items()
                if p['delete'] or p['resume']}
+    _refuse_busy(records, touched)
     for volume_plan in plans.values():
         for record in volume_plan['delete'] + volume_plan['resume']:
             session.check_record_driver(record)
@@ -153,8 +156,7 @@ def cmd_backup_prune(session, args):
 
     doc = {'dry_run': args.dry_run, 'policy': policy.to_json(),
            'volumes': [], 'deleted': deleted}
-    lines = []
-    verb = 'would delete' if args.dry_run else 'delete'
+    lines = ['Dry run: nothing is deleted.'] if args.dry_run else []
     for volume_id, p in plans.items():
         doc['volumes'].append({
             'volume_id': volume_id,
@@ -168,13 +170,13 @@ def cmd_backup_prune(session, args):
             lines.append('  keep    %s  %s  %s' % (
                 record.id, record.created_at.isoformat(), ', '.join(reasons)))
         for record in p['delete']:
-            lines.append('  %-7s %s  %s%s' % (
-                verb, record.id, record.created_at.isoformat(),
+            lines.append('  delete  %s  %s%s' % (
+                record.id, record.created_at.isoformat(),
                 '' if args.dry_run or record.id in deleted
                 else '  (not deleted)'))
         for record in p['resume']:
-            lines.append('  %-7s %s  %s  (left deleting by an interrupted '
-                         'delete)' % (verb, record.id,
+            lines.append('  delete  %s  %s  (left deleting by an interrupted '
+                         'delete)' % (record.id,
                                       record.created_at.isoformat()))
         for record in p['other']:
             lines.append('  leave   %s  %s  (%s)' % (

@@ -184,7 +184,10 @@ def examine(store, driver, container, load_metadata):
             findings.append(Finding(
                 kind='missing', container=container, prefix=prefix,
                 backup_id=backup_id, objects=[],
-                detail='listed but missing: %s' % ', '.join(missing)))
+                detail='%s listed but missing (%s)' % (
+                    progress.plural(len(missing), 'object'),
+                    ', '.join(n[len(prefix):] if n.startswith(prefix)
+                              else n for n in missing))))
     for info in loose_temps:
         findings.append(Finding(
             kind='temporary', container=container, prefix=None,
@@ -224,6 +227,34 @@ def _catalog_status(catalog, backup_id):
         return catalog.get(backup_id).status
     except exception.BackupNotFound:
         return None
+
+
+def _age_text(seconds):
+    for unit, size in (('d', 86400), ('h', 3600), ('min', 60)):
+        if seconds >= size:
+            return '%d %s' % (seconds // size, unit)
+    return '%d s' % seconds
+
+
+def _finding_lines(finding, now):
+    """Two lines: what was found and done, then where."""
+    facts = [finding.detail]
+    count = len(finding.objects) + len(finding.temporary)
+    if count:
+        facts.append(progress.plural(count, 'object'))
+    age = finding.age(now)
+    if count and age is not None:
+        facts.append('newest written %s ago' % _age_text(age))
+    if finding.catalog_status:
+        facts.append('catalog: %s' % finding.catalog_status)
+    head = ('backup %s' % finding.backup_id if finding.backup_id
+            else 'a temporary file')
+    return ['  %-10s %s: %s; %s' % (finding.kind.upper(), head,
+                                    ', '.join(facts), finding.action),
+            '             in %s: %s' % (
+                finding.container,
+                finding.prefix or ', '.join(i.handle or i.name
+                                            for i in finding.temporary))]
 
 
 def add_parser(repo_cmds):
@@ -306,16 +337,7 @@ def cmd_repository_check(session, args):
         progress.plural(len(containers), 'container'),
         session.repository_text())]
     for finding in findings:
-        age = finding.age(now)
-        lines.append('  %-10s %s/%s: %s, %s%s%s; %s' % (
-            finding.kind.upper(), finding.container,
-            finding.prefix or '-', finding.detail,
-            progress.plural(len(finding.objects) + len(finding.temporary),
-                            'object'),
-            '' if age is None else ', newest written %s ago'
-            % progress.human_seconds(age),
-            ' (catalog: %s)' % finding.catalog_status
-            if finding.catalog_status else '', finding.action))
+        lines.extend(_finding_lines(finding, now))
     if failure is not None:
         doc['error'] = failure
     session.out.result(doc, lines)

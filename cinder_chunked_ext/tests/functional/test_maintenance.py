@@ -249,6 +249,7 @@ class TestConcurrentBackup(MaintenanceTestCase):
         self.sql("UPDATE backups SET status = 'creating' WHERE id = ?",
                  dead['id'])
         other = self.create('--volume-id', 'vol-other')
+        earlier = [self.create('--volume-id', 'vol-live') for _ in range(2)]
 
         proc, fd = self.start_stream_backup('vol-live')
         try:
@@ -256,14 +257,22 @@ class TestConcurrentBackup(MaintenanceTestCase):
             os.write(fd, os.urandom(2 * chunk))
             self.wait_for_objects('volume_vol-live_', 2)
             live, = [r for r in self.records().values()
-                     if r.volume_id == 'vol-live']
-            self.assertEqual('creating', live.status)
+                     if r.volume_id == 'vol-live' and
+                     r.status == 'creating']
 
-            # prune refuses while a backup of that volume runs.
+            # prune refuses while a backup of a volume it would prune
+            # runs, and deletes nothing; keeping all is not in the way.
             _out, err = self.run_cli('backup', 'prune', '--keep-last', '1',
-                                     '--volume-id', 'vol-live', expect=2)
+                                     expect=2)
             self.assertIn('in progress', err)
             self.assertIn(live.id, err)
+            self.assertEqual({'available'}, {
+                self.records()[d['id']].status for d in earlier})
+            doc, _err = self.run_json('backup', 'prune', '--keep-last', '2',
+                                      '--volume-id', 'vol-live')
+            self.assertEqual([], doc['deleted'])
+            self.assertEqual([live.id], [
+                o['id'] for o in doc['volumes'][0]['other']])
 
             doc, _err = self.run_json('repository', 'check', '--delete')
             kinds = {f['backup_id']: f for f in doc['findings']}
