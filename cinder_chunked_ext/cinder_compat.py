@@ -192,3 +192,15 @@ def same_as_upstream(opts, module_name, attr):
     except (ImportError, AttributeError):
         return list(opts)
     return [theirs.get(opt.dest, opt) for opt in opts]
+
+
+def register_common_opts(conf, opts):
+    """Register ``state_path`` and the availability zone, once.
+
+    Inside Cinder they are Cinder's own options (``cinder.common.config``
+    registers them when imported); without Cinder ours are registered.
+    """
+    if HAVE_CINDER:  # pragma: no cover - depends on environment
+        import cinder.common.config  # noqa: F401 - registers them
+    else:
+        conf.register_opts(opts)

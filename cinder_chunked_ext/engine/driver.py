@@ -105,10 +105,7 @@ pipeline_opts = [
 PIPELINE_GROUP = 'chunked_backup'
 
 CONF = cfg.CONF
-if cinder_compat.HAVE_CINDER:  # pragma: no cover - depends on environment
-    import cinder.common.config  # noqa: F401 - state_path, availability zone
-else:
-    CONF.register_opts(common_opts)
+cinder_compat.register_common_opts(CONF, common_opts)
 CONF.register_opts(cinder_compat.same_as_upstream(
     backup_opts, 'cinder.backup.chunkeddriver', 'backup_opts'))
 CONF.register_opts(cinder_compat.same_as_upstream(
