@@ -26,6 +26,7 @@ before its parent, each one as ``backup delete`` does (its ``_metadata``
 first).
 """
 
+import argparse
 import collections
 
 from cinder_chunked_ext.tool import exit_status
@@ -64,7 +65,6 @@ def add_parser(backup_cmds):
 
 
 def _count(text):
-    import argparse
     try:
         value = int(text)
     except ValueError:

@@ -42,6 +42,7 @@ not unfinished: it is reported, not deleted.  When a deleted incomplete
 backup's record says ``creating``, the record is marked ``error``.
 """
 
+import argparse
 import collections
 import dataclasses
 import re
@@ -62,7 +63,6 @@ DEFAULT_GRACE = '1h'
 
 def parse_duration(text):
     """Seconds from ``90``, ``90s``, ``30m``, ``1h``, ``2d``, ``1w``."""
-    import argparse
     units = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800}
     value = text.strip().lower()
     factor = 1
@@ -128,7 +128,7 @@ def containers_of(store, driver, requested):
     return [default] if default else []
 
 
-def examine(store, driver, container, load_metadata):
+def examine(store, container, load_metadata):
     """The :class:`Finding` list of one container."""
     objects = store.list_object_info(container, '')
     unfinished = store.list_unfinished(container)
@@ -297,7 +297,7 @@ def cmd_repository_check(session, args):
         containers = containers_of(store, driver, args.container)
         findings = []
         for container in containers:
-            findings.extend(examine(store, driver, container, load_metadata))
+            findings.extend(examine(store, container, load_metadata))
     except exception.ObjectNotFound as e:
         raise exit_status.NotFoundError(str(e))
     now = time.time()
