@@ -39,10 +39,15 @@ Commands::
     backup list [--volume-id ID] [--status STATUS]
     backup show ID
     backup delete ID [--force]
+    backup prune --keep-last N | --keep-hourly N | --keep-daily N |
+                 --keep-weekly N | --keep-monthly N | --keep-yearly N ...
+                 [--volume-id ID] [--dry-run]
     restore ID TARGET [--new | --existing]
     restore --from-repository CONTAINER PREFIX TARGET [--new | --existing]
     verify ID | verify --all | verify --from-repository CONTAINER PREFIX
     repository scan [--container NAME ...]
+    repository import [--container NAME ...] [--overwrite]
+    repository check [--container NAME ...] [--delete] [--grace DURATION]
     demo [--workdir DIR] [--size SIZE] [--keep]
 
 VOLUME is a file or a block device (``-`` or a FIFO need ``--size``).
@@ -89,6 +94,22 @@ Each command prints one JSON object on stdout:
   ``id``, ``volume_id``, ``parent_id``, ``container``, ``prefix``,
   ``created_at``, ``name``, ``description``, ``object_count``,
   ``in_catalog`` and ``error`` (null, or why the metadata is unreadable).
+* ``backup prune``: ``dry_run``, ``policy`` (the counts), ``deleted``
+  (ids) and ``volumes``, a list of ``{"volume_id", "keep", "delete",
+  "resume", "other"}``; each holds ``{"id", "created_at", "parent_id",
+  "status"}`` items, ``keep``'s with ``reasons`` (``last``, ``hourly``,
+  ``daily``, ``weekly``, ``monthly``, ``yearly``, ``parent of ID``).
+* ``repository import``: ``added``, ``unchanged`` (ids),
+  ``disagreements`` (``{"id", "fields": {NAME: {"catalog",
+  "repository"}}, "overwritten"}``), ``unreadable`` (``{"container",
+  "prefix", "error"}``), ``not_in_repository`` (ids), ``repository``,
+  ``catalog``.
+* ``repository check``: ``repository``, ``containers``, ``delete``,
+  ``grace_seconds`` and ``findings``, a list of ``{"kind"`` (incomplete,
+  unlisted, temporary, missing, unreadable), ``"container"``,
+  ``"prefix"``, ``"backup_id"``, ``"objects"``, ``"temporary"``,
+  ``"bytes"``, ``"age_seconds"``, ``"catalog_status"``, ``"detail"``,
+  ``"action"}``.
 * ``demo``: ``ok``, ``workdir``, ``repository``, ``full_backup_id``,
   ``incremental_backup_id``, ``sha256_original``, ``sha256_restored``
   and ``steps``, a list of ``{"step", "seconds", "detail"}``.
@@ -120,10 +141,13 @@ import signal
 import sys
 import traceback
 
+from cinder_chunked_ext.tool import catalog_import
 from cinder_chunked_ext.tool import demo
 from cinder_chunked_ext.tool import exit_status
 from cinder_chunked_ext.tool import operations
 from cinder_chunked_ext.tool import progress
+from cinder_chunked_ext.tool import prune
+from cinder_chunked_ext.tool import repository_check
 from cinder_chunked_ext.tool import session as session_lib
 
 LOG = logging.getLogger(__name__)
@@ -250,18 +274,8 @@ def cmd_backup_delete(session, args):
         raise exit_status.UsageError(
             'backup %s is %s; only available or error backups can be '
             'deleted (or use --force)' % (record.id, record.status))
-    env = session.environment()
-    driver = session.driver(env)
-    record.status = catalog.DELETING
-    record.save()
-    try:
-        driver.delete_backup(record)
-    except BaseException as e:
-        record.status = catalog.ERROR
-        record.fail_reason = 'delete failed: %s' % progress.one_line(e)
-        record.save()
-        raise
-    session.catalog().remove(record.id)
+    driver = session.driver(session.environment())
+    operations.delete_backup(session, driver, record)
     session.out.result({'id': record.id, 'deleted': True},
                        ['Backup %s deleted.' % record.id])
     return exit_status.OK
@@ -519,6 +533,7 @@ def build_parser():
                         help='also delete a backup in another status than '
                              'available or error')
     delete.set_defaults(func=cmd_backup_delete)
+    prune.add_parser(backup_cmds)
 
     restore = commands.add_parser(
         'restore', help='restore a backup to a file or device',
@@ -561,6 +576,8 @@ def build_parser():
                       help='list this container (default: the whole '
                            'POSIX repository, or the configured bucket)')
     scan.set_defaults(func=cmd_repository_scan)
+    catalog_import.add_parser(repo_cmds)
+    repository_check.add_parser(repo_cmds)
 
     sample = commands.add_parser(
         'demo', help='back up, verify and restore a sample volume')
