@@ -299,6 +299,53 @@ class S3Store(base.ObjectStore):
             raise error from None
         return names
 
+    def list_object_info(self, container, prefix=''):
+        what = 'cannot list bucket %s' % container
+        found = []
+        try:
+            paginator = self.client.get_paginator('list_objects_v2')
+            for page in paginator.paginate(Bucket=container, Prefix=prefix):
+                for item in page.get('Contents') or ():
+                    modified = item.get('LastModified')
+                    found.append(base.ObjectInfo(
+                        name=item['Key'], size=item.get('Size'),
+                        modified=modified.timestamp() if modified else None))
+        except Exception as e:  # noqa - classified below
+            error = self._classify(e, what)
+            if error is None:
+                raise
+            raise error from None
+        return found
+
+    def list_unfinished(self, container):
+        """Multipart uploads started and never completed nor aborted."""
+        what = 'cannot list the multipart uploads of bucket %s' % container
+        found = []
+        try:
+            paginator = self.client.get_paginator('list_multipart_uploads')
+            for page in paginator.paginate(Bucket=container):
+                for item in page.get('Uploads') or ():
+                    started = item.get('Initiated')
+                    found.append(base.ObjectInfo(
+                        name=item['Key'],
+                        modified=started.timestamp() if started else None,
+                        handle=item['UploadId']))
+        except Exception as e:  # noqa - classified below
+            error = self._classify(e, what)
+            if error is None:
+                raise
+            raise error from None
+        return found
+
+    def delete_unfinished(self, container, info):
+        try:
+            self.call('abort_multipart_upload',
+                      'cannot abort the upload of %s to bucket %s'
+                      % (info.name, container), Bucket=container,
+                      Key=info.name, UploadId=info.handle)
+        except exception.ObjectNotFound:
+            pass
+
     def open_writer(self, container, name, extra_metadata=None):
         return s3_objects.S3Writer(self, container, name)
 

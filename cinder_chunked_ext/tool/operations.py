@@ -187,6 +187,34 @@ def _backup_failed(driver, record, error):
                         {'id': record.id, 'error': e})
 
 
+# -- delete ----------------------------------------------------------------
+
+def delete_backup(session, driver, record):
+    """Delete a backup's objects, then its record.
+
+    The ``_metadata`` object goes first: a delete stopped half-way (a
+    SIGKILL, a crash) then never leaves a backup that looks complete
+    without all of its objects; what remains is objects with no metadata,
+    which ``repository check`` finds, and a record left ``deleting``.
+    """
+    from cinder_chunked_ext.engine import manifest
+    from cinder_chunked_ext.tool import catalog
+    record.status = catalog.DELETING
+    record.save()
+    try:
+        if record.container and record.service_metadata:
+            driver.delete_object(
+                record.container,
+                manifest.metadata_name(record.service_metadata))
+        driver.delete_backup(record)
+    except BaseException as e:
+        record.status = catalog.ERROR
+        record.fail_reason = 'delete failed: %s' % progress.one_line(e)
+        record.save()
+        raise
+    session.catalog().remove(record.id)
+
+
 # -- restore ---------------------------------------------------------------
 
 def _restore_plan(driver, chain):

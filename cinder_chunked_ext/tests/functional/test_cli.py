@@ -43,6 +43,7 @@ import cinder_chunked_ext
 from cinder_chunked_ext.tests.functional import fifo as fifo_lib
 from cinder_chunked_ext.tool import catalog
 from cinder_chunked_ext.tool import cli
+from cinder_chunked_ext.tool import commands as handlers
 from cinder_chunked_ext.tool import demo
 from cinder_chunked_ext.tool import session
 
@@ -411,7 +412,7 @@ class TestInProcess(CliTestCase):
         return code, stdout.getvalue(), stderr.getvalue()
 
     def test_unexpected_error_is_one_line_with_debug_hint(self):
-        with mock.patch.object(cli, 'cmd_backup_list',
+        with mock.patch.object(handlers, 'cmd_backup_list',
                                side_effect=RuntimeError('boom\nsecond')):
             code, _out, err = self.main(*self.base_args(), 'backup', 'list')
         self.assertEqual(1, code)
@@ -420,7 +421,7 @@ class TestInProcess(CliTestCase):
             'with --debug for details)\n' % PROG, err)
 
     def test_debug_shows_the_traceback(self):
-        with mock.patch.object(cli, 'cmd_backup_list',
+        with mock.patch.object(handlers, 'cmd_backup_list',
                                side_effect=RuntimeError('boom')):
             code, _out, err = self.main(*self.base_args(), '--debug',
                                         'backup', 'list')
@@ -430,7 +431,7 @@ class TestInProcess(CliTestCase):
 
     def test_os_error_is_expected_error_without_hint(self):
         error = PermissionError(13, 'Permission denied', '/x/y')
-        with mock.patch.object(cli, 'cmd_backup_list', side_effect=error):
+        with mock.patch.object(handlers, 'cmd_backup_list', side_effect=error):
             code, _out, err = self.main(*self.base_args(), '--json',
                                         'backup', 'list')
         self.assertEqual(1, code)
