@@ -113,3 +113,4 @@ def _driver_lister(name):
 list_posix_opts = _driver_lister('posix')
 list_nfs_opts = _driver_lister('nfs')
 list_s3_opts = _driver_lister('s3')
+list_swift_opts = _driver_lister('swift')

@@ -37,6 +37,7 @@ and storage URL) is decided by the driver and handed over in
 """
 
 import dataclasses
+import datetime
 import typing
 
 from oslo_log import log as oslo_logging
@@ -51,6 +52,19 @@ LOG = oslo_logging.getLogger(__name__)
 
 REDACTOR = swift_errors.REDACTOR
 classify = swift_errors.classify
+
+
+def _timestamp(value):
+    """Seconds since the epoch of a listing's ``last_modified`` (UTC)."""
+    if not value:
+        return None
+    for layout in ('%Y-%m-%dT%H:%M:%S.%f', '%Y-%m-%dT%H:%M:%S'):
+        try:
+            moment = datetime.datetime.strptime(value, layout)
+        except ValueError:
+            continue
+        return moment.replace(tzinfo=datetime.timezone.utc).timestamp()
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,18 +219,33 @@ class SwiftStore(base.ObjectStore):
                      % self.settings.storage_policy if headers else ''),
                   container, headers=headers)
 
-    def list_objects(self, container, prefix):
+    def _listing(self, container, prefix):
+        """Every listing entry under ``prefix``, page by page."""
         what = 'cannot list container %s' % container
-        names = []
         marker = ''
         while True:
             _headers, page = self.call(
                 'get_container', what, container, prefix=prefix,
                 marker=marker, limit=self.settings.listing_page_size)
             if not page:
-                return names
-            names.extend(item['name'] for item in page)
-            marker = names[-1]
+                return
+            yield from page
+            marker = page[-1]['name']
+
+    def list_objects(self, container, prefix):
+        return [item['name'] for item in self._listing(container, prefix)]
+
+    def list_object_info(self, container, prefix=''):
+        """Names, sizes and modification times, from the listing alone.
+
+        Writes are single PUTs: nothing is stored before a commit, so
+        there are no unfinished writes to list (the defaults), and only
+        the configured containers are walked, as for S3.
+        """
+        return [base.ObjectInfo(name=item['name'], size=item.get('bytes'),
+                                modified=_timestamp(
+                                    item.get('last_modified')))
+                for item in self._listing(container, prefix)]
 
     def open_writer(self, container, name, extra_metadata=None):
         return swift_objects.SwiftWriter(self, container, name)
