@@ -46,8 +46,8 @@ LOG = logging.getLogger(__name__)
 #: Upstream's options, same names, types and defaults, in [DEFAULT].
 swiftbackup_service_opts = [
     cfg.URIOpt('backup_swift_url',
-               help='The storage URL of Swift without the project id, '
-                    'for example http://swift.example.org:8080/v1/AUTH_; '
+               help='The storage URL of Swift up to the project id, for '
+                    'example ``http://swift.example.org:8080/v1/AUTH_``; '
                     'in per_user mode the project id of the request is '
                     'appended. When unset, the service catalog is used.'),
     cfg.URIOpt('backup_swift_auth_url',
