@@ -31,6 +31,7 @@ KNOWN_DRIVERS = {
     'nfs': 'cinder_chunked_ext.drivers.nfs:NFSBackupDriver',
     'posix': 'cinder_chunked_ext.drivers.posix:PosixBackupDriver',
     's3': 'cinder_chunked_ext.drivers.s3:S3BackupDriver',
+    'swift': 'cinder_chunked_ext.drivers.swift:SwiftBackupDriver',
 }
 
 
@@ -112,3 +113,4 @@ def _driver_lister(name):
 list_posix_opts = _driver_lister('posix')
 list_nfs_opts = _driver_lister('nfs')
 list_s3_opts = _driver_lister('s3')
+list_swift_opts = _driver_lister('swift')

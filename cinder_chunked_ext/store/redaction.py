@@ -10,24 +10,54 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Secrets kept out of log records, whoever logs them."""
+"""Secrets kept out of log records, whoever logs them.
+
+Client libraries log request headers at DEBUG level, and those carry
+credentials (S3's access key id and SSE-C key, Swift's tokens and keys).
+swiftclient logs every request as a curl command line and every answer's
+headers (at DEBUG, at INFO for errors), with tokens and keys cut to a
+16-character prefix, not removed; keystoneauth logs its requests too.
+:class:`SecretRedactor` is a logging filter that replaces
+
+* every secret it was told about (keys, passwords, tokens), and
+* the value of every header that carries a credential, whatever its
+  value (a token it has not been told about yet: the answer that hands
+  out a new token is logged before anyone else sees the token)
+
+with ``***``.  :func:`protect_loggers` attaches it to the loggers of the
+named libraries and to their children.
+"""
 
 import base64
 import logging
+import re
 import threading
+
+MASK = '***'
+
+#: Headers whose values are credentials (lower case).
+SENSITIVE_HEADERS = (
+    'x-auth-token', 'x-storage-token', 'x-auth-key', 'x-service-token',
+    'x-subject-token', 'x-auth-password',
+    'x-account-meta-temp-url-key', 'x-account-meta-temp-url-key-2',
+    'x-container-meta-temp-url-key', 'x-container-meta-temp-url-key-2',
+    'set-cookie')
+
+# "X-Auth-Token: value", 'X-Auth-Token': 'value', X-Auth-Token=value ...
+_HEADER_VALUE = re.compile(
+    r'''(?i)(\b(?:%s)['"]?\s*[:=]\s*['"]?)([^'"\s,}\]]+)'''
+    % '|'.join(re.escape(h) for h in SENSITIVE_HEADERS))
 
 
 class SecretRedactor(logging.Filter):
-    """Replaces known secret strings in log records with ``***``.
+    """Replaces secrets and credential headers in log records.
 
-    Client libraries log request headers at DEBUG level, and those carry
-    credentials (S3's access key id and SSE-C key, Swift's auth token).
-    A store registers its secrets with ``add`` and attaches the filter to
-    its libraries' loggers with :func:`protect_loggers`; every form given
-    and its base64 encoding are masked.
+    A store registers its secrets with ``add`` and attaches the filter
+    to its libraries' loggers with :func:`protect_loggers`; every form
+    given and its base64 encoding are masked.
     """
 
-    MASK = '***'
+    MASK = MASK
 
     def __init__(self):
         super().__init__()
@@ -35,28 +65,32 @@ class SecretRedactor(logging.Filter):
         self._secrets = ()
 
     def add(self, *secrets):
+        """Remember ``secrets`` (and their base64 forms) to mask."""
         forms = set()
         for secret in secrets:
-            if not secret:
+            if not secret or not isinstance(secret, str):
                 continue
             forms.add(secret)
-            raw = secret.encode('utf-8')
-            forms.add(base64.b64encode(raw).decode('ascii'))
+            forms.add(base64.b64encode(secret.encode('utf-8')).decode())
+        if not forms:
+            return
         with self._lock:
             merged = set(self._secrets) | forms
             # Longest first, so that no part of a longer one survives.
             self._secrets = tuple(sorted(merged, key=len, reverse=True))
 
     def redact(self, text):
+        """``text`` with every known secret and credential header masked."""
+        if not isinstance(text, str):
+            text = str(text)
         for secret in self._secrets:
             if secret in text:
-                text = text.replace(secret, self.MASK)
+                text = text.replace(secret, MASK)
+        if _HEADER_VALUE.search(text):
+            text = _HEADER_VALUE.sub(r'\1' + MASK, text)
         return text
 
     def filter(self, record):
-        secrets = self._secrets
-        if not secrets:
-            return True
         try:
             message = record.getMessage()
         except Exception:  # noqa - a broken record is not ours to fix
@@ -74,16 +108,17 @@ class SecretRedactor(logging.Filter):
 
 
 def protect_loggers(redactor, prefixes):
-    """Attach ``redactor`` to every logger under ``prefixes`` that exists.
+    """Attach ``redactor`` to the loggers named ``prefix`` or under it.
 
-    Call it again after a library was first used: libraries create some
-    of their loggers lazily.
+    A logger filter sees only records logged on that very logger, so
+    every existing child is protected too; call it again after a library
+    was first used: libraries create some of their loggers lazily.
     """
     manager = logging.Logger.manager
-    for name, logger in list(manager.loggerDict.items()):
-        if not isinstance(logger, logging.Logger):
-            continue
-        if name.split('.', 1)[0] not in prefixes:
-            continue
+    names = set(prefixes)
+    names.update(name for name in list(manager.loggerDict)
+                 if name.split('.', 1)[0] in prefixes)
+    for name in sorted(names):
+        logger = logging.getLogger(name)
         if redactor not in logger.filters:
             logger.addFilter(redactor)

@@ -15,7 +15,7 @@
 Usage::
 
     cinder-chunked-backup [--repository PATH] [--catalog PATH]
-                          [--driver posix|nfs|s3] [--config-file FILE]
+                          [--driver posix|nfs|s3|swift] [--config-file FILE]
                           [--compression ALGO] [--json] [--verbose]
                           [--debug] COMMAND ...
 
@@ -26,8 +26,10 @@ points the tool at the repository a cloud writes to.  Without a
 configuration file the POSIX repository is
 ``$XDG_DATA_HOME/cinder-chunked-backup/repository``
 (``~/.local/share/...``).  ``--repository`` is the directory
-(``backup_posix_path``) for posix, the share (``backup_share``) for nfs
-and the bucket (``backup_s3_store_bucket``) for s3.  Backups are recorded
+(``backup_posix_path``) for posix, the share (``backup_share``) for nfs,
+the bucket (``backup_s3_store_bucket``) for s3 and the container
+(``backup_swift_container``) for swift, whose account the configuration
+names (``backup_swift_auth = single_user``).  Backups are recorded
 in an SQLite catalog: ``<repository>/catalog.sqlite3`` for posix, else
 ``$XDG_DATA_HOME/cinder-chunked-backup/catalog.sqlite3``.
 
@@ -204,7 +206,8 @@ def build_parser():
                         help='the repository: directory for posix '
                              '(backup_posix_path), share for nfs '
                              '(backup_share), bucket for s3 '
-                             '(backup_s3_store_bucket)')
+                             '(backup_s3_store_bucket), container for '
+                             'swift (backup_swift_container)')
     parser.add_argument('--catalog', metavar='PATH',
                         help='the SQLite catalog of backups (default: '
                              '<repository>/%s for posix, else %s)'

@@ -77,9 +77,10 @@ def _chunk_geometry_check(driver):
         raise exit_status.UsageError(
             'the object size %d is not a positive multiple of the hash '
             'block size %d (backup_file_size and '
-            'backup_sha_block_size_bytes, or backup_s3_object_size and '
-            'backup_s3_block_size)' % (driver.chunk_size_bytes,
-                                       driver.sha_block_size_bytes))
+            'backup_sha_block_size_bytes, backup_s3_object_size and '
+            'backup_s3_block_size, or backup_swift_object_size and '
+            'backup_swift_block_size)' % (driver.chunk_size_bytes,
+                                          driver.sha_block_size_bytes))
 
 
 def create_backup(session, volume_path, incremental=False, name=None,

@@ -675,3 +675,69 @@ class TestCheckS3(MaintenanceTestCase):
         self.assertTrue(report['ok'], report)
         doc, _err = self.run_json('repository', 'check', base=base)
         self.assertEqual([], doc['findings'])
+
+
+class TestCheckSwift(MaintenanceTestCase):
+    """repository check on a real Swift server on 127.0.0.1."""
+
+    def test_check_swift_incomplete_and_unlisted_grace_then_delete(self):
+        from cinder_chunked_ext.tests import swift_server
+        server = self.useFixture(swift_server.SwiftServerFixture()).server
+        container = 'check-%s' % os.urandom(6).hex()
+        self.conf = self.write_config(
+            'swift.conf', backup_swift_auth='single_user',
+            backup_swift_auth_version='1',
+            backup_swift_auth_url=server.auth_url,
+            backup_swift_user=server.user, backup_swift_key=server.key,
+            backup_swift_object_size=test_cli.CHUNK,
+            backup_swift_block_size=test_cli.SHA,
+            backup_swift_retry_attempts=2, backup_swift_retry_backoff=0)
+        base = ['--config-file', self.conf, '--driver', 'swift',
+                '--repository', container]
+        test_cli.write_volume(self.volume)
+        good, _err = self.run_json('backup', 'create', self.volume,
+                                   base=base)
+        other = os.path.join(self.tmp, 'other.img')
+        test_cli.write_volume(other, seed=5)
+        dead, _err = self.run_json('backup', 'create', other, base=base)
+        conn = server.connection()
+        dead_prefix = dead['service_metadata']
+        conn.delete_object(container, dead_prefix + '_metadata')
+        catalog = sqlite3.connect(os.path.join(
+            self.env['XDG_DATA_HOME'], 'cinder-chunked-backup',
+            session.CATALOG_NAME))
+        catalog.execute("UPDATE backups SET status = 'creating' "
+                        'WHERE id = ?', (dead['id'],))
+        catalog.commit()
+        catalog.close()
+        # An object the good backup's metadata does not list.
+        good_prefix = good['service_metadata']
+        conn.put_object(container, good_prefix + '-00099', b'stray')
+        # What is not named like a backup's is never touched.
+        conn.put_object(container, 'notes.txt', b'mine')
+
+        doc, _err = self.run_json('repository', 'check', '--delete',
+                                  base=base)
+        found = {f['kind']: f for f in doc['findings']}
+        self.assertEqual({'incomplete', 'unlisted'}, set(found))
+        # Swift writes are single PUTs: no temporary leftovers exist.
+        self.assertEqual([], found['incomplete']['temporary'])
+        self.assertEqual(dead['object_count'] + 1,
+                         len(found['incomplete']['objects']))
+        self.assertEqual([good_prefix + '-00099'],
+                         found['unlisted']['objects'])
+        self.assertEqual({'kept: younger than the grace period'},
+                         {f['action'] for f in doc['findings']})
+
+        doc, _err = self.run_json('repository', 'check', '--delete',
+                                  '--grace', '0', base=base)
+        self.assertEqual({'deleted'}, {f['action'] for f in doc['findings']})
+        names = [item['name'] for item in
+                 conn.get_container(container, full_listing=True)[1]]
+        self.assertEqual([], [n for n in names if dead_prefix in n])
+        self.assertNotIn(good_prefix + '-00099', names)
+        self.assertIn('notes.txt', names)
+        report, _err = self.run_json('verify', good['id'], base=base)
+        self.assertTrue(report['ok'], report)
+        doc, _err = self.run_json('repository', 'check', base=base)
+        self.assertEqual([], doc['findings'])

@@ -158,6 +158,38 @@ class S3MaintenanceTestCase(MaintenanceContract,
         return store
 
 
+class SwiftMaintenanceTestCase(MaintenanceContract, testtools.TestCase):
+    """Against a real Swift server on 127.0.0.1."""
+
+    # Writes are single PUTs: a dropped writer leaves nothing.
+    leaves_unfinished = False
+
+    def store_factory(self):
+        from swiftclient import exceptions as swiftclient_exc
+
+        from cinder_chunked_ext.store import swift as swift_store
+        from cinder_chunked_ext.tests import swift_server
+        server = self.useFixture(swift_server.SwiftServerFixture()).server
+
+        def remove_container():
+            conn = server.connection()
+            try:
+                for item in conn.get_container(CONTAINER,
+                                               full_listing=True)[1]:
+                    conn.delete_object(CONTAINER, item['name'])
+                conn.delete_container(CONTAINER)
+            except swiftclient_exc.ClientException as e:
+                if e.http_status != 404:
+                    raise
+        self.addCleanup(remove_container)
+        return swift_store.SwiftStore(swift_store.SwiftSettings(
+            auth_url=server.auth_url, user=server.user, key=server.key,
+            retries=1, backoff=0))
+
+    def test_list_containers_configured_only(self):
+        self.assertIsNone(self.store.list_containers())
+
+
 class DefaultsTestCase(testtools.TestCase):
     """A store that implements none of it is safe for repository check."""
 
