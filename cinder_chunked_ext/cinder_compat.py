@@ -166,6 +166,22 @@ def notify_backup_progress(context, backup, usage_info):
         context, backup, 'createprogress', extra_usage_info=usage_info)
 
 
+def service_token_headers():
+    """``{'X-Service-Token': ...}`` from Cinder's service user, or None.
+
+    Cinder's ``[service_user]`` section configures the service user
+    (``send_service_user_token``); without Cinder there is none.
+    """
+    if not HAVE_CINDER:
+        return None
+    from cinder import service_auth
+    plugin = service_auth.get_service_auth_plugin()
+    if plugin is None:
+        return None
+    token = plugin.get_token(session=service_auth.get_service_session())
+    return {'X-Service-Token': token} if token else None
+
+
 def root_helper():
     """Cinder's root helper command line, or plain sudo without Cinder."""
     if HAVE_CINDER:

@@ -31,6 +31,7 @@ KNOWN_DRIVERS = {
     'nfs': 'cinder_chunked_ext.drivers.nfs:NFSBackupDriver',
     'posix': 'cinder_chunked_ext.drivers.posix:PosixBackupDriver',
     's3': 'cinder_chunked_ext.drivers.s3:S3BackupDriver',
+    'swift': 'cinder_chunked_ext.drivers.swift:SwiftBackupDriver',
 }
 
 
@@ -78,3 +79,38 @@ def list_opts():
             extra.extend(getter())
     return [('DEFAULT', _unique(default)),
             (chunked.PIPELINE_GROUP, _unique(extra))]
+
+
+# -- one namespace per page of the configuration reference -------------------
+# The documentation shows the engine's options once and each driver's own
+# options on the driver's page; each lister below is an oslo.config.opts
+# entry point (setup.cfg).  A new driver needs one line here and one there.
+
+def list_common_opts():
+    """The engine's options, shared by every driver."""
+    return [('DEFAULT', _unique(itertools.chain(chunked.backup_opts,
+                                                chunked.driver_opts))),
+            (chunked.PIPELINE_GROUP, _unique(chunked.pipeline_opts))]
+
+
+def list_driver_opts(name):
+    """``[(group, [opts])]`` of the driver registered as ``name`` alone."""
+    cls = dict(driver_classes())[name]
+    groups = [('DEFAULT', _unique(cls.get_driver_options()))]
+    getter = getattr(cls, 'get_extra_options', None)
+    if getter is not None:
+        groups.append((chunked.PIPELINE_GROUP, _unique(getter())))
+    return groups
+
+
+def _driver_lister(name):
+    def list_one_driver_opts():
+        return list_driver_opts(name)
+    list_one_driver_opts.__doc__ = 'The options of the %s driver.' % name
+    return list_one_driver_opts
+
+
+list_posix_opts = _driver_lister('posix')
+list_nfs_opts = _driver_lister('nfs')
+list_s3_opts = _driver_lister('s3')
+list_swift_opts = _driver_lister('swift')

@@ -176,6 +176,9 @@ def _stestr(python, *args, stdout=None):
 
 def list_tests(python):
     """Every test id stestr discovers."""
+    if not os.path.isdir(os.path.join(ROOT, '.stestr')):
+        # A fresh clone: stestr's commands need its repository.
+        _stestr(python, 'init', stdout=subprocess.PIPE)
     proc = _stestr(python, 'list', stdout=subprocess.PIPE)
     if proc.returncode:
         raise RuntimeError('stestr list failed: %s'

@@ -26,6 +26,20 @@ deliberately small (restic's save/load/list/remove/stat):
 * ``delete_object``: remove an object; a missing one is not an error;
 * ``object_size``: the stored size, or :class:`ObjectNotFound`.
 
+For repository maintenance (``repository check``), a store may also say
+when its objects were written and what unfinished writes left behind:
+
+* ``list_object_info``: :class:`ObjectInfo` of the objects of a
+  container, with their modification time when the store knows it;
+* ``list_containers``: every container, for stores that can walk them;
+* ``list_unfinished`` and ``delete_unfinished``: what a writer stopped
+  before its commit left (a temporary file, an unfinished multipart
+  upload).
+
+The defaults are safe for a store that knows none of this: times are
+unknown (so nothing is ever old enough to be removed), containers are
+those configured, and nothing unfinished is found.
+
 Errors are classified: :class:`ObjectNotFound`,
 :class:`PermanentStoreError`, :class:`TransientStoreError` (see
 :mod:`cinder_chunked_ext.exception`).  Writers and readers must not log:
@@ -33,8 +47,23 @@ they run on native threads under eventlet (eventlet bug 432).
 """
 
 import abc
+import dataclasses
+import typing
 
 from cinder_chunked_ext import exception  # noqa: F401 - documented above
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectInfo:
+    """What a store knows of one stored object or unfinished write."""
+
+    name: str
+    size: typing.Optional[int] = None
+    #: Last modification, seconds since the epoch; None when unknown.
+    modified: typing.Optional[float] = None
+    #: For an unfinished write: what ``delete_unfinished`` needs to find
+    #: it (the temporary file's name, a multipart upload's id).
+    handle: typing.Optional[str] = None
 
 
 class ObjectWriter(object, metaclass=abc.ABCMeta):
@@ -149,6 +178,28 @@ class ObjectStore(object, metaclass=abc.ABCMeta):
     def check(self):
         """Verify the store is usable; raise a clear error if not."""
         return None
+
+    # -- repository maintenance --------------------------------------------
+
+    def list_object_info(self, container, prefix=''):
+        """:class:`ObjectInfo` of the objects ``list_objects`` names."""
+        return [ObjectInfo(name=name)
+                for name in self.list_objects(container, prefix)]
+
+    def list_containers(self):
+        """Every container, or None when the store cannot list them."""
+        return None
+
+    def list_unfinished(self, container):
+        """:class:`ObjectInfo` of the writes never committed.
+
+        ``name`` is the object the write was for.
+        """
+        return []
+
+    def delete_unfinished(self, container, info):
+        """Remove one unfinished write found by ``list_unfinished``."""
+        raise NotImplementedError()
 
     def describe(self):
         """A short, secret-free description for logs."""

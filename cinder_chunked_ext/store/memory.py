@@ -14,6 +14,7 @@
 
 import io
 import threading
+import time
 
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.store import base
@@ -32,6 +33,7 @@ class _MemoryWriter(base.ObjectWriter):
     def _commit(self):
         with self._store._lock:
             self._store.objects[self._key] = self._buf.getvalue()
+            self._store.modified[self._key] = time.time()
 
     def _abort(self):
         self._buf = io.BytesIO()
@@ -52,6 +54,8 @@ class MemoryStore(base.ObjectStore):
 
     def __init__(self):
         self.objects = {}
+        #: When each object was committed, seconds since the epoch.
+        self.modified = {}
         self.containers = set()
         self._lock = threading.Lock()
 
@@ -69,6 +73,19 @@ class MemoryStore(base.ObjectStore):
             return sorted(name for (cont, name) in self.objects
                           if cont == container and name.startswith(prefix))
 
+    def list_object_info(self, container, prefix=''):
+        with self._lock:
+            return [base.ObjectInfo(
+                name=name, size=len(self.objects[(container, name)]),
+                modified=self.modified.get((container, name)))
+                for name in sorted(n for (c, n) in self.objects
+                                   if c == container and n.startswith(prefix))]
+
+    def list_containers(self):
+        with self._lock:
+            return sorted(self.containers |
+                          {c for (c, _n) in self.objects})
+
     def open_writer(self, container, name, extra_metadata=None):
         return _MemoryWriter(self, container, name)
 
@@ -82,6 +99,7 @@ class MemoryStore(base.ObjectStore):
     def delete_object(self, container, name):
         with self._lock:
             self.objects.pop((container, name), None)
+            self.modified.pop((container, name), None)
 
     def object_size(self, container, name):
         try:

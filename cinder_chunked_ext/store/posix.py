@@ -343,6 +343,82 @@ class PosixStore(base.ObjectStore):
             removed.append(name)
         return removed
 
+    def list_object_info(self, container, prefix=''):
+        path = self.container_path(container)
+        found = []
+        for name in self.list_objects(container, prefix):
+            try:
+                st = os.stat(os.path.join(path, name), follow_symlinks=False)
+            except FileNotFoundError:
+                continue    # deleted since it was listed
+            except OSError as e:
+                raise classify_os_error(e, 'cannot stat %s' % name)
+            if stat.S_ISREG(st.st_mode):
+                found.append(base.ObjectInfo(name=name, size=st.st_size,
+                                             modified=st.st_mtime))
+        return found
+
+    def list_containers(self):
+        """Every directory below the root that holds a file.
+
+        Directories whose name starts with ``.`` are skipped, and so are
+        the files at the root itself (the tool's catalog lives there).
+        """
+        if not os.path.isdir(self.root):
+            raise exception.ObjectNotFound(
+                reason='backup repository %s does not exist' % self.root)
+        containers = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
+            container = os.path.relpath(dirpath, self.root)
+            if container != os.curdir and filenames:
+                containers.append(container.replace(os.sep, '/'))
+        return containers
+
+    @staticmethod
+    def unfinished_object_name(temp_name):
+        """The object a ``.tmp-<12 hex>-<name>`` file was for, or None."""
+        if not temp_name.startswith(TEMP_MARK):
+            return None
+        rest = temp_name[len(TEMP_MARK):]
+        if rest[12:13] != '-':
+            return None     # a name too long kept only the uuid
+        return rest[13:]
+
+    def list_unfinished(self, container):
+        path = self.container_path(container)
+        try:
+            names = os.listdir(path)
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise classify_os_error(e, 'cannot list %s' % container)
+        found = []
+        for temp in sorted(n for n in names if n.startswith(TEMP_MARK)):
+            try:
+                st = os.stat(os.path.join(path, temp), follow_symlinks=False)
+            except FileNotFoundError:
+                continue    # committed or aborted since it was listed
+            except OSError as e:
+                raise classify_os_error(e, 'cannot stat %s' % temp)
+            found.append(base.ObjectInfo(
+                name=self.unfinished_object_name(temp) or temp,
+                size=st.st_size, modified=st.st_mtime, handle=temp))
+        return found
+
+    def delete_unfinished(self, container, info):
+        temp = info.handle
+        if not temp or not temp.startswith(TEMP_MARK) or '/' in temp:
+            raise exception.UnsafePath(
+                path=temp, reason='not a temporary file of this store')
+        path = os.path.join(self.container_path(container), temp)
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise classify_os_error(e, 'cannot delete %s' % path)
+
     def object_size(self, container, name):
         path = self._object_path(container, name)
         try:

@@ -38,10 +38,7 @@ contract:
   boto3, s3transfer and urllib3 log, at every level.
 """
 
-import base64
 import dataclasses
-import hashlib
-import logging
 import math
 import threading
 import typing
@@ -49,8 +46,6 @@ import typing
 try:  # pragma: no cover - depends on the environment
     import boto3
     from botocore import config as botocore_config
-    from botocore import exceptions as botocore_exc
-    from urllib3 import exceptions as urllib3_exc
 except ImportError:  # pragma: no cover
     boto3 = None
 
@@ -58,6 +53,9 @@ from oslo_log import log as oslo_logging
 
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.store import base
+from cinder_chunked_ext.store import redaction
+from cinder_chunked_ext.store import s3_errors
+from cinder_chunked_ext.store import s3_objects
 
 LOG = oslo_logging.getLogger(__name__)
 
@@ -67,7 +65,7 @@ GiB = 1024 ** 3
 MIN_PART_SIZE = 5 * MiB
 MAX_PART_SIZE = 5 * GiB
 #: S3's largest number of parts in one multipart upload.
-MAX_PARTS = 10000
+MAX_PARTS = s3_objects.MAX_PARTS
 #: The part size doubles after this many parts, so an object larger than
 #: expected still fits in MAX_PARTS parts.
 PARTS_PER_SIZE_STEP = 500
@@ -76,107 +74,15 @@ ADDRESSING_STYLES = ('path', 'virtual', 'auto')
 CHECKSUM_MODES = ('when_required', 'when_supported')
 RETRY_MODES = ('legacy', 'standard', 'adaptive')
 
-_NOT_FOUND_CODES = frozenset([
-    'NoSuchBucket', 'NoSuchKey', 'NoSuchUpload', 'NotFound', '404'])
-_CREDENTIAL_CODES = frozenset([
-    'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'InvalidToken',
-    'ExpiredToken', 'InvalidSecurity', 'AuthorizationHeaderMalformed',
-    'MissingSecurityHeader'])
-_DENIED_CODES = frozenset([
-    'AccessDenied', 'AllAccessDisabled', 'AccountProblem', 'Forbidden',
-    '403'])
-_DIGEST_CODES = frozenset([
-    'BadDigest', 'InvalidDigest', 'XAmzContentSHA256Mismatch'])
-_TRANSIENT_CODES = frozenset([
-    'SlowDown', 'Throttling', 'ThrottlingException', 'RequestThrottled',
-    'TooManyRequests', 'RequestLimitExceeded', 'RequestTimeout',
-    'InternalError', 'ServiceUnavailable', 'OperationAborted'])
-
+#: Libraries whose loggers may see the credentials.
 _LOGGER_PREFIXES = ('botocore', 'boto3', 's3transfer', 'urllib3')
-
-if boto3 is not None:  # pragma: no branch
-    # Failures of an established connection while a body streams in.
-    _STREAM_ERRORS = (
-        botocore_exc.IncompleteReadError,
-        botocore_exc.ResponseStreamingError,
-        botocore_exc.ReadTimeoutError,
-        botocore_exc.ConnectionClosedError,
-        urllib3_exc.HTTPError,
-        OSError,
-    )
-else:  # pragma: no cover
-    _STREAM_ERRORS = (OSError,)
-
-
-# -- secrets out of logs -----------------------------------------------------
-
-class _SecretRedactor(logging.Filter):
-    """Replaces known secret strings in log records with ``***``.
-
-    botocore logs request headers and canonical requests at DEBUG level,
-    which carry the access key id and the SSE-C key.  This filter is
-    attached to every botocore, boto3, s3transfer and urllib3 logger.
-    """
-
-    MASK = '***'
-
-    def __init__(self):
-        super().__init__()
-        self._lock = threading.Lock()
-        self._secrets = ()
-
-    def add(self, *secrets):
-        forms = set()
-        for secret in secrets:
-            if not secret:
-                continue
-            forms.add(secret)
-            raw = secret.encode('utf-8')
-            forms.add(base64.b64encode(raw).decode('ascii'))
-        with self._lock:
-            merged = set(self._secrets) | forms
-            # Longest first, so that no part of a longer one survives.
-            self._secrets = tuple(sorted(merged, key=len, reverse=True))
-
-    def redact(self, text):
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, self.MASK)
-        return text
-
-    def filter(self, record):
-        secrets = self._secrets
-        if not secrets:
-            return True
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa - a broken record is not ours to fix
-            return True
-        clean = self.redact(message)
-        if clean != message:
-            record.msg = clean
-            record.args = None
-        if record.exc_info and not record.exc_text:
-            text = logging.Formatter().formatException(record.exc_info)
-            clean = self.redact(text)
-            if clean != text:
-                record.exc_text = clean
-        return True
-
-
-REDACTOR = _SecretRedactor()
+#: Removes the access key, secret key and SSE-C key from their logs.
+REDACTOR = redaction.SecretRedactor()
 
 
 def protect_library_logs():
     """Attach the redactor to every library logger that exists now."""
-    manager = logging.Logger.manager
-    for name, logger in list(manager.loggerDict.items()):
-        if not isinstance(logger, logging.Logger):
-            continue
-        if not name.split('.', 1)[0] in _LOGGER_PREFIXES:
-            continue
-        if REDACTOR not in logger.filters:
-            logger.addFilter(REDACTOR)
+    redaction.protect_loggers(REDACTOR, _LOGGER_PREFIXES)
 
 
 # -- settings ---------------------------------------------------------------
@@ -238,295 +144,6 @@ class S3Settings:
         return min(MAX_PART_SIZE, self.base_part_size() * (2 ** steps))
 
 
-def _content_md5(data):
-    """The base64 MD5 digest sent as Content-MD5."""
-    return base64.b64encode(
-        hashlib.md5(data, usedforsecurity=False).digest()).decode('ascii')
-
-
-# -- error classification ----------------------------------------------------
-
-def _reason_of(error):
-    """The ``reason`` a store error was built with."""
-    return getattr(error, 'kwargs', {}).get('reason') or str(error)
-
-
-def _error_code(err):
-    error = err.response.get('Error') or {}
-    code = str(error.get('Code') or '')
-    status = (err.response.get('ResponseMetadata') or {}).get(
-        'HTTPStatusCode')
-    return code, status, str(error.get('Message') or '')
-
-
-class _Classifier(object):
-    """Turns boto exceptions into store errors with actionable reasons."""
-
-    def __init__(self, settings):
-        self._settings = settings
-
-    def _reason(self, what, detail, hint=None):
-        reason = '%s: %s' % (what, detail)
-        if hint:
-            reason = '%s (%s)' % (reason, hint)
-        return REDACTOR.redact(reason)
-
-    def client_error(self, err, what, reading=False):
-        code, status, message = _error_code(err)
-        detail = '%s %s (HTTP %s)' % (code or 'error', message, status)
-        detail = detail.replace('  ', ' ')
-        if code in _NOT_FOUND_CODES or (status == 404 and not code):
-            return exception.ObjectNotFound(reason=self._reason(what, detail))
-        if code in _CREDENTIAL_CODES:
-            return exception.PermanentStoreError(reason=self._reason(
-                what, detail,
-                'the S3 server rejected the credentials: check '
-                'backup_s3_store_access_key and backup_s3_store_secret_key'))
-        if code in _DENIED_CODES or status == 403:
-            hint = ('access denied: check that the user of '
-                    'backup_s3_store_access_key may use this bucket')
-            if code in ('', '403'):
-                # A HEAD answer has no body, so no reason: refused
-                # credentials look the same as a denied bucket.
-                hint = ('access denied: check backup_s3_store_access_key '
-                        'and backup_s3_store_secret_key, and that this '
-                        'user may use this bucket')
-            if reading and self._settings.sse_enabled:
-                hint += (', and that backup_s3_sse_customer_key is the key '
-                         'the object was written with')
-            return exception.PermanentStoreError(
-                reason=self._reason(what, detail, hint))
-        if code in _DIGEST_CODES:
-            return exception.PermanentStoreError(reason=self._reason(
-                what, detail,
-                'the server received data that does not match the '
-                'Content-MD5 sent; the data was altered in transit'))
-        if code == 'PreconditionFailed' or status == 412:
-            return exception.PermanentStoreError(reason=self._reason(
-                what, detail, 'the object changed while it was read'))
-        if (code in _TRANSIENT_CODES or status in (429, 503)
-                or (status or 0) >= 500):
-            return exception.TransientStoreError(reason=self._reason(
-                what, detail, 'the S3 server is busy or failing; retry later'))
-        return exception.PermanentStoreError(reason=self._reason(what, detail))
-
-    def __call__(self, err, what, reading=False):
-        """The store error for ``err``, or None when it is not boto's."""
-        if isinstance(err, botocore_exc.ClientError):
-            return self.client_error(err, what, reading=reading)
-        if isinstance(err, botocore_exc.SSLError):
-            return exception.PermanentStoreError(reason=self._reason(
-                what, 'TLS failure talking to %s: %s'
-                % (self._settings.endpoint_url, err),
-                'check backup_s3_verify_ssl and backup_s3_ca_cert_file'))
-        if isinstance(err, (botocore_exc.NoCredentialsError,
-                            botocore_exc.PartialCredentialsError)):
-            return exception.StoreConfigurationError(reason=self._reason(
-                what, 'no usable S3 credentials',
-                'set backup_s3_store_access_key and '
-                'backup_s3_store_secret_key'))
-        if isinstance(err, botocore_exc.ParamValidationError):
-            return exception.PermanentStoreError(
-                reason=self._reason(what, err))
-        if isinstance(err, (botocore_exc.ConnectionError,
-                            botocore_exc.HTTPClientError,
-                            botocore_exc.IncompleteReadError)):
-            return exception.TransientStoreError(reason=self._reason(
-                what, 'cannot talk to the S3 endpoint %s: %s'
-                % (self._settings.endpoint_url, err)))
-        if isinstance(err, botocore_exc.BotoCoreError):
-            return exception.StoreError(reason=self._reason(what, err))
-        if isinstance(err, _STREAM_ERRORS):
-            return exception.TransientStoreError(reason=self._reason(
-                what, 'connection to %s failed: %s'
-                % (self._settings.endpoint_url, err)))
-        return None
-
-
-# -- writer and reader -------------------------------------------------------
-
-class _S3Writer(base.ObjectWriter):
-    """One PUT up to the threshold, a multipart upload beyond it."""
-
-    def __init__(self, store, bucket, key):
-        super().__init__()
-        self._store = store
-        self._bucket = bucket
-        self._key = key
-        self._buffer = bytearray()
-        self._upload_id = None
-        self._parts = []
-
-    def _what(self):
-        return 'cannot write object %s to bucket %s' % (self._key,
-                                                        self._bucket)
-
-    def _write(self, data):
-        self._buffer += data
-        if self._upload_id is None:
-            if len(self._buffer) <= self._store.settings.multipart_threshold:
-                return
-            self._start_multipart()
-        self._send_full_parts()
-
-    def _start_multipart(self):
-        response = self._store.call(
-            'create_multipart_upload', self._what(),
-            Bucket=self._bucket, Key=self._key,
-            **self._store.settings.sse_args())
-        self._upload_id = response['UploadId']
-
-    def _next_part_size(self):
-        return self._store.settings.part_size(len(self._parts) + 1)
-
-    def _send_full_parts(self):
-        while len(self._buffer) >= self._next_part_size():
-            size = self._next_part_size()
-            with memoryview(self._buffer) as view:
-                part = bytes(view[:size])
-            del self._buffer[:size]
-            self._send_part(part)
-
-    def _send_part(self, data):
-        number = len(self._parts) + 1
-        if number > MAX_PARTS:
-            raise exception.PermanentStoreError(
-                reason='%s: more than %d parts' % (self._what(), MAX_PARTS))
-        args = dict(Bucket=self._bucket, Key=self._key,
-                    UploadId=self._upload_id, PartNumber=number,
-                    Body=data, ContentLength=len(data),
-                    **self._store.settings.sse_args())
-        if self._store.settings.md5_validation:
-            args['ContentMD5'] = _content_md5(data)
-        response = self._store.call('upload_part', self._what(), **args)
-        self._parts.append({'PartNumber': number, 'ETag': response['ETag']})
-
-    def _commit(self):
-        if self._upload_id is None:
-            self._put_whole()
-        else:
-            if self._buffer or not self._parts:
-                part = bytes(self._buffer)
-                self._buffer = bytearray()
-                self._send_part(part)
-            self._store.call(
-                'complete_multipart_upload', self._what(),
-                Bucket=self._bucket, Key=self._key, UploadId=self._upload_id,
-                MultipartUpload={'Parts': self._parts})
-            self._upload_id = None
-        self._buffer = bytearray()
-
-    def _put_whole(self):
-        # bytes, which every HTTP stack (and moto) accepts as a body.
-        data = bytes(self._buffer)
-        self._buffer = bytearray()
-        args = dict(Bucket=self._bucket, Key=self._key, Body=data,
-                    ContentLength=len(data),
-                    **self._store.settings.sse_args())
-        if self._store.settings.md5_validation:
-            args['ContentMD5'] = _content_md5(data)
-        self._store.call('put_object', self._what(), **args)
-
-    def _abort(self):
-        self._buffer = bytearray()
-        upload_id, self._upload_id = self._upload_id, None
-        if upload_id is None:
-            return
-        try:
-            self._store.call('abort_multipart_upload', self._what(),
-                             Bucket=self._bucket, Key=self._key,
-                             UploadId=upload_id)
-        except exception.StoreError:
-            # Writers must not log (they run on native threads); parts of
-            # an unfinished upload are invisible, and a bucket lifecycle
-            # rule for incomplete uploads removes them.
-            pass
-
-
-class _S3Reader(base.ObjectReader):
-    """Streams an object; resumes a broken stream with a ranged GET."""
-
-    def __init__(self, store, bucket, key):
-        self._store = store
-        self._bucket = bucket
-        self._key = key
-        self._offset = 0
-        self._size = None
-        self._etag = None
-        self._body = None
-        # Why the reader gave up: later reads fail at once rather than
-        # spend another round of attempts each.
-        self._gave_up = None
-        self._open()
-
-    def _what(self):
-        return 'cannot read object %s from bucket %s' % (self._key,
-                                                         self._bucket)
-
-    def _open(self):
-        args = dict(Bucket=self._bucket, Key=self._key,
-                    **self._store.settings.sse_args())
-        if self._offset:
-            args['Range'] = 'bytes=%d-' % self._offset
-            if self._etag:
-                args['IfMatch'] = self._etag
-        response = self._store.call('get_object', self._what(),
-                                    reading=True, **args)
-        if self._size is None:
-            self._size = response.get('ContentLength')
-            self._etag = response.get('ETag')
-        self._body = response['Body']
-
-    def _drop_body(self):
-        body, self._body = self._body, None
-        if body is not None:
-            try:
-                body.close()
-            except _STREAM_ERRORS:
-                pass
-
-    def _read_some(self, size):
-        if self._gave_up is not None:
-            raise exception.TransientStoreError(reason=self._gave_up)
-        attempts = max(1, self._store.settings.retry_max_attempts)
-        failures = 0
-        while True:
-            try:
-                if self._body is None:
-                    self._open()
-                data = self._body.read(size)
-            except _STREAM_ERRORS as e:
-                self._drop_body()
-                failures += 1
-                if failures > attempts:
-                    self._gave_up = REDACTOR.redact(
-                        '%s: the download broke off at byte %d %d times '
-                        '(last error: %s)'
-                        % (self._what(), self._offset, failures, e))
-                    raise exception.TransientStoreError(
-                        reason=self._gave_up)
-                continue
-            self._offset += len(data)
-            return data
-
-    def read(self, size=-1):
-        if self._size is not None and self._offset >= self._size:
-            return b''
-        if size is None or size < 0:
-            parts = []
-            while True:
-                data = self._read_some(MiB * 8)
-                if not data:
-                    return b''.join(parts)
-                parts.append(data)
-        if size == 0:
-            return b''
-        return self._read_some(size)
-
-    def close(self):
-        self._drop_body()
-
-
 # -- the store --------------------------------------------------------------
 
 _SESSION_LOCK = threading.Lock()
@@ -551,10 +168,15 @@ class S3Store(base.ObjectStore):
     def __init__(self, settings):
         self.settings = settings
         self.max_concurrent_writes = max(1, settings.max_concurrent_uploads)
-        self._classify = _Classifier(settings)
+        self._classify = s3_errors.Classifier(settings, REDACTOR)
         self._client_lock = threading.Lock()
         self._client = None
         REDACTOR.add(*settings.secrets())
+
+    @staticmethod
+    def redact(text):
+        """``text`` with every known secret masked."""
+        return REDACTOR.redact(text)
 
     def describe(self):
         return 'S3 endpoint %s' % (self.settings.endpoint_url or '(default)')
@@ -677,11 +299,58 @@ class S3Store(base.ObjectStore):
             raise error from None
         return names
 
+    def list_object_info(self, container, prefix=''):
+        what = 'cannot list bucket %s' % container
+        found = []
+        try:
+            paginator = self.client.get_paginator('list_objects_v2')
+            for page in paginator.paginate(Bucket=container, Prefix=prefix):
+                for item in page.get('Contents') or ():
+                    modified = item.get('LastModified')
+                    found.append(base.ObjectInfo(
+                        name=item['Key'], size=item.get('Size'),
+                        modified=modified.timestamp() if modified else None))
+        except Exception as e:  # noqa - classified below
+            error = self._classify(e, what)
+            if error is None:
+                raise
+            raise error from None
+        return found
+
+    def list_unfinished(self, container):
+        """Multipart uploads started and never completed nor aborted."""
+        what = 'cannot list the multipart uploads of bucket %s' % container
+        found = []
+        try:
+            paginator = self.client.get_paginator('list_multipart_uploads')
+            for page in paginator.paginate(Bucket=container):
+                for item in page.get('Uploads') or ():
+                    started = item.get('Initiated')
+                    found.append(base.ObjectInfo(
+                        name=item['Key'],
+                        modified=started.timestamp() if started else None,
+                        handle=item['UploadId']))
+        except Exception as e:  # noqa - classified below
+            error = self._classify(e, what)
+            if error is None:
+                raise
+            raise error from None
+        return found
+
+    def delete_unfinished(self, container, info):
+        try:
+            self.call('abort_multipart_upload',
+                      'cannot abort the upload of %s to bucket %s'
+                      % (info.name, container), Bucket=container,
+                      Key=info.name, UploadId=info.handle)
+        except exception.ObjectNotFound:
+            pass
+
     def open_writer(self, container, name, extra_metadata=None):
-        return _S3Writer(self, container, name)
+        return s3_objects.S3Writer(self, container, name)
 
     def open_reader(self, container, name, extra_metadata=None):
-        return _S3Reader(self, container, name)
+        return s3_objects.S3Reader(self, container, name)
 
     def delete_object(self, container, name):
         try:
@@ -740,12 +409,12 @@ class S3Store(base.ObjectStore):
                 return
             if isinstance(error, exception.PermanentStoreError):
                 raise exception.StoreConfigurationError(
-                    reason=_reason_of(error)) from None
+                    reason=s3_errors.reason_of(error)) from None
             if isinstance(error, exception.TransientStoreError):
                 raise exception.TransientStoreError(
                     reason='%s; check backup_s3_endpoint_url, the proxy '
                            'options and that the server is running'
-                           % _reason_of(error)) from None
+                           % s3_errors.reason_of(error)) from None
             raise error from None
         LOG.debug('S3 endpoint %(endpoint)s answers; bucket %(bucket)s '
                   'exists.', {'endpoint': s.endpoint_url, 'bucket': s.bucket})

@@ -308,6 +308,25 @@ class Catalog(object):
                  availability_zone, volume_size_bytes, source_path, driver))
         return self.get(backup_id)
 
+    def add_record(self, **fields):
+        """Record a backup with the fields given, as they are.
+
+        For backups found in a repository (``repository import``): the
+        record is written with its own creation time and status.
+        """
+        unknown = set(fields) - set(CatalogBackup.COLUMNS)
+        if unknown:
+            raise TypeError('unknown fields %s' % sorted(unknown))
+        fields.setdefault('updated_at', utcnow())
+        names = [name for name in CatalogBackup.COLUMNS if name in fields]
+        values = [_format_time(fields[name]) if name.endswith('_at')
+                  else fields[name] for name in names]
+        with self._transaction() as conn:
+            conn.execute('INSERT INTO backups (%s) VALUES (%s)'
+                         % (', '.join(names), ', '.join('?' * len(names))),
+                         values)
+        return self.get(fields['id'])
+
     def get(self, backup_id):
         """The record of ``backup_id``; BackupNotFound when unknown."""
         row = self._row(backup_id)

@@ -15,7 +15,7 @@
 Usage::
 
     cinder-chunked-backup [--repository PATH] [--catalog PATH]
-                          [--driver posix|nfs|s3] [--config-file FILE]
+                          [--driver posix|nfs|s3|swift] [--config-file FILE]
                           [--compression ALGO] [--json] [--verbose]
                           [--debug] COMMAND ...
 
@@ -26,8 +26,10 @@ points the tool at the repository a cloud writes to.  Without a
 configuration file the POSIX repository is
 ``$XDG_DATA_HOME/cinder-chunked-backup/repository``
 (``~/.local/share/...``).  ``--repository`` is the directory
-(``backup_posix_path``) for posix, the share (``backup_share``) for nfs
-and the bucket (``backup_s3_store_bucket``) for s3.  Backups are recorded
+(``backup_posix_path``) for posix, the share (``backup_share``) for nfs,
+the bucket (``backup_s3_store_bucket``) for s3 and the container
+(``backup_swift_container``) for swift, whose account the configuration
+names (``backup_swift_auth = single_user``).  Backups are recorded
 in an SQLite catalog: ``<repository>/catalog.sqlite3`` for posix, else
 ``$XDG_DATA_HOME/cinder-chunked-backup/catalog.sqlite3``.
 
@@ -39,10 +41,15 @@ Commands::
     backup list [--volume-id ID] [--status STATUS]
     backup show ID
     backup delete ID [--force]
+    backup prune --keep-last N | --keep-hourly N | --keep-daily N |
+                 --keep-weekly N | --keep-monthly N | --keep-yearly N ...
+                 [--volume-id ID] [--dry-run]
     restore ID TARGET [--new | --existing]
     restore --from-repository CONTAINER PREFIX TARGET [--new | --existing]
     verify ID | verify --all | verify --from-repository CONTAINER PREFIX
     repository scan [--container NAME ...]
+    repository import [--container NAME ...] [--overwrite]
+    repository check [--container NAME ...] [--delete] [--grace DURATION]
     demo [--workdir DIR] [--size SIZE] [--keep]
 
 VOLUME is a file or a block device (``-`` or a FIFO need ``--size``).
@@ -55,8 +62,9 @@ overwrites TARGET in place.  ``restore --from-repository`` and
 ``verify --from-repository`` use no catalog: the backup and its parents
 are read from the repository (``repository scan`` lists them).
 
-This module holds the commands, the parser and :func:`main`; the
-configuration and drivers of a run are in
+This module holds the parser and :func:`main`; the handlers of the
+core commands are in :mod:`cinder_chunked_ext.tool.commands`, the
+configuration and drivers of a run in
 :mod:`cinder_chunked_ext.tool.session`, backup, restore and verify of volume
 files in :mod:`cinder_chunked_ext.tool.operations`, what the tool prints in
 :mod:`cinder_chunked_ext.tool.progress`, exit statuses in
@@ -89,6 +97,22 @@ Each command prints one JSON object on stdout:
   ``id``, ``volume_id``, ``parent_id``, ``container``, ``prefix``,
   ``created_at``, ``name``, ``description``, ``object_count``,
   ``in_catalog`` and ``error`` (null, or why the metadata is unreadable).
+* ``backup prune``: ``dry_run``, ``policy`` (the counts), ``deleted``
+  (ids) and ``volumes``, a list of ``{"volume_id", "keep", "delete",
+  "resume", "other"}``; each holds ``{"id", "created_at", "parent_id",
+  "status"}`` items, ``keep``'s with ``reasons`` (``last``, ``hourly``,
+  ``daily``, ``weekly``, ``monthly``, ``yearly``, ``parent of ID``).
+* ``repository import``: ``added``, ``unchanged`` (ids),
+  ``disagreements`` (``{"id", "fields": {NAME: {"catalog",
+  "repository"}}, "overwritten"}``), ``unreadable`` (``{"container",
+  "prefix", "error"}``), ``not_in_repository`` (ids), ``repository``,
+  ``catalog``.
+* ``repository check``: ``repository``, ``containers``, ``delete``,
+  ``grace_seconds`` and ``findings``, a list of ``{"kind"`` (incomplete,
+  unlisted, temporary, missing, unreadable), ``"container"``,
+  ``"prefix"``, ``"backup_id"``, ``"objects"``, ``"temporary"``,
+  ``"bytes"``, ``"age_seconds"``, ``"catalog_status"``, ``"detail"``,
+  ``"action"}``.
 * ``demo``: ``ok``, ``workdir``, ``repository``, ``full_backup_id``,
   ``incremental_backup_id``, ``sha256_original``, ``sha256_restored``
   and ``steps``, a list of ``{"step", "seconds", "detail"}``.
@@ -120,10 +144,13 @@ import signal
 import sys
 import traceback
 
+from cinder_chunked_ext.tool import catalog_import
+from cinder_chunked_ext.tool import commands as handlers
 from cinder_chunked_ext.tool import demo
 from cinder_chunked_ext.tool import exit_status
-from cinder_chunked_ext.tool import operations
 from cinder_chunked_ext.tool import progress
+from cinder_chunked_ext.tool import prune
+from cinder_chunked_ext.tool import repository_check
 from cinder_chunked_ext.tool import session as session_lib
 
 LOG = logging.getLogger(__name__)
@@ -149,274 +176,6 @@ def parse_size(text):
         raise argparse.ArgumentTypeError('size %r is not positive' % text)
     return size
 
-
-# -- backup ----------------------------------------------------------------
-
-def backup_json(record, children=None):
-    doc = {
-        'id': record.id,
-        'volume_id': record.volume_id,
-        'parent_id': record.parent_id,
-        'incremental': bool(record.parent_id),
-        'status': record.status,
-        'size_gib': record.size,
-        'volume_size_bytes': getattr(record, 'volume_size_bytes', None),
-        'object_count': record.object_count,
-        'container': record.container,
-        'service_metadata': record.service_metadata,
-        'name': record.display_name,
-        'description': record.display_description,
-        'created_at': (record.created_at.isoformat()
-                       if hasattr(record.created_at, 'isoformat')
-                       else record.created_at),
-        'availability_zone': record.availability_zone,
-        'driver': getattr(record, 'driver', None),
-        'source': getattr(record, 'source_path', None),
-        'fail_reason': getattr(record, 'fail_reason', None),
-    }
-    if children is not None:
-        doc['children'] = [c.id for c in children]
-    return doc
-
-
-def cmd_backup_create(session, args):
-    record, seconds = operations.create_backup(
-        session, args.volume, incremental=args.incremental, name=args.name,
-        description=args.description, container=args.container,
-        volume_id=args.volume_id, size=args.size)
-    doc = backup_json(record)
-    doc['seconds'] = round(seconds, 3)
-    size = record.volume_size_bytes or 0
-    kind = ('incremental backup (parent %s)' % record.parent_id
-            if record.parent_id else 'full backup')
-    session.out.result(doc, [
-        'Backup %s created: %s of %s: %s read, %s written, %.1f s '
-        '(%s/s).' % (record.id, kind, record.source_path,
-                     progress.human_bytes(size),
-                     progress.plural(record.object_count, 'object'), seconds,
-                     progress.human_bytes(size / seconds if seconds else 0))])
-    return exit_status.OK
-
-
-def cmd_backup_list(session, args):
-    cat = session.catalog()
-    records = cat.list(volume_id=args.volume_id, status=args.status)
-    lines = []
-    if records:
-        rows = [('ID', 'STATUS', 'KIND', 'SIZE', 'OBJECTS', 'CREATED',
-                 'NAME', 'SOURCE')]
-        for r in records:
-            rows.append((r.id, r.status,
-                         'incr' if r.parent_id else 'full',
-                         progress.human_bytes(r.volume_size_bytes),
-                         str(r.object_count),
-                         r.created_at.strftime('%Y-%m-%d %H:%M:%S'),
-                         r.display_name or '-', r.source_path or '-'))
-        widths = [max(len(row[i]) for row in rows) for i in range(7)]
-        for row in rows:
-            lines.append('  '.join(cell.ljust(widths[i]) if i < 7 else cell
-                                   for i, cell in enumerate(row)).rstrip())
-    else:
-        lines.append('No backups in catalog %s.' % cat.path)
-    session.out.result({'backups': [backup_json(r) for r in records]},
-                       lines)
-    return exit_status.OK
-
-
-def cmd_backup_show(session, args):
-    record = session.resolve(args.id)
-    children = session.catalog().children(record.id)
-    doc = backup_json(record, children)
-    lines = ['%-20s %s' % (key + ':', '-' if value is None else
-                           (', '.join(value) or '-')
-                           if isinstance(value, list) else value)
-             for key, value in doc.items()]
-    session.out.result(doc, lines)
-    return exit_status.OK
-
-
-def cmd_backup_delete(session, args):
-    from cinder_chunked_ext.tool import catalog
-    record = session.resolve(args.id)
-    session.check_record_driver(record)
-    dependents = [c for c in session.catalog().children(record.id)
-                  if c.status != catalog.DELETED]
-    if dependents:
-        raise exit_status.UsageError(
-            'backup %s has dependent incremental backups (%s); delete them '
-            'first' % (record.id, ', '.join(c.id for c in dependents)))
-    if record.status not in (catalog.AVAILABLE, catalog.ERROR) and \
-            not args.force:
-        raise exit_status.UsageError(
-            'backup %s is %s; only available or error backups can be '
-            'deleted (or use --force)' % (record.id, record.status))
-    env = session.environment()
-    driver = session.driver(env)
-    record.status = catalog.DELETING
-    record.save()
-    try:
-        driver.delete_backup(record)
-    except BaseException as e:
-        record.status = catalog.ERROR
-        record.fail_reason = 'delete failed: %s' % progress.one_line(e)
-        record.save()
-        raise
-    session.catalog().remove(record.id)
-    session.out.result({'id': record.id, 'deleted': True},
-                       ['Backup %s deleted.' % record.id])
-    return exit_status.OK
-
-
-# -- restore ---------------------------------------------------------------
-
-def _restore_mode(args):
-    if args.new:
-        return 'new'
-    if args.existing:
-        return 'existing'
-    return 'auto'
-
-
-def cmd_restore(session, args):
-    from cinder_chunked_ext.tool import catalog
-    mode = _restore_mode(args)
-    if args.from_repository:
-        if len(args.args) != 1:
-            raise exit_status.UsageError('restore --from-repository '
-                                         'CONTAINER PREFIX needs exactly one '
-                                         'TARGET')
-        target = args.args[0]
-        driver, record = session.repository_backup(*args.from_repository)
-        source = 'repository'
-        size_bytes = None
-    else:
-        if len(args.args) != 2:
-            raise exit_status.UsageError(
-                'restore needs a backup ID and a TARGET (or '
-                '--from-repository CONTAINER PREFIX TARGET)')
-        backup_id, target = args.args
-        record = session.resolve(backup_id)
-        session.check_record_driver(record)
-        if record.status != catalog.AVAILABLE:
-            raise exit_status.UsageError(
-                'backup %s is %s; only available backups can be restored'
-                % (record.id, record.status))
-        driver = session.driver(session.environment())
-        source = 'catalog'
-        size_bytes = record.volume_size_bytes
-    done = operations.restore_backup(session, driver, record, target, mode,
-                                     size_bytes)
-    done['source'] = source
-    session.out.result(done, [
-        'Restored backup %s (%s) to %s (%s, %s target) in %.1f s.'
-        % (record.id, 'full' if len(done['chain']) == 1 else
-           'incremental, chain of %d' % len(done['chain']), target,
-           progress.human_bytes(done['size_bytes']), done['mode'],
-           done['seconds'])])
-    return exit_status.OK
-
-
-# -- verify ----------------------------------------------------------------
-
-def cmd_verify(session, args):
-    from cinder_chunked_ext.tool import catalog
-    if args.from_repository:
-        if args.id or args.all:
-            raise exit_status.UsageError('verify takes an ID, --all or '
-                                         '--from-repository CONTAINER PREFIX')
-        driver, record = session.repository_backup(*args.from_repository)
-        records = [record]
-    else:
-        if bool(args.id) == bool(args.all):
-            raise exit_status.UsageError('verify takes a backup ID or --all')
-        if args.all:
-            records = session.catalog().list(status=catalog.AVAILABLE)
-        else:
-            records = [session.resolve(args.id)]
-        for record in records:
-            session.check_record_driver(record)
-        driver = session.driver(session.environment())
-    reports = operations.verify_backups(session, driver, records)
-    ok = all(r.ok for r in reports)
-    lines = []
-    for report in reports:
-        if report.ok:
-            lines.append('Backup %s: OK (%s, %s, chain of %d).'
-                         % (report.backup_id,
-                            progress.plural(report.objects_checked, 'object'),
-                            progress.human_bytes(report.bytes_checked),
-                            len(report.chain)))
-        else:
-            lines.append('Backup %s: %d problem(s):'
-                         % (report.backup_id, len(report.problems)))
-            # Object names include their backup's id.
-            lines.extend('  %s: %s' % (p.object_name or
-                                       'backup %s' % p.backup_id, p.reason)
-                         for p in report.problems)
-    if not reports:
-        lines.append('No available backups to verify.')
-    session.out.result({'ok': ok, 'backups': [r.to_json() for r in reports]},
-                       lines)
-    if not ok:
-        bad = [r.backup_id for r in reports if not r.ok]
-        session.out.problem('error', 'verification failed for %s'
-                            % ', '.join(bad))
-        return exit_status.FAILED
-    return exit_status.OK
-
-
-# -- repository scan ---------------------------------------------------------
-
-def cmd_repository_scan(session, args):
-    from cinder_chunked_ext import exception
-    env, _driver = session.repository_driver()
-    try:
-        entries = env.scan(args.container or None)
-    except exception.ObjectNotFound as e:
-        raise exit_status.NotFoundError(str(e))
-    cat = session.catalog()
-    found = []
-    for entry in entries:
-        r = entry.record
-        in_catalog = False
-        if r is not None:
-            try:
-                cat.get(r.id)
-                in_catalog = True
-            except exception.BackupNotFound:
-                in_catalog = False
-        found.append({
-            'id': r.id if r else None,
-            'volume_id': r.volume_id if r else None,
-            'parent_id': r.parent_id if r else None,
-            'container': entry.container,
-            'prefix': entry.prefix,
-            'created_at': r.created_at if r else None,
-            'name': r.display_name if r else None,
-            'description': r.display_description if r else None,
-            'object_count': r.object_count if r else None,
-            'in_catalog': in_catalog,
-            'error': entry.error,
-        })
-    lines = ['%d backup(s) found in the %s repository.'
-             % (len(found), session.repository_text())]
-    for item in found:
-        if item['error']:
-            lines.append('  UNREADABLE %s/%s: %s' % (
-                item['container'], item['prefix'], item['error']))
-            continue
-        lines.append('  %s  %s  %s%s' % (
-            item['id'], item['created_at'],
-            'incremental of %s' % item['parent_id'] if item['parent_id']
-            else 'full', '' if item['in_catalog'] else '  (not in catalog)'))
-        lines.append('      restore --from-repository %s %s TARGET'
-                     % (item['container'], item['prefix']))
-    session.out.result({'repository': session.repository_text(),
-                        'backups': found}, lines)
-    return exit_status.OK
-
-
-# -- parser and main ---------------------------------------------------------
 
 def _epilog():
     marker = 'JSON output (--json)'
@@ -447,7 +206,8 @@ def build_parser():
                         help='the repository: directory for posix '
                              '(backup_posix_path), share for nfs '
                              '(backup_share), bucket for s3 '
-                             '(backup_s3_store_bucket)')
+                             '(backup_s3_store_bucket), container for '
+                             'swift (backup_swift_container)')
     parser.add_argument('--catalog', metavar='PATH',
                         help='the SQLite catalog of backups (default: '
                              '<repository>/%s for posix, else %s)'
@@ -502,23 +262,24 @@ def build_parser():
     create.add_argument('--size', type=parse_size,
                         help='size of a stream volume (FIFO, stdin): at '
                              'most this many bytes are read')
-    create.set_defaults(func=cmd_backup_create)
+    create.set_defaults(func=handlers.cmd_backup_create)
 
     listing = backup_cmds.add_parser('list', help='list the catalog')
     listing.add_argument('--volume-id')
     listing.add_argument('--status')
-    listing.set_defaults(func=cmd_backup_list)
+    listing.set_defaults(func=handlers.cmd_backup_list)
 
     show = backup_cmds.add_parser('show', help='show one backup')
     show.add_argument('id', metavar='ID')
-    show.set_defaults(func=cmd_backup_show)
+    show.set_defaults(func=handlers.cmd_backup_show)
 
     delete = backup_cmds.add_parser('delete', help='delete one backup')
     delete.add_argument('id', metavar='ID')
     delete.add_argument('--force', action='store_true',
                         help='also delete a backup in another status than '
                              'available or error')
-    delete.set_defaults(func=cmd_backup_delete)
+    delete.set_defaults(func=handlers.cmd_backup_delete)
+    prune.add_parser(backup_cmds)
 
     restore = commands.add_parser(
         'restore', help='restore a backup to a file or device',
@@ -538,7 +299,7 @@ def build_parser():
                             'created sparse with the volume\'s size')
     modes.add_argument('--existing', action='store_true',
                        help='overwrite TARGET in place')
-    restore.set_defaults(func=cmd_restore)
+    restore.set_defaults(func=handlers.cmd_restore)
 
     verify = commands.add_parser(
         'verify', help='check a backup chain against its checksums')
@@ -549,7 +310,7 @@ def build_parser():
                         metavar=('CONTAINER', 'PREFIX'),
                         help='a backup found in the repository (no '
                              'catalog)')
-    verify.set_defaults(func=cmd_verify)
+    verify.set_defaults(func=handlers.cmd_verify)
 
     repository = commands.add_parser(
         'repository', help='find backups in a repository (no catalog)')
@@ -560,7 +321,9 @@ def build_parser():
     scan.add_argument('--container', action='append',
                       help='list this container (default: the whole '
                            'POSIX repository, or the configured bucket)')
-    scan.set_defaults(func=cmd_repository_scan)
+    scan.set_defaults(func=handlers.cmd_repository_scan)
+    catalog_import.add_parser(repo_cmds)
+    repository_check.add_parser(repo_cmds)
 
     sample = commands.add_parser(
         'demo', help='back up, verify and restore a sample volume')

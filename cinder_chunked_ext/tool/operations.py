@@ -77,9 +77,10 @@ def _chunk_geometry_check(driver):
         raise exit_status.UsageError(
             'the object size %d is not a positive multiple of the hash '
             'block size %d (backup_file_size and '
-            'backup_sha_block_size_bytes, or backup_s3_object_size and '
-            'backup_s3_block_size)' % (driver.chunk_size_bytes,
-                                       driver.sha_block_size_bytes))
+            'backup_sha_block_size_bytes, backup_s3_object_size and '
+            'backup_s3_block_size, or backup_swift_object_size and '
+            'backup_swift_block_size)' % (driver.chunk_size_bytes,
+                                          driver.sha_block_size_bytes))
 
 
 def create_backup(session, volume_path, incremental=False, name=None,
@@ -184,6 +185,34 @@ def _backup_failed(driver, record, error):
             LOG.warning('Could not record in the catalog that backup '
                         '%(id)s failed: %(error)s',
                         {'id': record.id, 'error': e})
+
+
+# -- delete ----------------------------------------------------------------
+
+def delete_backup(session, driver, record):
+    """Delete a backup's objects, then its record.
+
+    The ``_metadata`` object goes first: a delete stopped half-way (a
+    SIGKILL, a crash) then never leaves a backup that looks complete
+    without all of its objects; what remains is objects with no metadata,
+    which ``repository check`` finds, and a record left ``deleting``.
+    """
+    from cinder_chunked_ext.engine import manifest
+    from cinder_chunked_ext.tool import catalog
+    record.status = catalog.DELETING
+    record.save()
+    try:
+        if record.container and record.service_metadata:
+            driver.delete_object(
+                record.container,
+                manifest.metadata_name(record.service_metadata))
+        driver.delete_backup(record)
+    except BaseException as e:
+        record.status = catalog.ERROR
+        record.fail_reason = 'delete failed: %s' % progress.one_line(e)
+        record.save()
+        raise
+    session.catalog().remove(record.id)
 
 
 # -- restore ---------------------------------------------------------------

@@ -40,6 +40,7 @@ REPOSITORY_OPTION = {
     'posix': 'backup_posix_path',
     'nfs': 'backup_share',
     's3': 'backup_s3_store_bucket',
+    'swift': 'backup_swift_container',
 }
 DRIVERS = tuple(REPOSITORY_OPTION)
 

@@ -284,6 +284,8 @@ OTHER_MODE_TESTS = [
     _POSIX + 'LargeObjectTestCase.'
     'test_large_objects_both_ways_identical_3_zstd',
     _POSIX + 'CinderInterfaceTestCase',
+    'cinder_chunked_ext.tests.compat.test_swift_compat.'
+    'SwiftManagerCycleTestCase',
 ]
 
 

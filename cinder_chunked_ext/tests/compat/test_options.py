@@ -39,6 +39,8 @@ UPSTREAM_LISTS = [
      'cinder_chunked_ext.drivers.nfs'),
     ('cinder.backup.drivers.s3', 's3backup_service_opts',
      'cinder_chunked_ext.drivers.s3'),
+    ('cinder.backup.drivers.swift', 'swiftbackup_service_opts',
+     'cinder_chunked_ext.drivers.swift'),
     ('cinder.backup.chunkeddriver', 'backup_opts',
      'cinder_chunked_ext.engine.driver'),
     ('cinder.backup.driver', 'backup_opts',
@@ -47,11 +49,13 @@ UPSTREAM_LISTS = [
 
 OUR_DRIVERS = ['cinder_chunked_ext.drivers.posix',
                'cinder_chunked_ext.drivers.nfs',
-               'cinder_chunked_ext.drivers.s3']
+               'cinder_chunked_ext.drivers.s3',
+               'cinder_chunked_ext.drivers.swift']
 
 UPSTREAM_DRIVERS = ['cinder.backup.drivers.posix',
                     'cinder.backup.drivers.nfs',
                     'cinder.backup.drivers.s3',
+                    'cinder.backup.drivers.swift',
                     'cinder.backup.chunkeddriver']
 
 # Run in a fresh interpreter: import the modules named on the command
@@ -236,7 +240,8 @@ class OptionsTestCase(base.CompatTestCase):
         pairs = [(upstream_posix.PosixBackupDriver,
                   ours_posix.PosixBackupDriver)]
         for name, cls_name in (('nfs', 'NFSBackupDriver'),
-                               ('s3', 'S3BackupDriver')):
+                               ('s3', 'S3BackupDriver'),
+                               ('swift', 'SwiftBackupDriver')):
             ours_name = 'cinder_chunked_ext.drivers.%s' % name
             if not _importable(ours_name):
                 continue

@@ -43,6 +43,7 @@ import cinder_chunked_ext
 from cinder_chunked_ext.tests.functional import fifo as fifo_lib
 from cinder_chunked_ext.tool import catalog
 from cinder_chunked_ext.tool import cli
+from cinder_chunked_ext.tool import commands as handlers
 from cinder_chunked_ext.tool import demo
 from cinder_chunked_ext.tool import session
 
@@ -411,7 +412,7 @@ class TestInProcess(CliTestCase):
         return code, stdout.getvalue(), stderr.getvalue()
 
     def test_unexpected_error_is_one_line_with_debug_hint(self):
-        with mock.patch.object(cli, 'cmd_backup_list',
+        with mock.patch.object(handlers, 'cmd_backup_list',
                                side_effect=RuntimeError('boom\nsecond')):
             code, _out, err = self.main(*self.base_args(), 'backup', 'list')
         self.assertEqual(1, code)
@@ -420,7 +421,7 @@ class TestInProcess(CliTestCase):
             'with --debug for details)\n' % PROG, err)
 
     def test_debug_shows_the_traceback(self):
-        with mock.patch.object(cli, 'cmd_backup_list',
+        with mock.patch.object(handlers, 'cmd_backup_list',
                                side_effect=RuntimeError('boom')):
             code, _out, err = self.main(*self.base_args(), '--debug',
                                         'backup', 'list')
@@ -430,7 +431,7 @@ class TestInProcess(CliTestCase):
 
     def test_os_error_is_expected_error_without_hint(self):
         error = PermissionError(13, 'Permission denied', '/x/y')
-        with mock.patch.object(cli, 'cmd_backup_list', side_effect=error):
+        with mock.patch.object(handlers, 'cmd_backup_list', side_effect=error):
             code, _out, err = self.main(*self.base_args(), '--json',
                                         'backup', 'list')
         self.assertEqual(1, code)
@@ -613,3 +614,74 @@ class TestS3(CliTestCase):
         for text in self.outputs:
             self.assertNotIn(server.secret_key, text)
             self.assertNotIn(server.access_key, text)
+
+
+class TestSwift(CliTestCase):
+    """The same tool against a real Swift server on 127.0.0.1."""
+
+    def run_cli(self, *args, **kwargs):
+        out, err = super().run_cli(*args, **kwargs)
+        self.outputs.append(out + err)
+        return out, err
+
+    def test_swift_backup_restore_and_recovery(self):
+        self.outputs = []
+        from cinder_chunked_ext.tests import swift_server
+        server = self.useFixture(swift_server.SwiftServerFixture()).server
+        container = 'cli-%s' % os.urandom(6).hex()
+        self.conf = self.write_config(
+            'swift.conf', backup_swift_auth='single_user',
+            backup_swift_auth_version='1',
+            backup_swift_auth_url=server.auth_url,
+            backup_swift_user=server.user, backup_swift_key=server.key,
+            backup_swift_object_size=CHUNK, backup_swift_block_size=SHA,
+            backup_swift_retry_attempts=2, backup_swift_retry_backoff=0)
+        base = ['--config-file', self.conf, '--driver', 'swift',
+                '--repository', container]
+        write_volume(self.volume)
+        full, _err = self.run_json('backup', 'create', self.volume,
+                                   base=base)
+        self.assertEqual(container, full['container'])
+        self.assertEqual('swift', full['driver'])
+        overwrite(self.volume, CHUNK, b'\x09' * SHA)
+        expected = demo.file_sha256(self.volume)
+        incr, _err = self.run_json('backup', 'create', '--incremental',
+                                   self.volume, base=base)
+        self.assertEqual(1, incr['object_count'])
+        self.run_cli('verify', incr['id'], base=base)
+        target = os.path.join(self.tmp, 'swift.img')
+        self.run_cli('restore', incr['id'], target, base=base)
+        self.assertEqual(expected, demo.file_sha256(target))
+
+        # The catalog is lost: the repository alone finds both backups.
+        os.remove(os.path.join(self.env['XDG_DATA_HOME'],
+                               'cinder-chunked-backup', 'catalog.sqlite3'))
+        scan, _err = self.run_json('repository', 'scan', base=base)
+        found = {b['id']: b for b in scan['backups']}
+        self.assertEqual({full['id'], incr['id']}, set(found))
+        entry = found[incr['id']]
+        self.assertEqual(container, entry['container'])
+        dr_target = os.path.join(self.tmp, 'swift-dr.img')
+        self.run_cli('restore', '--from-repository', entry['container'],
+                     entry['prefix'], dr_target, base=base)
+        self.assertEqual(expected, demo.file_sha256(dr_target))
+
+        # No key or token in any output, DEBUG logs included.
+        debug = base[:-2] + ['--debug'] + base[-2:]
+        self.run_json('backup', 'create', self.volume, base=debug)
+        self.run_cli('verify', '--all', base=debug)
+        self.assertTrue(any('swiftclient' in text for text in self.outputs))
+        for text in self.outputs:
+            self.assertNotIn(server.key, text)
+            self.assertNotIn('AUTH_ftk', text)
+
+    def test_swift_per_user_refused_with_a_clear_message(self):
+        self.outputs = []
+        self.conf = self.write_config(
+            'swift.conf', backup_swift_auth='per_user',
+            backup_swift_url='http://127.0.0.1:9/v1/AUTH_')
+        write_volume(self.volume)
+        _out, err = self.run_cli(
+            'backup', 'create', self.volume, expect=2,
+            base=['--config-file', self.conf, '--driver', 'swift'])
+        self.assertIn('backup_swift_auth = single_user', err)

@@ -33,6 +33,7 @@ import testtools
 from cinder_chunked_ext.drivers import s3 as s3_driver
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.store import s3 as s3_store
+from cinder_chunked_ext.store import s3_objects
 from cinder_chunked_ext.tests import fakes
 from cinder_chunked_ext.tests import s3_server
 
@@ -198,7 +199,7 @@ class ServerBehaviourTestCase(S3DriverTestCase):
         path = os.path.join(self.tmp, 'volume')
         with open(path, 'wb') as f:
             f.write(random_blocks(6))
-        with mock.patch.object(s3_store, '_content_md5',
+        with mock.patch.object(s3_objects, 'content_md5',
                                side_effect=wrong_md5):
             with open(path, 'rb') as f:
                 e = self.assertRaises(exception.PermanentStoreError,

@@ -49,6 +49,17 @@ DEFAULT_OPTIONS = {
     'backup_s3_retry_mode', 'backup_s3_verify_ssl', 'backup_s3_ca_cert_file',
     'backup_s3_md5_validation', 'backup_s3_sse_customer_key',
     'backup_s3_sse_customer_algorithm',
+    # Swift (every option of cinder 29.0.0's Swift driver).
+    'backup_swift_url', 'backup_swift_auth_url', 'swift_catalog_info',
+    'keystone_catalog_info', 'backup_swift_auth', 'backup_swift_auth_version',
+    'backup_swift_tenant', 'backup_swift_user_domain',
+    'backup_swift_project_domain', 'backup_swift_project',
+    'backup_swift_user', 'backup_swift_key', 'backup_swift_container',
+    'backup_swift_create_storage_policy', 'backup_swift_object_size',
+    'backup_swift_block_size', 'backup_swift_retry_attempts',
+    'backup_swift_retry_backoff', 'backup_swift_enable_progress_timer',
+    'backup_swift_ca_cert_file', 'backup_swift_auth_insecure',
+    'backup_swift_service_auth', 'backup_swift_region_name',
 }
 
 
@@ -84,7 +95,8 @@ class ListOptsTestCase(testtools.TestCase):
                   if opt.secret}
         self.assertEqual({'backup_s3_store_access_key',
                           'backup_s3_store_secret_key',
-                          'backup_s3_sse_customer_key'}, secret)
+                          'backup_s3_sse_customer_key',
+                          'backup_swift_key'}, secret)
 
     def test_list_opts_every_option_has_help(self):
         for _group, options in opts.list_opts():
@@ -93,14 +105,15 @@ class ListOptsTestCase(testtools.TestCase):
 
     def test_driver_classes_sorted_and_complete(self):
         names = [name for name, _cls in opts.driver_classes()]
-        self.assertEqual(['nfs', 'posix', 's3'], names)
+        self.assertEqual(['nfs', 'posix', 's3', 'swift'], names)
 
     def test_entry_points_name_our_drivers(self):
         manager = stevedore.ExtensionManager(opts.DRIVER_NAMESPACE,
                                              invoke_on_load=False)
         if not manager.names():
             self.skipTest('the package is not installed (no entry points)')
-        self.assertEqual(['nfs', 'posix', 's3'], sorted(manager.names()))
+        self.assertEqual(['nfs', 'posix', 's3', 'swift'],
+                         sorted(manager.names()))
         self.assertEqual(dict(opts.driver_classes()),
                          {ext.name: ext.plugin for ext in manager})
 

@@ -34,7 +34,9 @@ import testtools
 
 from cinder_chunked_ext.drivers import s3 as s3_driver
 from cinder_chunked_ext import exception
+from cinder_chunked_ext.store import redaction
 from cinder_chunked_ext.store import s3
+from cinder_chunked_ext.store import s3_errors
 from cinder_chunked_ext.tests import fakes
 from cinder_chunked_ext.tests import s3_server
 
@@ -431,7 +433,7 @@ class ClassificationTestCase(testtools.TestCase):
             secret_key=SECRET, sse_customer_key=SSE_KEY,
             sse_customer_algorithm='AES256')
         s3.REDACTOR.add(*settings.secrets())
-        self.classify = s3._Classifier(settings)
+        self.classify = s3_errors.Classifier(settings, s3.REDACTOR)
 
     def _raise(self, error, reading=False):
         return self.classify(error, 'doing X', reading=reading)
@@ -509,7 +511,7 @@ class RedactorTestCase(testtools.TestCase):
 
     def setUp(self):
         super().setUp()
-        self.redactor = s3._SecretRedactor()
+        self.redactor = redaction.SecretRedactor()
         self.redactor.add('AKSECRETACCESS', 'sse-key-0123456789abcdef', None)
 
     def _record(self, msg, args, exc_info=None):

@@ -29,12 +29,15 @@ import concurrent.futures
 import os
 
 import fixtures
+from swiftclient import exceptions as swiftclient_exc
 import testtools
 
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.store import base
 from cinder_chunked_ext.store import memory
 from cinder_chunked_ext.store import posix
+from cinder_chunked_ext.store import swift as swift_store
+from cinder_chunked_ext.tests import swift_server
 
 CONTAINER = 'contract-container'
 OTHER_CONTAINER = 'contract-other'
@@ -250,3 +253,30 @@ class PosixStoreContractTestCase(StoreContract, testtools.TestCase):
         directory = store.container_path(container)
         objects = set(store.list_objects(container, ''))
         return sorted(set(os.listdir(directory)) - objects)
+
+
+class SwiftStoreContractTestCase(StoreContract, testtools.TestCase):
+    """The contract against a real Swift server on 127.0.0.1.
+
+    The server is shared by the tests of the process: each test removes
+    its containers when it ends.
+    """
+
+    def store_factory(self):
+        server = self.useFixture(swift_server.SwiftServerFixture()).server
+        self.addCleanup(self._remove_containers, server)
+        return swift_store.SwiftStore(swift_store.SwiftSettings(
+            auth_url=server.auth_url, user=server.user, key=server.key,
+            retries=1, backoff=0))
+
+    @staticmethod
+    def _remove_containers(server):
+        conn = server.connection()
+        for name in (CONTAINER, OTHER_CONTAINER):
+            try:
+                for item in conn.get_container(name, full_listing=True)[1]:
+                    conn.delete_object(name, item['name'])
+                conn.delete_container(name)
+            except swiftclient_exc.ClientException as e:
+                if e.http_status != 404:
+                    raise
