@@ -30,10 +30,10 @@
    written (the volume is sparse) and zero objects of the base layer
    are not even read.  Zero objects are otherwise recognised by their
    stored bytes (:func:`objects.is_zero_object`) and not decompressed.
-   The volume is flushed and synced at the end of each layer and after
-   every ``SYNC_BYTES`` written, and the requested backup's status is
-   re-read between objects: any status but ``restoring`` cancels the
-   restore.
+   The volume is flushed after every object and synced at the end of
+   each layer and after every ``SYNC_BYTES`` written, and the requested
+   backup's status is re-read between objects: any status but
+   ``restoring`` cancels the restore.
 """
 
 import collections
@@ -192,13 +192,16 @@ class LayerRestore(object):
                         if future is not _DONE_NOTHING:
                             held -= obj.length
                         unsynced += self._write_pieces(obj.offset, pieces)
-                    if unsynced >= SYNC_BYTES:
+                    # Flushed after every object (the standalone tool
+                    # counts restored objects by the flushes); synced at
+                    # the end of the layer and every SYNC_BYTES.
+                    if unsynced >= SYNC_BYTES or not (waiting or ahead):
                         concurrency.execute(volume_io.flush_and_sync,
                                             self.volume_file)
                         unsynced = 0
+                    else:
+                        concurrency.execute(self.volume_file.flush)
                     concurrency.cooperative_yield()
-                concurrency.execute(volume_io.flush_and_sync,
-                                    self.volume_file)
             finally:
                 for _obj, future in ahead:
                     if future is not None:

@@ -201,9 +201,13 @@ def own_descriptor(volume_file):
     device (through ``/proc/self/fd``), so that its offset, which
     ``SEEK_DATA`` moves, is not the caller's; it is checked to be the
     same inode.  ``(None, False)`` when the volume is anything else (a
-    pipe, an RBD image, a wrapper without a descriptor).
+    pipe, an RBD image), or not a plain file object: a wrapper with a
+    descriptor may still do something on each read (count it, stop at a
+    limit), which reading around it would skip.
     """
     target = _proxied_object(volume_file)
+    if not isinstance(target, io.IOBase):
+        return None, False
     try:
         fileno = target.fileno()
         if not isinstance(fileno, int):

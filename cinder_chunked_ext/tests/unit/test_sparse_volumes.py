@@ -153,6 +153,15 @@ class VolumeSourceTestCase(_SparseTestCase):
         with open('/dev/zero', 'rb') as f:
             self.assertEqual((None, False), volume_io.own_descriptor(f))
 
+    def test_source_wrapper_with_descriptor_not_direct(self):
+        path, data = self.sparse_file(2 * MiB, [(MiB, b'a' * 4096)])
+        with open(path, 'rb') as f:
+            wrapper = base.VolumeFile(f)
+            self.assertEqual(f.fileno(), wrapper.fileno())
+            source = volume_io.VolumeSource(wrapper)
+            self.assertFalse(source.direct)
+            self.assertEqual(data[MiB:MiB + 10], source.read_at(MiB, 10))
+
     def test_source_file_without_descriptor_not_direct(self):
         source = volume_io.VolumeSource(io.BytesIO(b'x' * 100))
         self.assertFalse(source.direct)
