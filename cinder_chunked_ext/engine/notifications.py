@@ -38,11 +38,20 @@ class ProgressNotifier(object):
         self._timer = enabled_timer and self._interval >= 0
         self._last = time.monotonic()
         self._objects_since = 0
+        # The objects' entries, converted once each: a notification every
+        # few objects must not convert the whole list again.
+        self._entries = []
+
+    def _object_entries(self):
+        objects = self._job.metadata.objects
+        self._entries.extend(o.to_json_entry()
+                             for o in objects[len(self._entries):])
+        return list(self._entries)
 
     def _send(self, percent):
         job = self._job
         info = {'id': job.next_number,
-                'list': [o.to_json_entry() for o in job.metadata.objects],
+                'list': self._object_entries(),
                 'prefix': job.prefix,
                 'volume_meta': job.metadata.volume_meta,
                 'backup_percent': percent}

@@ -22,16 +22,20 @@ problem; the standalone tool's verify reports every problem it finds.
 
 import collections
 import hashlib
+import io
 
 from cinder_chunked_ext.engine import compression
 from cinder_chunked_ext.engine import concurrency
 from cinder_chunked_ext.engine import manifest
+from cinder_chunked_ext.engine import pipeline
 from cinder_chunked_ext import exception
 
 GiB = 1024 ** 3
 MAX_CHAIN_LENGTH = 10000
 # Decoded pieces read ahead, and MD5 steps pending, on the lanes.
 LANE_DEPTH = 8
+# The largest stored form of a zero object that is read to recognise it.
+ZERO_FORM_MAX_BYTES = 1024 * 1024
 
 
 def backup_chain(env, backup):
@@ -171,3 +175,54 @@ def decoded_pieces(driver, backup, container, obj, extra_metadata,
         raise exception.ChecksumMismatch(
             backup_id=backup['id'], object_name=obj.name,
             expected=obj.md5, actual=actual)
+
+
+def _stored_if_small(driver, container, obj, extra_metadata, limit):
+    """The stored bytes of ``obj`` when there are at most ``limit``."""
+    with driver.get_object_reader(container, obj.name,
+                                  extra_metadata=extra_metadata) as reader:
+        stored = read_exactly(reader, limit + 1)
+    return stored if len(stored) <= limit else None
+
+
+def _decodes_to_zeros(obj, stored, step):
+    decoded = compression.open_decoding_reader(obj.compression,
+                                               io.BytesIO(stored))
+    total = 0
+    while True:
+        try:
+            data = read_exactly(decoded, step)
+        except ValueError:
+            return False
+        if not data:
+            return total == obj.length
+        total += len(data)
+        if total > obj.length or not pipeline.is_zero(data):
+            return False
+
+
+def is_zero_object(driver, container, obj, extra_metadata):
+    """True when ``obj`` is all zeros, known from its stored bytes.
+
+    Only a compressed object whose recorded MD5 is that of zeros is
+    considered; its stored form (a few KiB) is read and compared with
+    the known encodings of that many zeros
+    (:func:`compression.is_zero_form`).  An unknown form is decoded in
+    memory once and remembered if it is zeros.  False sends the object
+    down the ordinary path, which reports any damage.  A worker's job.
+    """
+    if (compression.family(obj.compression) is None or
+            obj.length > compression.ZERO_OBJECT_LIMIT or
+            obj.md5 != pipeline.zero_md5(obj.length)):
+        return False
+    stored = _stored_if_small(driver, container, obj, extra_metadata,
+                              ZERO_FORM_MAX_BYTES)
+    if stored is None:
+        return False
+    if compression.is_zero_form(obj.compression, obj.length, stored,
+                                driver._piece_bytes()):
+        return True
+    if not _decodes_to_zeros(obj, stored, driver._piece_bytes()):
+        return False
+    compression.remember_zero_form(obj.compression, obj.length, stored)
+    return True

@@ -78,9 +78,13 @@ class PieceResult:
     encoded: typing.Optional[bytes]   # None: raw, or encoded in order
 
 
-def analyse_piece(data, block_size, piece_encoder, want_hashes):
-    """Zero-test, hash and compress one piece (a worker's job)."""
-    zero = is_zero(data)
+def analyse_piece(data, block_size, piece_encoder, want_hashes, zero=None):
+    """Zero-test, hash and compress one piece (a worker's job).
+
+    ``zero`` is True when the piece is known to be zeros (a hole).
+    """
+    if zero is None:
+        zero = is_zero(data)
     hashes = block_hashes(data, block_size, zero) if want_hashes else None
     encoded = piece_encoder(data, zero) if piece_encoder else None
     return PieceResult(data, zero, hashes, encoded)

@@ -19,11 +19,23 @@ to know where an object ends before compressing it (a zstd frame carries
 its size) and to read a region twice when compression did not pay, so
 :class:`VolumeSource` finds the size by seeking to the end when it can,
 and otherwise keeps the current chunk in memory as upstream does.
+
+Under eventlet every call on a ``tpool`` proxy is a hand-off to a native
+thread and back.  When the volume is a regular file or a block device,
+:class:`VolumeSource` therefore opens a descriptor of its own on it and
+reads with ``pread`` on the worker that analyses the data
+(:meth:`VolumeSource.load`), never through the proxy.  On a regular file
+it also asks the file system where the holes are (``SEEK_DATA`` /
+``SEEK_HOLE``) and does not read them: they are zeros.  A block device's
+holes are never trusted (a device reports none, or the answer would be
+its driver's), so it is read in full.
 """
 
 import errno
 import io
 import os
+import stat
+import sys
 
 from cinder_chunked_ext.engine import concurrency
 from cinder_chunked_ext.engine import pipeline
@@ -54,6 +66,86 @@ class VolumeSource(object):
                 TypeError, ValueError):
             self.start = self._tell_or_zero()
             self._pos = self.start
+        self._fd = None
+        self.holes_known = False
+        if self.seekable:
+            self._fd, self.holes_known = own_descriptor(volume_file)
+
+    @property
+    def direct(self):
+        """True when pieces are read with :meth:`load`, on any thread."""
+        return self._fd is not None
+
+    def close(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def is_hole(self, offset, size):
+        """True when ``[offset, offset + size)`` is one hole of the file.
+
+        Always False where holes are not known (block devices, wrappers).
+        """
+        if not self.holes_known or size <= 0:
+            return False
+        try:
+            data = os.lseek(self._fd, offset, os.SEEK_DATA)
+        except OSError as e:
+            # ENXIO: no data at or after ``offset``, the rest is a hole.
+            return e.errno == errno.ENXIO
+        return data >= offset + size
+
+    def holes(self, offset, end, align, smallest):
+        """``[(start, stop)]`` of the holes in ``[offset, end)``.
+
+        Only holes of at least ``smallest`` bytes once shrunk to whole
+        ``align`` units (counted from the start of the volume); empty
+        when holes are not known.
+        """
+        if not self.holes_known:
+            return []
+        found = []
+        pos = offset
+        while pos < end:
+            try:
+                hole = os.lseek(self._fd, pos, os.SEEK_HOLE)
+            except OSError:
+                break
+            if hole >= end:
+                break
+            try:
+                data = os.lseek(self._fd, hole, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno != errno.ENXIO:
+                    break
+                data = end          # a hole to the end of the file
+            stop = min(data, end)
+            first = self.start + -(-(hole - self.start) // align) * align
+            last = (stop if stop == end else
+                    self.start + (stop - self.start) // align * align)
+            if last - first >= smallest:
+                found.append((first, last))
+            pos = stop
+        return found
+
+    def load(self, offset, size):
+        """``size`` bytes at ``offset``, or None for a hole (direct only).
+
+        Meant for a worker thread: one ``pread`` per piece, nothing
+        through the volume file object.
+        """
+        if self.is_hole(offset, size):
+            return None
+        parts = []
+        left = size
+        while left > 0:
+            data = os.pread(self._fd, left, offset)
+            if not data:
+                break
+            parts.append(data)
+            offset += len(data)
+            left -= len(data)
+        return parts[0] if len(parts) == 1 else b''.join(parts)
 
     def _tell_or_zero(self):
         try:
@@ -91,6 +183,52 @@ class VolumeSource(object):
         data = self._read_stream(size)
         self._pos = offset + len(data)
         return data
+
+
+def _proxied_object(volume_file):
+    """The object behind eventlet's ``tpool.Proxy``, else the object."""
+    tpool = sys.modules.get('eventlet.tpool')
+    if tpool is not None and isinstance(volume_file, tpool.Proxy):
+        # Proxy keeps the object it forwards to in ``_obj``.
+        return object.__getattribute__(volume_file, '_obj')
+    return volume_file
+
+
+def own_descriptor(volume_file):
+    """``(fd, holes_known)`` for reading ``volume_file`` directly.
+
+    The descriptor is a new open file description of the same file or
+    device (through ``/proc/self/fd``), so that its offset, which
+    ``SEEK_DATA`` moves, is not the caller's; it is checked to be the
+    same inode.  ``(None, False)`` when the volume is anything else (a
+    pipe, an RBD image), or not a plain file object: a wrapper with a
+    descriptor may still do something on each read (count it, stop at a
+    limit), which reading around it would skip.
+    """
+    target = _proxied_object(volume_file)
+    if not isinstance(target, io.IOBase):
+        return None, False
+    try:
+        fileno = target.fileno()
+        if not isinstance(fileno, int):
+            return None, False
+        before = os.fstat(fileno)
+    except (AttributeError, OSError, io.UnsupportedOperation, TypeError,
+            ValueError):
+        return None, False
+    is_file = stat.S_ISREG(before.st_mode)
+    if not (is_file or stat.S_ISBLK(before.st_mode)):
+        return None, False
+    try:
+        fd = os.open('/proc/self/fd/%d' % fileno,
+                     os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0))
+    except OSError:
+        return None, False
+    after = os.fstat(fd)
+    if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+        os.close(fd)
+        return None, False
+    return fd, is_file and hasattr(os, 'SEEK_DATA')
 
 
 def write_at(volume_file, offset, data):

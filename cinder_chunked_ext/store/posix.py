@@ -25,6 +25,8 @@ final name.
 import errno
 import os
 import stat
+import sys
+import threading
 import uuid
 
 from cinder_chunked_ext import exception
@@ -95,11 +97,59 @@ def _fsync_dir(path):
         os.close(fd)
 
 
+def _native_lock():
+    """A lock of the operating system's threads, even under eventlet.
+
+    Commits run on native worker threads; a green lock taken there would
+    block nothing and wake nobody (eventlet issue 432).
+    """
+    patcher = sys.modules.get('eventlet.patcher')
+    if patcher is not None and patcher.is_monkey_patched('thread'):
+        return patcher.original('threading').Lock()
+    return threading.Lock()
+
+
+class DirectorySyncs(object):
+    """Directory fsyncs shared by the commits that happen together.
+
+    A commit renames its file into place and then needs the directory
+    synced.  When several commit at once, one fsync of the directory
+    started after a rename makes that rename durable as well as any
+    other: :meth:`after_rename` returns once a sync that began after the
+    caller's rename has finished, running one itself only when none has.
+    Each commit still returns only once its name is on disk.
+    """
+
+    def __init__(self):
+        self._lock = _native_lock()
+        self._renames = {}      # directory -> renames counted so far
+        self._synced = {}       # directory -> renames covered by a sync
+        self._sync_locks = {}
+
+    def after_rename(self, directory):
+        with self._lock:
+            mine = self._renames.get(directory, 0) + 1
+            self._renames[directory] = mine
+            if directory not in self._sync_locks:
+                self._sync_locks[directory] = _native_lock()
+            sync_lock = self._sync_locks[directory]
+        with sync_lock:
+            with self._lock:
+                if self._synced.get(directory, 0) >= mine:
+                    return
+                covered = self._renames[directory]
+            _fsync_dir(directory)
+            with self._lock:
+                self._synced[directory] = max(
+                    self._synced.get(directory, 0), covered)
+
+
 class _AtomicFileWriter(base.ObjectWriter):
     """Writes ``.tmp-<uuid>-<name>``; commit renames it to ``<name>``."""
 
-    def __init__(self, directory, name):
+    def __init__(self, directory, name, syncs=None):
         super().__init__()
+        self._syncs = syncs or DirectorySyncs()
         self._final = os.path.join(directory, name)
         self._dir = directory
         self._temp = os.path.join(
@@ -130,7 +180,7 @@ class _AtomicFileWriter(base.ObjectWriter):
             os.fsync(self._file.fileno())
             self._file.close()
             os.rename(self._temp, self._final)
-            _fsync_dir(self._dir)
+            self._syncs.after_rename(self._dir)
         except OSError as e:
             raise classify_os_error(e, 'cannot commit %s' % self._final)
 
@@ -167,12 +217,15 @@ class _FileReader(base.ObjectReader):
 class PosixStore(base.ObjectStore):
     """Objects as files below ``root``."""
 
-    max_concurrent_writes = 2
+    # Commits are mostly fsync: several at once let the file system
+    # write them in one journal commit.
+    max_concurrent_writes = 16
 
     def __init__(self, root):
         if not root:
             raise exception.ConfigNotFound(path='backup_posix_path')
         self.root = os.path.abspath(root)
+        self._directory_syncs = DirectorySyncs()
 
     def describe(self):
         return 'POSIX repository %s' % self.root
@@ -244,7 +297,8 @@ class PosixStore(base.ObjectStore):
 
     def open_writer(self, container, name, extra_metadata=None):
         path = self._object_path(container, name)
-        return _AtomicFileWriter(os.path.dirname(path), name)
+        return _AtomicFileWriter(os.path.dirname(path), name,
+                                 self._directory_syncs)
 
     def open_reader(self, container, name, extra_metadata=None):
         return _FileReader(self._object_path(container, name))

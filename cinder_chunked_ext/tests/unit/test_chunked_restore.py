@@ -25,6 +25,7 @@ import fixtures
 import zstandard
 
 from cinder_chunked_ext.engine import driver as chunked
+from cinder_chunked_ext.engine import restore as restore_path
 from cinder_chunked_ext.engine import volume_io
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.tests import fakes
@@ -121,10 +122,7 @@ class RestoreTestCase(base.DriverTestCase):
         volume = b''.join(chunks)
         self.assertEqual(volume, self.restore_bytes(backup, len(volume)))
 
-    def test_restore_flush_and_fsync_per_object(self):
-        chain = self._chain()
-        backup, data = chain[2]
-        count = sum(len(self.objects(b)) for b, _d in chain)
+    def _count_syncs(self, backup, data):
         path = os.path.join(self.useFixture(fixtures.TempDir()).path, 'vol')
         with open(path, 'wb') as f:
             f.truncate(len(data))
@@ -133,10 +131,30 @@ class RestoreTestCase(base.DriverTestCase):
         with open(path, 'r+b') as f:
             target = VolumeFile(f)
             self.restore(backup, target)
-            self.assertEqual(count, target.flushes)
-        self.assertEqual(count, fsync.call_count)
+            flushes = target.flushes
         with open(path, 'rb') as f:
             self.assertEqual(data, f.read())
+        return flushes, fsync.call_count
+
+    def test_restore_flush_per_object_sync_once_per_layer(self):
+        chain = self._chain()
+        backup, data = chain[2]
+        count = sum(len(self.objects(b)) for b, _d in chain)
+        self.assertGreater(count, len(chain))
+        self.assertEqual((count, len(chain)),
+                         self._count_syncs(backup, data))
+
+    def test_restore_sync_bytes_bound_sync_within_layer(self):
+        chain = self._chain()
+        backup, data = chain[2]
+        # A bound smaller than any object: a sync after every object
+        # that wrote something, and one at the end of each layer.
+        self.useFixture(fixtures.MockPatchObject(restore_path, 'SYNC_BYTES',
+                                                 1))
+        count = sum(len(self.objects(b)) for b, _d in chain)
+        flushes, fsyncs = self._count_syncs(backup, data)
+        self.assertEqual(count, flushes)
+        self.assertGreater(fsyncs, len(chain))
 
     def test_restore_volume_metadata_put_per_layer_last_wins(self):
         self.env.volume_metadata['vol'] = '{"layer": 0}'

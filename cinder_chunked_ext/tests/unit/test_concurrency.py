@@ -373,3 +373,21 @@ class EventletModeTestCase(testtools.TestCase):
         results = self._results()
         for algorithm in ALGORITHMS:
             self.assertTrue(results[algorithm]['mismatch'], algorithm)
+
+
+class MallocArenasTestCase(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(fixtures.MockPatchObject(concurrency,
+                                                 '_arenas_limited', []))
+
+    def test_limit_malloc_arenas_zero_left_alone(self):
+        self.assertFalse(concurrency.limit_malloc_arenas(0))
+        self.assertEqual([], concurrency._arenas_limited)
+
+    def test_limit_malloc_arenas_once_per_process(self):
+        concurrency.limit_malloc_arenas(8)
+        self.assertEqual([8], concurrency._arenas_limited)
+        self.assertFalse(concurrency.limit_malloc_arenas(4))
+        self.assertEqual([8], concurrency._arenas_limited)

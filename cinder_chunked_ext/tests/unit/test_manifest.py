@@ -19,6 +19,7 @@ import ddt
 import testtools
 
 from cinder_chunked_ext.engine import manifest
+from cinder_chunked_ext.engine import pipeline
 from cinder_chunked_ext import exception
 
 MD5 = '0123456789abcdef0123456789abcdef'
@@ -287,3 +288,44 @@ class Sha256FileTestCase(testtools.TestCase):
                                 manifest.Sha256File.from_json, _dump(doc),
                                 backup_id='b9')
         self.assertIn('sha256file', str(exc))
+
+
+class Sha256FileZeroHashesTestCase(testtools.TestCase):
+    """The zero block's hash is parsed into one shared string."""
+
+    def _doc(self, sha256s, chunk_size=32768, name=None):
+        return manifest.Sha256File(
+            backup_id='b', volume_id='v', backup_name=name,
+            backup_description=None, created_at='2026-11-29 00:00:00',
+            chunk_size=chunk_size, sha256s=sha256s).to_json()
+
+    def test_zero_hashes_shared_same_list(self):
+        zero = pipeline.zero_sha256(32768)
+        other = 'ab' * 32
+        raw = self._doc([zero, other, zero, zero])
+        parsed = manifest.Sha256File.from_json(raw, zero_block=32768)
+        self.assertEqual([zero, other, zero, zero], parsed.sha256s)
+        self.assertIs(parsed.sha256s[0], parsed.sha256s[2])
+        self.assertEqual(parsed, manifest.Sha256File.from_json(raw))
+
+    def test_zero_hashes_other_block_size_kept_as_text(self):
+        zero = pipeline.zero_sha256(32768)
+        raw = self._doc([zero, 'cd' * 32], chunk_size=65536)
+        parsed = manifest.Sha256File.from_json(raw, zero_block=32768)
+        self.assertEqual([zero, 'cd' * 32], parsed.sha256s)
+        self.assertEqual(65536, parsed.chunk_size)
+
+    def test_zero_hashes_marker_text_elsewhere_same_result(self):
+        zero = pipeline.zero_sha256(32768)
+        raw = self._doc([zero, zero], name='Infinity')
+        parsed = manifest.Sha256File.from_json(raw, zero_block=32768)
+        self.assertEqual([zero, zero], parsed.sha256s)
+        self.assertEqual('Infinity', parsed.backup_name)
+
+    def test_zero_hashes_number_in_list_rejected(self):
+        zero = pipeline.zero_sha256(32768)
+        raw = self._doc([zero, 'ef' * 32]).replace(
+            b'"' + b'ef' * 32 + b'"', b'Infinity')
+        self.assertRaises(exception.CorruptBackup,
+                          manifest.Sha256File.from_json, raw,
+                          zero_block=32768)
