@@ -36,9 +36,11 @@ a copy of the original volume.  Scenarios: a mixed volume (``--size``
 MiB: 40% zero runs, 30% random data, 30% log-like text) or ``--sparse``
 (a sparse file of ``--sparse-size`` GiB holding ``--sparse-percent`` %
 data in scattered 2 MiB extents).  ``--driver`` picks the backend (see
-``tools/benchmark_backends.py``): ``posix`` (a directory) or ``s3``
+``tools/benchmark_backends.py``): ``posix`` (a directory), ``s3``
 (one SeaweedFS server on 127.0.0.1 for the run, a bucket per
-repository).
+repository) or ``swift`` (a one-node OpenStack Swift on 127.0.0.1 with
+tempauth, a container per repository, both drivers in ``single_user``
+mode).
 
 It prints, per phase, MB/s (of the volume's size), ours/upstream, peak
 RSS and CPU seconds (medians of ``--repeat`` runs; RSS is the maximum),
@@ -50,6 +52,7 @@ keeps the results; ``--plot FILE`` draws them (matplotlib);
     tox -e benchmark -- --concurrency both --repeat 3 --plot bench.svg
     tox -e benchmark -- --sparse --configs zlib
     tox -e benchmark -- --driver s3 --configs zlib
+    tox -e benchmark -- --driver swift --configs zlib
     tox -e benchmark -- --size 32 --configs zlib       # smoke run
 """
 
@@ -369,8 +372,10 @@ def have_upstream(backend):
             module = importlib.import_module(backend.upstream_module)
     except ImportError:
         return False
-    # Upstream's S3 driver imports without boto3 but cannot be built.
-    return getattr(module, 'boto3', True) is not None
+    # Upstream's S3 and Swift drivers import without their client
+    # libraries but cannot be built.
+    return all(getattr(module, client, True) is not None
+               for client in ('boto3', 'swift'))
 
 
 class Runner(object):

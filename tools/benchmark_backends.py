@@ -40,6 +40,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV_S3_ENDPOINT = 'CINDER_CHUNKED_BENCH_S3_ENDPOINT'
 ENV_S3_ACCESS_KEY = 'CINDER_CHUNKED_BENCH_S3_ACCESS_KEY'
 ENV_S3_SECRET_KEY = 'CINDER_CHUNKED_BENCH_S3_SECRET_KEY'
+ENV_SWIFT_AUTH_URL = 'CINDER_CHUNKED_BENCH_SWIFT_AUTH_URL'
+ENV_SWIFT_USER = 'CINDER_CHUNKED_BENCH_SWIFT_USER'
+ENV_SWIFT_KEY = 'CINDER_CHUNKED_BENCH_SWIFT_KEY'
 
 
 class Backend(object):
@@ -206,8 +209,97 @@ class S3Backend(Backend):
         return s3.S3BackupDriver(context=None)
 
 
+class SwiftBackend(Backend):
+    """A one-node OpenStack Swift on 127.0.0.1, one container a location.
+
+    Both drivers authenticate as ``single_user`` against the server's
+    tempauth (v1), the way a cloud without per-user Swift accounts runs.
+    """
+
+    name = 'swift'
+    ours_module = 'cinder_chunked_ext.drivers.swift'
+    upstream_module = 'cinder.backup.drivers.swift'
+
+    @contextlib.contextmanager
+    def server(self, workdir):
+        sys.path.insert(0, ROOT)
+        try:
+            from cinder_chunked_ext.tests import swift_server
+        except ImportError as e:
+            raise SystemExit('--driver swift needs swift, python-swiftclient '
+                             'and fixtures (test-requirements.txt): %s' % e)
+        server = swift_server.SwiftServer(base_dir=workdir)
+        try:
+            server.start()
+        except swift_server.ServerUnavailable as e:
+            server.cleanup()
+            raise SystemExit('no Swift server for the benchmark: %s' % e)
+        try:
+            yield server
+        finally:
+            server.cleanup()
+
+    def describe(self, server, workdir):
+        return 'server: %s, data on %s' % (
+            server.describe(), filesystem_type(server.workdir))
+
+    def cold_paths(self, server, workdir):
+        return [workdir, server.workdir]
+
+    def new_location(self, server, workdir, label):
+        container = 'bench-%s-%s' % (label, uuid.uuid4().hex[:12])
+        # Made before the clock starts, as the bucket of the S3 backend.
+        server.connection().put_container(container)
+        return {'container': container}
+
+    def remove_location(self, server, location):
+        from swiftclient import exceptions as swift_exc
+        conn = server.connection()
+        container = location['container']
+        try:
+            while True:
+                _headers, listing = conn.get_container(container)
+                if not listing:
+                    break
+                for entry in listing:
+                    conn.delete_object(container, entry['name'])
+            conn.delete_container(container)
+        except swift_exc.ClientException as e:
+            print('warning: container %s not removed: %s' % (container, e),
+                  file=sys.stderr)
+
+    def phase_environment(self, server):
+        return {ENV_SWIFT_AUTH_URL: server.auth_url,
+                ENV_SWIFT_USER: server.user,
+                ENV_SWIFT_KEY: server.key}
+
+    def configure(self, conf, location, chunk_size):
+        conf.set_override('backup_swift_auth', 'single_user')
+        conf.set_override('backup_swift_auth_version', '1')
+        conf.set_override('backup_swift_auth_url',
+                          os.environ[ENV_SWIFT_AUTH_URL])
+        conf.set_override('backup_swift_user', os.environ[ENV_SWIFT_USER])
+        conf.set_override('backup_swift_key', os.environ[ENV_SWIFT_KEY])
+        conf.set_override('backup_swift_container', location['container'])
+        conf.set_override('backup_swift_enable_progress_timer', False)
+        if chunk_size:
+            conf.set_override('backup_swift_object_size', chunk_size)
+
+    def ours(self, context, location):
+        from cinder_chunked_ext.drivers import swift
+        return swift.SwiftBackupDriver(context)
+
+    def upstream(self, location):
+        # Upstream connects only for a context with a user in it.
+        from cinder.backup.drivers import swift
+        from cinder import context
+        return swift.SwiftBackupDriver(context.RequestContext(
+            user_id='benchmark', project_id='test'))
+
+
 BACKENDS = {backend.name: backend for backend in (PosixBackend(),
-                                                  S3Backend())}
+                                                  S3Backend(),
+                                                  SwiftBackend())}
 
 
 def filesystem_type(path):
