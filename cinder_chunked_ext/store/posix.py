@@ -37,6 +37,8 @@ FILE_MODE = (stat.S_IRUSR | stat.S_IWUSR |
              stat.S_IRGRP | stat.S_IWGRP)                   # 0660
 TEMP_MARK = '.tmp-'
 NAME_MAX = 255
+# Container directories whose confinement is remembered at once.
+CONFINED_CACHE_SIZE = 1024
 
 _PERMANENT_ERRNOS = frozenset([
     errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT,
@@ -87,6 +89,17 @@ def check_object_name(name):
     if name.startswith(TEMP_MARK) or name.startswith('.'):
         raise exception.UnsafePath(
             path=name, reason='object names cannot start with "."')
+
+
+def _identity(path):
+    """``(device, inode)`` of the directory at ``path``, or None."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _fsync_dir(path):
@@ -226,6 +239,8 @@ class PosixStore(base.ObjectStore):
             raise exception.ConfigNotFound(path='backup_posix_path')
         self.root = os.path.abspath(root)
         self._directory_syncs = DirectorySyncs()
+        # Container directories proven inside the root: path -> identity.
+        self._confined = {}
 
     def describe(self):
         return 'POSIX repository %s' % self.root
@@ -239,13 +254,31 @@ class PosixStore(base.ObjectStore):
         return real == real_root or real.startswith(real_root + os.sep)
 
     def container_path(self, container):
-        """The directory of ``container``, proven to be inside the root."""
+        """The directory of ``container``, proven to be inside the root.
+
+        Resolving every component of the path costs two ``realpath``
+        walks (a dozen ``lstat`` calls); an incremental backup asks for
+        it once per object.  So a directory proven inside is remembered
+        by its identity (device and inode): a later call that finds the
+        same directory at that path, through whatever links, is inside
+        too, and one that finds another directory there (a component
+        swapped for a link since) is resolved and checked again.
+        """
         check_container_name(container)
         path = os.path.join(self.root, container)
+        known = self._confined.get(path)
+        if known is not None and known == _identity(path):
+            return path
         if not self._inside(path):
+            self._confined.pop(path, None)
             raise exception.UnsafePath(
                 path=container,
                 reason='it resolves outside the backup repository')
+        identity = _identity(path)
+        if identity is not None:
+            if len(self._confined) >= CONFINED_CACHE_SIZE:
+                self._confined.clear()
+            self._confined[path] = identity
         return path
 
     def _object_path(self, container, name):

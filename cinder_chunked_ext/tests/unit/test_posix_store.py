@@ -133,6 +133,33 @@ class ConfinementTestCase(_PosixCase):
                               container, '')
         self.assertEqual([], _tree(self.outside))
 
+    def test_container_swapped_for_link_out_after_use_refused(self):
+        # A directory proven inside is remembered; one swapped for a link
+        # that leads out of the root since must be checked again.
+        self.store.put_container('vol/backups')
+        self._put('vol/backups', 'o-00001', b'data')
+        os.rename(os.path.join(self.root, 'vol'),
+                  os.path.join(self.root, 'moved'))
+        os.makedirs(os.path.join(self.outside, 'backups'))
+        os.symlink(self.outside, os.path.join(self.root, 'vol'))
+        self.assertRaises(exception.UnsafePath, self.store.open_writer,
+                          'vol/backups', 'o-00002')
+        self.assertRaises(exception.UnsafePath, self.store.open_reader,
+                          'vol/backups', 'o-00001')
+        self.assertRaises(exception.UnsafePath, self.store.delete_object,
+                          'vol/backups', 'o-00001')
+        self.assertEqual(['backups'], _tree(self.outside))
+
+    def test_container_swapped_for_link_inside_after_use_allowed(self):
+        self.store.put_container('vol')
+        self._put('vol', 'o-00001', b'one')
+        os.rename(os.path.join(self.root, 'vol'),
+                  os.path.join(self.root, 'real'))
+        os.symlink('real', os.path.join(self.root, 'vol'))
+        self._put('vol', 'o-00002', b'two')
+        self.assertEqual(['o-00001', 'o-00002'],
+                         self.store.list_objects('vol', 'o-'))
+
     def test_symlink_to_parent_of_root_refused(self):
         os.mkdir(os.path.join(self.root, 'a'))
         os.symlink('../..', os.path.join(self.root, 'a', 'up'))
