@@ -403,6 +403,9 @@ class Runner(object):
         env['PYTHONPATH'] = os.pathsep.join(
             [ROOT] + [p for p in [env.get('PYTHONPATH')] if p])
         env.update(self.backend.phase_environment(self.server))
+        # Earlier phases leave gigabytes dirty in the page cache: write
+        # them back now, so that no phase pays for another's writeback.
+        os.sync()
         if self.args.cold:
             evict(self.backend.cold_paths(self.server, self.args.workdir),
                   self.args.cold)

@@ -567,7 +567,7 @@ class BackupJob(object):
             chunk_size=self.block_size, sha256s=self.hashes)
         driver._write_object_fully(self.container,
                                    driver._sha256_filename(backup),
-                                   sha256file.to_json())
+                                   sha256file.to_json_pieces())
         driver._write_object_fully(self.container,
                                    driver._metadata_filename(backup),
                                    self.metadata.to_json())

@@ -296,10 +296,14 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
 
     def _write_object_fully(self, container, name, data,
                             extra_metadata=None):
+        """Write one whole object: ``data`` is bytes or a list of them."""
+        pieces = [data] if isinstance(data, (bytes, bytearray)) else data
+
         def write():
             with self.get_object_writer(container, name,
                                         extra_metadata=extra_metadata) as w:
-                w.write(data)
+                for piece in pieces:
+                    w.write(piece)
         concurrency.execute(write)
 
     def _read_metadata(self, backup):

@@ -245,8 +245,8 @@ class Sha256File:
     sha256s: typing.List[str] = dataclasses.field(default_factory=list)
     version: str = FORMAT_VERSION
 
-    def to_json(self):
-        return _dump({
+    def _doc(self, sha256s):
+        return {
             'version': self.version,
             'backup_id': self.backup_id,
             'volume_id': self.volume_id,
@@ -254,8 +254,46 @@ class Sha256File:
             'backup_description': self.backup_description,
             'created_at': self.created_at,
             'chunk_size': self.chunk_size,
-            'sha256s': self.sha256s,
-        })
+            'sha256s': sha256s,
+        }
+
+    def to_json(self):
+        return b''.join(self.to_json_pieces())
+
+    def to_json_pieces(self):
+        """The document's bytes, as ``to_json``, in pieces of bounded size.
+
+        The bytes are those of ``json.dumps(doc, sort_keys=True,
+        indent=2)``, but the list, which has an entry per hash block
+        (half a million for 16 GiB), is encoded a slice at a time: the
+        json module would hold a string per entry, the whole text and its
+        UTF-8 copy at once, about 100 MB at that size.
+        """
+        if not self.sha256s:
+            yield _dump(self._doc([]))
+            return
+        # The list goes where json.dumps put a one-entry stand-in.  The
+        # key, a raw newline and the stand-in occur nowhere else: a JSON
+        # string holds no raw newline.
+        text = _dump(self._doc([_LIST_MARK]))
+        mark = json.dumps(_LIST_MARK).encode('ascii')
+        opening = b'"sha256s": [\n    '
+        at = text.index(opening + mark) + len(opening)
+        yield text[:at]
+        tail = text[at + len(mark):]
+        encoded = {}
+        separator = b',\n' + b' ' * 4
+        for first in range(0, len(self.sha256s), _ENTRIES_PER_PIECE):
+            piece = []
+            for sha in self.sha256s[first:first + _ENTRIES_PER_PIECE]:
+                quoted = encoded.get(sha)
+                if quoted is None:
+                    quoted = json.dumps(sha).encode('utf-8')
+                    if len(encoded) < _ENCODED_CACHE_SIZE:
+                        encoded[sha] = quoted
+                piece.append(quoted)
+            yield (separator if first else b'') + separator.join(piece)
+        yield tail
 
     @classmethod
     def from_json(cls, raw, backup_id='?', zero_block=None):
@@ -280,6 +318,13 @@ class Sha256File:
                 chk.fail('an entry of sha256s is not a SHA-256 hex digest')
         return cls(chunk_size=chunk_size, sha256s=sha256s, **common)
 
+
+# Stands for the list of hashes while the rest of a sha256file is dumped.
+_LIST_MARK = '\x00sha256s\x00'
+# Hashes encoded per piece of a sha256file (about 5 MiB of JSON).
+_ENTRIES_PER_PIECE = 65536
+# Distinct hashes whose encoding is kept (a zero block's recurs).
+_ENCODED_CACHE_SIZE = 4096
 
 # What json parses the marker to: always this one object.
 _ZERO_MARK = b'Infinity'

@@ -13,7 +13,9 @@
 """Tests of the two JSON documents of a backup (format 1.0.0)."""
 
 import copy
+import hashlib
 import json
+from unittest import mock
 
 import ddt
 import testtools
@@ -254,6 +256,33 @@ class Sha256FileTestCase(testtools.TestCase):
             created_at='2026-01-02 03:04:05+00:00', chunk_size=4096,
             sha256s=[SHA, SHA])
         self.assertEqual(_dump(_sha_doc()), record.to_json())
+
+    @ddt.data(0, 1, 2, 3, 7, 8, 9, 20)
+    def test_pieces_same_bytes_as_upstream_dump(self, count):
+        # Pieces of three entries, so that lists cross piece boundaries;
+        # names that look like the list or hold newlines change nothing.
+        sha256s = [hashlib.sha256(b'%d' % (i % 4)).hexdigest()
+                   for i in range(count)]
+        record = manifest.Sha256File(
+            backup_id='b1', volume_id='v1',
+            backup_name='"sha256s": [\n    "\x00sha256s\x00"',
+            backup_description='\x00sha256s\x00\n\u00e9',
+            created_at='2026-01-02 03:04:05+00:00', chunk_size=4096,
+            sha256s=sha256s)
+        expected = _dump({
+            'version': '1.0.0', 'backup_id': 'b1', 'volume_id': 'v1',
+            'backup_name': record.backup_name,
+            'backup_description': record.backup_description,
+            'created_at': record.created_at, 'chunk_size': 4096,
+            'sha256s': sha256s})
+        with mock.patch.object(manifest, '_ENTRIES_PER_PIECE', 3):
+            pieces = list(record.to_json_pieces())
+        self.assertEqual(expected, b''.join(pieces))
+        self.assertEqual(expected, record.to_json())
+        if count > 3:
+            self.assertGreater(len(pieces), 3)
+        self.assertEqual(sha256s,
+                         manifest.Sha256File.from_json(expected).sha256s)
 
     def test_from_json_round_trip_equal(self):
         parsed = manifest.Sha256File.from_json(_dump(_sha_doc()))
