@@ -19,13 +19,13 @@
    and object prefix (``_prepare``).
 2. The volume is cut into chunks of the driver's ``chunk_size_bytes``
    (``_backup_chunks``).  A full backup stores each chunk as objects of
-   at most ``full_backup_object_bytes``; an incremental one first hashes
-   the chunk on the pool
-   (``_hash_chunk``), then reads and stores each run of changed hash
-   blocks as one object.  Objects no larger than a piece are written
-   whole by a worker, several at once (``_write_small_object``), and
-   committed (written, fsynced, renamed) as many at once as the store
-   allows, so that their fsyncs overlap.  When the volume is a file or a
+   at most ``full_backup_object_bytes``; an incremental one hashes the
+   chunk on the pool, piece by piece, and stores each run of changed
+   hash blocks as one object as soon as its end is known, while the
+   hashing goes on (``_backup_changed_runs``).  Objects no larger than a
+   piece are written whole by a worker, several at once
+   (``_write_small_object``), and committed (written, fsynced, renamed)
+   as many at once as the store allows, so that their fsyncs overlap.  When the volume is a file or a
    device, each worker reads its own piece (``VolumeSource.load``), and
    the holes of a file are not read at all.
 3. ``_store_object`` streams one larger object (``_stream_object``):
@@ -46,6 +46,7 @@ A backup whose status turns ``deleting``/``deleted`` is cancelled: the
 job stops writing, and the driver deletes what was written.
 """
 
+import contextlib
 import hashlib
 import time
 
@@ -85,6 +86,11 @@ def _check_length(data, start, size):
         raise exception.InvalidVolume(
             reason='the volume ended at offset %d while reading %d '
                    'bytes at %d' % (start + len(data), size, start))
+
+
+def _hash_read_piece(start, size, data, block_size):
+    """Hash one piece read by the caller (a worker's job)."""
+    return start, size, pipeline.hash_piece(data, block_size)
 
 
 def _emit(encoder, writer, result):
@@ -260,15 +266,7 @@ class BackupJob(object):
             if length == 0:
                 return
             if self.incremental:
-                hashes = self._hash_chunk(offset, length)
-                extents = pipeline.changed_extents(
-                    hashes, self.parent_hashes, offset // self.block_size,
-                    offset, self.block_size, length)
-                for ext_offset, ext_length in extents:
-                    self._store_any_object(ext_offset, ext_length, False)
-                    if self.cancelled:
-                        return
-                self.hashes.extend(hashes)
+                self._backup_changed_runs(offset, length)
             else:
                 for start, size in self._full_objects(offset, length):
                     self._store_any_object(start, size, True)
@@ -321,26 +319,45 @@ class BackupJob(object):
         for start in range(offset, end, step):
             yield start, min(step, end - start)
 
-    def _hash_chunk(self, offset, length):
-        """Block hashes of one chunk (an incremental backup's first pass)."""
+    def _backup_changed_runs(self, offset, length):
+        """Hash one chunk and store its runs of changed blocks.
+
+        The pieces are hashed on the pool in order, and each run of
+        changed blocks is stored as soon as the pieces hashed so far show
+        where it ends, while the pool goes on hashing: the hashing pass
+        (CPU) and the objects' writes (the disk or the network) overlap.
+        A run never crosses the chunk's end, as upstream's never do.
+        """
+        runs = pipeline.ChangedRuns(self.parent_hashes, self.block_size)
+        # Closed on the way out, so that no hashing outlives a failure.
+        with contextlib.closing(self._hashed_pieces(offset, length)) as hashed:
+            for start, size, hashes in hashed:
+                self.hashes.extend(hashes)
+                for run_offset, run_length in runs.feed(start, hashes, size):
+                    self._store_any_object(run_offset, run_length, False)
+                    if self.cancelled:
+                        return
+        for run_offset, run_length in runs.finish():
+            self._store_any_object(run_offset, run_length, False)
+
+    def _hashed_pieces(self, offset, length):
+        """``(start, size, block hashes)`` of a chunk's pieces, in order."""
         window = concurrency.OrderedWindow(self.pool,
                                            self.driver._window_depth())
-        hashes = []
         try:
             for start, size in self._pieces(offset, length):
                 while window.full or window.ready:
-                    hashes.extend(window.pop()[1])
+                    yield window.pop()[1]
                 if self.source.direct:
                     window.submit(start, self._hash_at, start, size)
                 else:
-                    window.submit(start, pipeline.hash_piece,
+                    window.submit(start, _hash_read_piece, start, size,
                                   self._read_piece(start, size),
                                   self.block_size)
             while len(window):
-                hashes.extend(window.pop()[1])
+                yield window.pop()[1]
         finally:
             window.drain()
-        return hashes
 
     def _read_piece(self, start, size):
         data = self.source.read_at(start, size)
@@ -362,7 +379,7 @@ class BackupJob(object):
     def _hash_at(self, start, size):
         """Read and hash one piece (a worker's job, direct sources)."""
         data, zero = self._load(start, size)
-        return pipeline.block_hashes(
+        return start, size, pipeline.block_hashes(
             data, self.block_size, zero or pipeline.is_zero(data))
 
     def _analyse_at(self, start, size, piece_encoder, want_hashes):

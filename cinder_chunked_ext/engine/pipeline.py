@@ -91,7 +91,7 @@ def analyse_piece(data, block_size, piece_encoder, want_hashes, zero=None):
 
 
 def hash_piece(data, block_size):
-    """Only the block hashes of a piece (incremental backups' first pass)."""
+    """Only the block hashes of a piece (an incremental's hashing pass)."""
     return block_hashes(data, block_size, is_zero(data))
 
 
@@ -118,6 +118,44 @@ def changed_extents(hashes, parent_hashes, first_block, base_offset,
     return [(base_offset + a * block_size,
              min(b * block_size, limit) - a * block_size)
             for a, b in extents]
+
+
+class ChangedRuns(object):
+    """The runs of changed blocks of one chunk, found piece by piece.
+
+    ``feed`` takes the hashes of the chunk's pieces in order and returns
+    the runs (``(offset, length)``) known to be complete: a run that
+    reaches the end of a piece is held back, as the next piece may carry
+    it on; ``finish`` returns it at the chunk's end.  Fed a whole chunk,
+    the runs are those of :func:`changed_extents`.
+    """
+
+    def __init__(self, parent_hashes, block_size):
+        self._parent = parent_hashes
+        self._block = block_size
+        self._open = None       # (offset, length) reaching the last end
+
+    def feed(self, piece_offset, hashes, piece_length):
+        done = []
+        run = self._open
+        for start, length in changed_extents(
+                hashes, self._parent, piece_offset // self._block,
+                piece_offset, self._block, piece_length):
+            if run is not None and run[0] + run[1] == start:
+                run = (run[0], run[1] + length)
+                continue
+            if run is not None:
+                done.append(run)
+            run = (start, length)
+        if run is not None and run[0] + run[1] < piece_offset + piece_length:
+            done.append(run)
+            run = None
+        self._open = run
+        return done
+
+    def finish(self):
+        run, self._open = self._open, None
+        return [run] if run is not None else []
 
 
 # The step in which an object's leading zeros are finally hashed.

@@ -51,6 +51,7 @@ from cinder_chunked_ext.drivers import posix
 from cinder_chunked_ext.engine import compression
 from cinder_chunked_ext.engine import driver as chunked
 from cinder_chunked_ext.engine import manifest
+from cinder_chunked_ext.engine import pipeline
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.store import memory
 from cinder_chunked_ext.tests import fakes
@@ -670,3 +671,34 @@ class ManifestParserTestCase(testtools.TestCase):
     @example(Damaged(dict(VALID_SHA256FILE, sha256s=raw_token(DEEP_LIST))))
     def test_sha256file_from_json_damaged_manifest_or_our_error(self, case):
         self.check_sha256file(case.raw())
+
+
+class ChangedRunsTestCase(testtools.TestCase):
+    """Runs found piece by piece are the runs of the whole chunk."""
+
+    @_settings(300)
+    @given(blocks=st.integers(1, 40), parent_blocks=st.integers(0, 40),
+           changed=st.sets(st.integers(0, 39)),
+           cuts=st.sets(st.integers(1, 39)),
+           tail=st.integers(0, 3), first_block=st.integers(0, 5))
+    def test_runs_by_piece_same_as_whole_chunk(self, blocks, parent_blocks,
+                                               changed, cuts, tail,
+                                               first_block):
+        block = 4
+        parent = ['p%d' % i for i in range(first_block + parent_blocks)]
+        hashes = [('x%d' if i in changed else 'p%d') % (first_block + i)
+                  for i in range(blocks)]
+        base = first_block * block
+        # The chunk's last block may be short.
+        length = blocks * block - (tail if blocks else 0)
+        whole = pipeline.changed_extents(hashes, parent, first_block, base,
+                                         block, length)
+        runs = pipeline.ChangedRuns(parent, block)
+        found = []
+        bounds = [0] + sorted(c for c in cuts if c < blocks) + [blocks]
+        for a, b in zip(bounds, bounds[1:]):
+            piece_offset = base + a * block
+            piece_length = min(b * block, length) - a * block
+            found.extend(runs.feed(piece_offset, hashes[a:b], piece_length))
+        found.extend(runs.finish())
+        self.assertEqual(whole, found)
