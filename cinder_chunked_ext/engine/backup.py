@@ -15,8 +15,8 @@
 :class:`BackupJob` runs one backup for a :class:`ChunkedBackupDriver`:
 
 1. ``run`` checks the geometry, loads the parent's block hashes for an
-   incremental backup (``_parent_hashes``), and prepares the container
-   and object prefix (``_prepare``).
+   incremental backup and prepares the container, the object prefix and
+   the metadata to fill (:mod:`~cinder_chunked_ext.engine.backup_setup`).
 2. The volume is cut into chunks of the driver's ``chunk_size_bytes``
    (``_backup_chunks``).  A full backup stores each chunk as objects of
    at most ``full_backup_object_bytes``; an incremental one hashes the
@@ -25,9 +25,10 @@
    hashing goes on (``_backup_changed_runs``).  Objects no larger than a
    piece are written whole by a worker, several at once
    (``_write_small_object``), and committed (written, fsynced, renamed)
-   as many at once as the store allows, so that their fsyncs overlap.  When the volume is a file or a
-   device, each worker reads its own piece (``VolumeSource.load``), and
-   the holes of a file are not read at all.
+   as many at once as the store allows, so that their fsyncs overlap.
+   When the volume is a file or a device, each worker reads its own
+   piece (``VolumeSource.load``), and the holes of a file are not read
+   at all.
 3. ``_store_object`` streams one larger object (``_stream_object``):
    pieces of a few MiB are read in order and analysed on the worker pool
    (zero test, SHA-256 per hash block, compression of splittable codecs);
@@ -53,6 +54,7 @@ import time
 from oslo_log import log as logging
 
 from cinder_chunked_ext import cinder_compat
+from cinder_chunked_ext.engine import backup_setup
 from cinder_chunked_ext.engine import compression
 from cinder_chunked_ext.engine import concurrency
 from cinder_chunked_ext.engine import manifest
@@ -63,7 +65,6 @@ from cinder_chunked_ext import exception
 
 LOG = logging.getLogger(__name__)
 
-GiB = 1024 ** 3
 # Pieces handed to the in-order lanes and not yet through them.
 LANE_DEPTH = 8
 # Holes of a file-backed volume at least this large become objects of
@@ -154,8 +155,14 @@ class BackupJob(object):
             raise exception.InvalidBackup(
                 reason='Chunk size is not multiple of block size for '
                        'creating hash.')
-        self.parent_hashes = self._parent_hashes()
-        self._prepare()
+        self.parent_hashes = backup_setup.parent_hashes(
+            driver, self.backup, self.block_size)
+        target = backup_setup.prepare(driver, self.backup)
+        self.container = target.container
+        self.prefix = target.prefix
+        self.extra_metadata = target.extra_metadata
+        self.metadata = target.metadata
+        self.volume_size_bytes = target.volume_size_bytes
         LOG.info('Backing up volume %(volume)s as backup %(backup)s '
                  '(%(kind)s, compression %(algo)s, %(workers)d workers) '
                  'into container %(container)s.',
@@ -199,61 +206,6 @@ class BackupJob(object):
         if backup_metadata:
             self._backup_volume_metadata()
         self._finalize()
-
-    def _parent_hashes(self):
-        backup = self.backup
-        if not backup.parent_id:
-            return None
-        parent = self.driver.env.get_backup(backup.parent_id)
-        shafile = self.driver._read_sha256file(parent)
-        if shafile.chunk_size != self.block_size:
-            raise exception.InvalidBackup(
-                reason='Hash block size has changed since the last backup. '
-                       'New hash block size: %(new)s. Old hash block '
-                       'size: %(old)s. Do a full backup.'
-                       % {'new': self.block_size, 'old': shafile.chunk_size})
-        if (backup.size or 0) > (parent.size or 0):
-            raise exception.InvalidBackup(
-                reason='Volume size increased since the last backup. '
-                       'Do a full backup.')
-        return shafile.sha256s
-
-    def _create_container(self):
-        driver, backup = self.driver, self.backup
-        new_container = driver.update_container_name(backup, backup.container)
-        if new_container:
-            if new_container != backup.container:
-                backup.container = new_container
-        elif backup.container is None:
-            backup.container = driver.backup_default_container
-        driver.validate_container(backup.container)
-        backup.save()
-        concurrency.execute(driver.put_container, backup.container)
-        return backup.container
-
-    def _prepare(self):
-        driver, backup = self.driver, self.backup
-        size_gib = driver.env.volume_size_gib(backup.volume_id)
-        if size_gib is None or size_gib <= 0:
-            raise exception.InvalidVolume(
-                reason='volume size %s is invalid.' % size_gib)
-        self.container = self._create_container()
-        self.prefix = driver._generate_object_name_prefix(backup)
-        backup.service_metadata = self.prefix
-        backup.save()
-        volume = {'id': backup.volume_id, 'size': size_gib}
-        self.extra_metadata = driver.get_extra_metadata(backup, volume)
-        self.metadata = manifest.BackupMetadata(
-            backup_id=backup.id, volume_id=backup.volume_id,
-            backup_name=backup.display_name,
-            backup_description=backup.display_description,
-            created_at=str(backup.created_at), parent_id=backup.parent_id,
-            extra_metadata=self.extra_metadata)
-        self.volume_size_bytes = size_gib * GiB
-        LOG.debug('Backup %(id)s: prefix %(prefix)s, volume size %(size)d '
-                  'GiB, availability zone %(az)s.',
-                  {'id': backup.id, 'prefix': self.prefix, 'size': size_gib,
-                   'az': driver.az})
 
     def _backup_chunks(self):
         source = self.source

@@ -116,7 +116,9 @@ pipeline_opts = [
                     'M_ARENA_MAX), set when the first backup or restore '
                     'starts. Under eventlet the data passes through many '
                     'native threads, and with one arena per thread freed '
-                    'buffers keep about 100 MB more resident. 0 leaves '
+                    'buffers keep about 100 MB more resident. The limit '
+                    'is process-wide: it applies to everything in the '
+                    'cinder-backup process until it exits. 0 leaves '
                     'the C library\'s default.'),
 ]
 
