@@ -73,7 +73,7 @@ OUTPUT = os.path.join(ROOT, 'doc', 'source', 'reliability.rst')
 FIELDS = ('area', 'case', 'injected', 'operator_sees', 'state_left', 'test')
 TEST_PREFIX = 'cinder_chunked_ext.tests.'
 # Areas appear in this order of their files; other files follow by name.
-FILE_ORDER = ('posix.json', 's3.json', 'damage.json')
+FILE_ORDER = ('posix.json', 's3.json', 'swift.json', 'damage.json')
 
 PASSED = 'passed'
 FAILED = 'failed'
@@ -374,8 +374,8 @@ def environment_text(python, ran):
         else 'a regular user'
     return ('Generated on %s from %s on %s (%s), Python %s, %s, running '
             'as %s.  Tests that need root (mounts, dropped capabilities) '
-            'or a service (an S3 server) are skipped where they cannot '
-            'run; the reason is in the result column.'
+            'or a service (an S3 or a Swift server) are skipped where they '
+            'cannot run; the reason is in the result column.'
             % (when, 'a new test run' if ran else 'the last stestr run',
                platform.system(), platform.machine(), py_version,
                'with Cinder importable' if with_cinder
