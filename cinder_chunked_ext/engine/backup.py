@@ -16,7 +16,7 @@
 
 1. ``run`` checks the geometry, loads the parent's block hashes for an
    incremental backup and prepares the container, the object prefix and
-   the metadata to fill (:mod:`~cinder_chunked_ext.engine.backup_setup`).
+   the metadata to fill (:mod:`~cinder_chunked_ext.engine.backup_records`).
 2. The volume is cut into chunks of the driver's ``chunk_size_bytes``
    (``_backup_chunks``).  A full backup stores each chunk as objects of
    at most ``full_backup_object_bytes``; an incremental one hashes the
@@ -38,7 +38,7 @@
    compression did not make the object smaller it is written again raw,
    as upstream records it.  Objects commit (an upload, for S3) in the
    background, a bounded number at a time.
-4. ``_finalize`` writes ``<prefix>_sha256file`` and then
+4. ``backup_records.finalize`` writes ``<prefix>_sha256file`` and then
    ``<prefix>_metadata``: a backup is complete only once its metadata
    exists, so a failure anywhere before leaves nothing that looks
    restorable.
@@ -54,7 +54,7 @@ import time
 from oslo_log import log as logging
 
 from cinder_chunked_ext import cinder_compat
-from cinder_chunked_ext.engine import backup_setup
+from cinder_chunked_ext.engine import backup_records
 from cinder_chunked_ext.engine import compression
 from cinder_chunked_ext.engine import concurrency
 from cinder_chunked_ext.engine import manifest
@@ -155,9 +155,9 @@ class BackupJob(object):
             raise exception.InvalidBackup(
                 reason='Chunk size is not multiple of block size for '
                        'creating hash.')
-        self.parent_hashes = backup_setup.parent_hashes(
+        self.parent_hashes = backup_records.parent_hashes(
             driver, self.backup, self.block_size)
-        target = backup_setup.prepare(driver, self.backup)
+        target = backup_records.prepare(driver, self.backup)
         self.container = target.container
         self.prefix = target.prefix
         self.extra_metadata = target.extra_metadata
@@ -204,8 +204,11 @@ class BackupJob(object):
             return
         self.progress.finished()
         if backup_metadata:
-            self._backup_volume_metadata()
-        self._finalize()
+            backup_records.add_volume_metadata(driver, self.backup,
+                                               self.metadata)
+        backup_records.finalize(driver, self.backup, self.container,
+                                self.metadata, self.block_size, self.hashes,
+                                self.next_number - 1)
 
     def _backup_chunks(self):
         source = self.source
@@ -510,37 +513,3 @@ class BackupJob(object):
             raise
         self.commits.submit(name, writer.__exit__, None, None, None)
         return digest.hexdigest()
-
-    # -- the documents that complete a backup --------------------------------
-
-    def _backup_volume_metadata(self):
-        volume_id = self.backup.volume_id
-        try:
-            json_meta = self.driver.get_metadata(volume_id)
-        except Exception:
-            LOG.exception('Backup of the metadata of volume %s failed.',
-                          volume_id)
-            self.driver.delete_backup(self.backup)
-            raise
-        if json_meta:
-            self.metadata.volume_meta = json_meta
-
-    def _finalize(self):
-        """Write the sha256file, then the metadata that completes it."""
-        driver, backup = self.driver, self.backup
-        sha256file = manifest.Sha256File(
-            backup_id=backup.id, volume_id=backup.volume_id,
-            backup_name=backup.display_name,
-            backup_description=backup.display_description,
-            created_at=str(backup.created_at),
-            chunk_size=self.block_size, sha256s=self.hashes)
-        driver._write_object_fully(self.container,
-                                   driver._sha256_filename(backup),
-                                   sha256file.to_json_pieces())
-        driver._write_object_fully(self.container,
-                                   driver._metadata_filename(backup),
-                                   self.metadata.to_json())
-        backup.object_count = self.next_number - 1
-        backup.save()
-        LOG.info('Backup %(id)s finished: %(count)d objects.',
-                 {'id': backup.id, 'count': backup.object_count})

@@ -37,7 +37,7 @@ import testtools
 import zstandard
 
 from cinder_chunked_ext.drivers import posix
-from cinder_chunked_ext.engine import backup_setup
+from cinder_chunked_ext.engine import backup_records
 from cinder_chunked_ext.engine import driver as chunked
 from cinder_chunked_ext.engine import manifest
 from cinder_chunked_ext.engine import notifications
@@ -658,7 +658,7 @@ class ProgressTestCase(DriverTestCase):
     def test_progress_percent_bounded_by_100(self):
         # A volume file larger than the recorded size (1 GiB) must not
         # report more than 100%.
-        self.useFixture(fixtures.MockPatchObject(backup_setup, 'GiB', CHUNK))
+        self.useFixture(fixtures.MockPatchObject(backup_records, 'GiB', CHUNK))
         driver = self.make_driver(backup_object_number_per_notification=1)
         backup = self.make_backup(text_bytes(3 * CHUNK), driver=driver)
         percents = self._percents(backup)

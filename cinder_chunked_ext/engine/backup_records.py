@@ -10,13 +10,16 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""What a backup settles before it reads the volume.
+"""A backup's records around its data path: what it settles and leaves.
 
-Checks against the parent (an incremental backup needs the same hash
-block size and a volume that did not grow), the container (named by the
-driver, validated and created), the object prefix recorded in the
-backup's ``service_metadata``, and the metadata document the data path
-fills.  The data path itself is :mod:`cinder_chunked_ext.engine.backup`.
+Before the first read: the checks against the parent (an incremental
+backup needs the same hash block size and a volume that did not grow),
+the container (named by the driver, validated and created), the object
+prefix recorded in the backup's ``service_metadata``, and the metadata
+document the data path fills.  After the last object: the volume's own
+metadata, then the ``_sha256file`` and last the ``_metadata`` that makes
+the backup complete.  The data path itself is
+:mod:`cinder_chunked_ext.engine.backup`.
 """
 
 import dataclasses
@@ -102,3 +105,36 @@ def prepare(driver, backup):
     return Target(container=container, prefix=prefix,
                   extra_metadata=extra_metadata, metadata=metadata,
                   volume_size_bytes=size_gib * GiB)
+
+
+def add_volume_metadata(driver, backup, metadata):
+    """Record the volume's metadata; on failure delete the backup."""
+    volume_id = backup.volume_id
+    try:
+        json_meta = driver.get_metadata(volume_id)
+    except Exception:
+        LOG.exception('Backup of the metadata of volume %s failed.',
+                      volume_id)
+        driver.delete_backup(backup)
+        raise
+    if json_meta:
+        metadata.volume_meta = json_meta
+
+
+def finalize(driver, backup, container, metadata, block_size, hashes,
+             object_count):
+    """Write the sha256file, then the metadata that completes the backup."""
+    sha256file = manifest.Sha256File(
+        backup_id=backup.id, volume_id=backup.volume_id,
+        backup_name=backup.display_name,
+        backup_description=backup.display_description,
+        created_at=str(backup.created_at),
+        chunk_size=block_size, sha256s=hashes)
+    driver._write_object_fully(container, driver._sha256_filename(backup),
+                               sha256file.to_json_pieces())
+    driver._write_object_fully(container, driver._metadata_filename(backup),
+                               metadata.to_json())
+    backup.object_count = object_count
+    backup.save()
+    LOG.info('Backup %(id)s finished: %(count)d objects.',
+             {'id': backup.id, 'count': object_count})
