@@ -33,6 +33,10 @@ class StoreBackedDriver(chunked.ChunkedBackupDriver):
     def max_concurrent_writes(self):
         return self.store.max_concurrent_writes
 
+    @property
+    def streams_writes(self):
+        return self.store.streams_writes
+
     def put_container(self, container):
         self.store.put_container(container,
                                  create=self.backup_create_containers)

@@ -57,6 +57,7 @@ from cinder_chunked_ext import cinder_compat
 from cinder_chunked_ext.engine import backup_records
 from cinder_chunked_ext.engine import compression
 from cinder_chunked_ext.engine import concurrency
+from cinder_chunked_ext.engine import cuts
 from cinder_chunked_ext.engine import manifest
 from cinder_chunked_ext.engine import notifications
 from cinder_chunked_ext.engine import pipeline
@@ -67,9 +68,6 @@ LOG = logging.getLogger(__name__)
 
 # Pieces handed to the in-order lanes and not yet through them.
 LANE_DEPTH = 8
-# Holes of a file-backed volume at least this large become objects of
-# their own in a full backup.
-HOLE_OBJECT_BYTES = 1024 ** 2
 # How often, at most, a running backup re-reads its status.
 STATUS_CHECK_SECONDS = 1.0
 
@@ -138,6 +136,7 @@ class BackupJob(object):
         self.pool = None
         self.commits = None      # OrderedWindow of object commits
         self.small = None        # OrderedWindow of whole small objects
+        self.whole_object_bytes = 0
         self.md5_lane = None
         self.out_lane = None
         self.progress = None
@@ -184,8 +183,13 @@ class BackupJob(object):
             self.out_lane = pool.lane()
             self.commits = concurrency.OrderedWindow(io_pool, writes_at_once)
             # Small objects are stored (committed) by the workers that
-            # make them: as many at once as the store accepts commits.
-            self.small = concurrency.OrderedWindow(io_pool, writes_at_once)
+            # make them: as many at once as the store accepts commits and
+            # the memory bound allows (an object and its stored form).
+            self.whole_object_bytes = cuts.whole_object_bytes(
+                driver, self.incremental)
+            self.small = concurrency.OrderedWindow(
+                io_pool, cuts.whole_objects_at_once(
+                    driver, self.whole_object_bytes, writes_at_once))
             try:
                 self._backup_chunks()
                 self._settle_small_objects()
@@ -223,36 +227,22 @@ class BackupJob(object):
             if self.incremental:
                 self._backup_changed_runs(offset, length)
             else:
-                for start, size in self._full_objects(offset, length):
+                for start, size in cuts.full_objects(
+                        self.driver, self.source, offset, length):
                     self._store_any_object(start, size, True)
                     if self.cancelled:
                         return
             if self.cancelled:
                 return
             offset += length
-            self.bytes_done = offset - source.start
+            # Done means stored: objects still being stored count as they
+            # finish (``_finish_small_object``), never ahead of time; a
+            # timed notification waits for them.
+            if self.progress.due():
+                self._settle_small_objects()
+            if not len(self.small):
+                self.bytes_done = offset - source.start
             self.progress.tick()
-
-    def _full_objects(self, offset, length):
-        """``(offset, length)`` of a full backup's objects in one chunk.
-
-        At most ``full_backup_object_bytes`` each; on a file with holes,
-        objects also end where the data and the holes of at least
-        ``HOLE_OBJECT_BYTES`` meet (at hash block boundaries), so that a
-        restore finds those holes as zero objects it need not decode.
-        """
-        step = self.driver._full_object_bytes()
-        end = offset + length
-        cuts = {offset, end}
-        if self.source.holes_known and step < length:
-            for first, last in concurrency.execute(
-                    self.source.holes, offset, end, self.block_size,
-                    HOLE_OBJECT_BYTES):
-                cuts.update((first, last))
-        bounds = sorted(cuts)
-        for start, stop in zip(bounds, bounds[1:]):
-            for piece in range(start, stop, step):
-                yield piece, min(step, stop - piece)
 
     def _cancelled(self, force=False):
         """Re-read the backup's status; cancel on deleting/deleted."""
@@ -267,12 +257,6 @@ class BackupJob(object):
                              cinder_compat.BackupStatus.DELETED):
             self.cancelled = True
         return self.cancelled
-
-    def _pieces(self, offset, length):
-        step = self.driver._piece_bytes()
-        end = offset + length
-        for start in range(offset, end, step):
-            yield start, min(step, end - start)
 
     def _backup_changed_runs(self, offset, length):
         """Hash one chunk and store its runs of changed blocks.
@@ -300,7 +284,7 @@ class BackupJob(object):
         window = concurrency.OrderedWindow(self.pool,
                                            self.driver._window_depth())
         try:
-            for start, size in self._pieces(offset, length):
+            for start, size in cuts.pieces(self.driver, offset, length):
                 while window.full or window.ready:
                     yield window.pop()[1]
                 if self.source.direct:
@@ -348,11 +332,13 @@ class BackupJob(object):
     def _store_any_object(self, offset, length, want_hashes):
         """Store ``[offset, offset + length)`` as the next object.
 
-        An object no larger than a piece is read here and handed whole to
-        the pool, several at once (incremental backups are mostly such
-        objects); a larger one is streamed.
+        An object no larger than ``whole_object_bytes``
+        (:func:`cuts.whole_object_bytes`) is handed whole to a worker,
+        several at once (incremental backups are mostly such objects, and
+        so are full backups' objects on a file system); a larger one is
+        streamed.
         """
-        if length <= self.driver._piece_bytes():
+        if length <= self.whole_object_bytes:
             if self._cancelled():
                 return
             # A direct source is read by the worker that stores the object.
@@ -393,28 +379,41 @@ class BackupJob(object):
         zero = None
         if data is None:
             data, zero = self._load(offset, length)
-        result = pipeline.analyse_piece(
-            data, self.block_size,
-            compression.parallel_piece_encoder(algorithm), want_hashes,
-            zero=zero)
-        md5 = (pipeline.zero_md5(len(data)) if result.zero
+        # Analysed and encoded piece by piece, as a streamed object is:
+        # the stored bytes are the same whichever path made them.
+        step = self.driver._piece_bytes()
+        view = memoryview(data)
+        piece_encoder = compression.parallel_piece_encoder(algorithm)
+        results = [pipeline.analyse_piece(view[start:start + step],
+                                          self.block_size, piece_encoder,
+                                          want_hashes, zero=zero)
+                   for start in range(0, len(data), step)]
+        all_zero = all(result.zero for result in results)
+        md5 = (pipeline.zero_md5(len(data)) if all_zero
                else hashlib.md5(data, usedforsecurity=False).hexdigest())
-        stored, stored_as = data, 'none'
+        hashes = None
+        if want_hashes:
+            hashes = [sha for result in results for sha in result.hashes]
+        stored, stored_as = [data], 'none'
         encoder = compression.new_object_encoder(algorithm, len(data))
         if encoder is not None:
-            out = b''.join([encoder.start(),
-                            encoder.feed(data, result.encoded, result.zero),
-                            encoder.finish()])
-            if len(out) < len(data):
-                stored, stored_as = out, algorithm
+            # Written in its parts: joined, they would be one more copy.
+            parts = ([encoder.start()] +
+                     [encoder.feed(result.data, result.encoded, result.zero)
+                      for result in results] +
+                     [encoder.finish()])
+            if sum(len(part) for part in parts) < len(data):
+                stored, stored_as = parts, algorithm
         with self.driver.get_object_writer(
                 self.container, name,
                 extra_metadata=self.extra_metadata) as writer:
-            writer.write(stored)
+            for part in stored:
+                if part:
+                    writer.write(part)
         record = manifest.ObjectRecord(name=name, offset=offset,
                                        length=len(data),
                                        compression=stored_as, md5=md5)
-        return record, result.hashes
+        return record, hashes
 
     def _store_object(self, offset, length, hashes_out):
         """Write one data object covering ``[offset, offset + length)``."""
@@ -478,7 +477,7 @@ class BackupJob(object):
         try:
             if encoder is not None:
                 lanes.submit(None, (_emit_bytes, writer, encoder.start()))
-            for start, size in self._pieces(offset, length):
+            for start, size in cuts.pieces(self.driver, offset, length):
                 if self._cancelled():
                     raise _Cancelled()
                 # Results leave the window as soon as they are there, so

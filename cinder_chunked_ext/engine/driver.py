@@ -239,6 +239,9 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
 
     #: Objects this driver's store may commit at the same time.
     max_concurrent_writes = 1
+    #: True when the writers of ``get_object_writer`` do not hold the
+    #: object until their commit (see :meth:`BackupJob._whole_object_bytes`).
+    streams_writes = False
 
     # -- surroundings ------------------------------------------------------
 

@@ -70,9 +70,14 @@ class ProgressNotifier(object):
             return 0
         return min(100, self._job.bytes_done * 100 / size)
 
+    def due(self):
+        """True when the timer's interval has passed."""
+        return (self._timer and
+                time.monotonic() - self._last >= self._interval)
+
     def tick(self):
         """Send a notification when the timer's interval has passed."""
-        if self._timer and time.monotonic() - self._last >= self._interval:
+        if self.due():
             self._send(self.percent())
 
     def object_written(self):

@@ -146,6 +146,10 @@ class ObjectStore(object, metaclass=abc.ABCMeta):
 
     #: How many objects the engine may commit at once on this store.
     max_concurrent_writes = 1
+    #: True when a writer passes what it is given on (to a file) rather
+    #: than holding the object until its commit (an upload): the engine
+    #: then stores a full backup's objects whole, several side by side.
+    streams_writes = False
 
     @abc.abstractmethod
     def put_container(self, container, create=True):

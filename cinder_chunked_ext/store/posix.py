@@ -233,6 +233,8 @@ class PosixStore(base.ObjectStore):
     # Commits are mostly fsync: several at once let the file system
     # write them in one journal commit.
     max_concurrent_writes = 16
+    # Writes go to the temporary file as they come.
+    streams_writes = True
 
     def __init__(self, root):
         if not root:

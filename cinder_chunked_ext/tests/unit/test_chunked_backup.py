@@ -37,6 +37,7 @@ import testtools
 import zstandard
 
 from cinder_chunked_ext.drivers import posix
+from cinder_chunked_ext.engine import backup as backup_path
 from cinder_chunked_ext.engine import backup_records
 from cinder_chunked_ext.engine import driver as chunked
 from cinder_chunked_ext.engine import manifest
@@ -375,6 +376,37 @@ class FullBackupTestCase(DriverTestCase):
             self.assertEqual('zlib', fields['compression'])
             self.assertLess(len(self.read_file(backup, name)), 1024)
             self.assertEqual(md5(bytes(CHUNK)), fields['md5'])
+
+    @ddt.data('none', 'zlib', 'bz2', 'zstd')
+    def test_backup_whole_objects_same_bytes_as_streamed(self, algorithm):
+        # On a file system a full backup's objects are stored whole, side
+        # by side; elsewhere they stream through the lanes.  Both must
+        # store the same objects, byte for byte.
+        self.conf.config(backup_compression_algorithm=algorithm)
+        driver = self.make_driver()
+        data = mixed_volume(chunks=6, tail=5000, seed=7)
+        data = data[:CHUNK] + bytes(PIECE) + data[CHUNK + PIECE:]
+        real = backup_path.BackupJob._stream_object
+        streamed = []
+
+        def counting(job, name, *args):
+            streamed.append(name)
+            return real(job, name, *args)
+        with mock.patch.object(backup_path.BackupJob, '_stream_object',
+                               counting):
+            whole = self.make_backup(data, driver=driver)
+            self.assertEqual([], streamed)
+            with mock.patch.object(posix.PosixBackupDriver,
+                                   'streams_writes', False):
+                pieced = self.make_backup(data, driver=driver)
+        self.assertEqual(6, len(set(streamed)))
+
+        def stored(backup):
+            return [(fields, self.read_file(backup, name))
+                    for name, fields in self.objects(backup)]
+        self.assertEqual(stored(whole), stored(pieced))
+        self.assertEqual(self.sha256s(whole), self.sha256s(pieced))
+        self.assertEqual(data, self.restore_bytes(whole, len(data)))
 
     def test_backup_default_piece_size_same_result(self):
         self.useFixture(fixtures.MockPatchObject(chunked, 'PIECE_BYTES',

@@ -30,8 +30,8 @@ import fixtures
 import testtools
 import zstandard
 
-from cinder_chunked_ext.engine import backup as backup_path
 from cinder_chunked_ext.engine import compression
+from cinder_chunked_ext.engine import cuts
 from cinder_chunked_ext.engine import driver as chunked
 from cinder_chunked_ext.engine import objects
 from cinder_chunked_ext.engine import pipeline
@@ -177,7 +177,7 @@ class FullBackupShapesTestCase(_SparseTestCase, base.DriverTestCase):
         self.conf.config(full_backup_object_bytes=256 * KiB,
                          group=chunked.PIPELINE_GROUP)
         self.useFixture(fixtures.MockPatchObject(
-            backup_path, 'HOLE_OBJECT_BYTES', 64 * KiB))
+            cuts, 'HOLE_OBJECT_BYTES', 64 * KiB))
         self.driver = self.make_driver()
 
     def _back_up_file(self, path, **kwargs):
