@@ -124,7 +124,18 @@ class PosixBackend(Backend):
                                        backup_path=location['path'])
 
 
-class S3Backend(Backend):
+class LocalServerBackend(Backend):
+    """A server on 127.0.0.1 that keeps its data in ``server.workdir``."""
+
+    def describe(self, server, workdir):
+        return 'server: %s, data on %s' % (
+            server.describe(), filesystem_type(server.workdir))
+
+    def cold_paths(self, server, workdir):
+        return [workdir, server.workdir]
+
+
+class S3Backend(LocalServerBackend):
     """SeaweedFS (``weed mini``) on 127.0.0.1, one bucket per location."""
 
     name = 's3'
@@ -156,13 +167,6 @@ class S3Backend(Backend):
             yield server
         finally:
             server.cleanup()
-
-    def describe(self, server, workdir):
-        return 'server: %s, data on %s' % (
-            server.describe(), filesystem_type(server.workdir))
-
-    def cold_paths(self, server, workdir):
-        return [workdir, server.workdir]
 
     def new_location(self, server, workdir, label):
         bucket = 'bench-%s-%s' % (label, uuid.uuid4().hex[:12])
@@ -209,7 +213,7 @@ class S3Backend(Backend):
         return s3.S3BackupDriver(context=None)
 
 
-class SwiftBackend(Backend):
+class SwiftBackend(LocalServerBackend):
     """A one-node OpenStack Swift on 127.0.0.1, one container a location.
 
     Both drivers authenticate as ``single_user`` against the server's
@@ -238,13 +242,6 @@ class SwiftBackend(Backend):
             yield server
         finally:
             server.cleanup()
-
-    def describe(self, server, workdir):
-        return 'server: %s, data on %s' % (
-            server.describe(), filesystem_type(server.workdir))
-
-    def cold_paths(self, server, workdir):
-        return [workdir, server.workdir]
 
     def new_location(self, server, workdir, label):
         container = 'bench-%s-%s' % (label, uuid.uuid4().hex[:12])

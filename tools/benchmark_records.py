@@ -16,15 +16,20 @@ They stand in for Cinder's database, which the benchmark does not run:
 each phase process loads the book, adds or reads a record, and saves it.
 """
 
-import contextlib
 import json
 import os
+
+from cinder_chunked_ext.tool import records
 
 GiB = 1024 ** 3
 
 
-class Record(object):
-    """A backup record with the fields and methods the drivers use."""
+class Record(records.DetachedRecord):
+    """A backup record with the fields and methods the drivers use.
+
+    Upstream's driver also resets an object's changes; the book, not the
+    record, is saved between phases.
+    """
 
     FIELDS = ('id', 'volume_id', 'container', 'service_metadata',
               'parent_id', 'size', 'status', 'display_name',
@@ -35,20 +40,8 @@ class Record(object):
         for name in self.FIELDS:
             setattr(self, name, fields.get(name))
 
-    def __getitem__(self, key):
-        return getattr(self, key)
-
-    def save(self):
-        return None
-
-    def refresh(self):
-        return None
-
     def obj_reset_changes(self, *args, **kwargs):
         return None
-
-    def as_read_deleted(self):
-        return contextlib.nullcontext()
 
     def to_dict(self):
         return {name: getattr(self, name) for name in self.FIELDS}
