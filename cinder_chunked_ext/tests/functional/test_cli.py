@@ -91,15 +91,22 @@ class CliTestCase(testtools.TestCase):
                 'PYTHONPATH', '').split(os.pathsep) if p])
         self.env.pop('PYTHONWARNINGS', None)
 
-    def write_config(self, name='cinder.conf', **options):
-        """A cinder.conf with the test geometry and ``options``."""
+    def write_config(self, name='cinder.conf', chunked=None, **options):
+        """A cinder.conf with the test geometry and ``options``.
+
+        ``chunked`` holds options of the ``[chunked_backup]`` group.
+        """
         values = {'backup_file_size': CHUNK,
                   'backup_sha_block_size_bytes': SHA,
                   'backup_compression_algorithm': 'zlib'}
         values.update(options)
+        group = {'workers': 2}
+        group.update(chunked or {})
         lines = ['[DEFAULT]']
         lines += ['%s = %s' % item for item in sorted(values.items())]
-        lines += ['[chunked_backup]', 'workers = 2', '']
+        lines += ['[chunked_backup]']
+        lines += ['%s = %s' % item for item in sorted(group.items())]
+        lines += ['']
         path = os.path.join(self.tmp, name)
         with open(path, 'w') as f:
             f.write('\n'.join(lines))

@@ -474,11 +474,11 @@ class TestKilled(MaintenanceTestCase):
     killed there.  Backups of many small objects make that window wide.
     """
 
-    def write_config(self, name='cinder.conf', **options):
+    def write_config(self, name='cinder.conf', chunked=None, **options):
         options.setdefault('backup_file_size', 4096)
         options.setdefault('backup_sha_block_size_bytes', 4096)
         options.setdefault('backup_compression_algorithm', 'none')
-        return super().write_config(name, **options)
+        return super().write_config(name, chunked, **options)
 
     def stopped(self, proc):
         proc.send_signal(signal.SIGSTOP)

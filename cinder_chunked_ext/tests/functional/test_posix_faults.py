@@ -510,7 +510,11 @@ class TestKilledBackup(FaultTestCase):
     is being written (its temporary file exists), and killed there.
     """
 
-    BIG = 6 * MiB   # larger than a 4 MiB piece: streamed, not written whole
+    # Larger than a 4 MiB piece, and four of them more than the memory
+    # bound below: streamed (the writer open while it compresses), not
+    # compressed first and written whole.
+    BIG = 6 * MiB
+    IN_FLIGHT = 16 * MiB
 
     def data_objects(self, prefix=None):
         return [f for f in self.files_under(self.repo)
@@ -542,8 +546,9 @@ class TestKilledBackup(FaultTestCase):
         self.fail('no object was caught while being written')
 
     def test_backup_killed_creating_not_restorable_delete_cleans_up(self):
-        self.conf = self.write_config(backup_file_size=self.BIG,
-                                      backup_compression_algorithm='bz2')
+        self.conf = self.write_config(
+            backup_file_size=self.BIG, backup_compression_algorithm='bz2',
+            chunked={'max_bytes_in_flight': self.IN_FLIGHT})
         fifo = os.path.join(self.tmp, 'stream')
         os.mkfifo(fifo)
         chunks = [b''.join(b'killed backup %d line %08d\n' % (n, i)
