@@ -321,14 +321,22 @@ class PosixStore(base.ObjectStore):
                     path=container,
                     reason='it resolves outside the backup repository')
 
-    def list_objects(self, container, prefix):
+    def _listing(self, container, missing_ok=False):
+        """``(path, sorted names)`` of a container's directory."""
         path = self.container_path(container)
         try:
-            names = os.listdir(path)
+            return path, sorted(os.listdir(path))
+        except FileNotFoundError as e:
+            if missing_ok:
+                return path, []
+            raise classify_os_error(e, 'cannot list %s' % container)
         except OSError as e:
             raise classify_os_error(e, 'cannot list %s' % container)
-        return sorted(n for n in names
-                      if n.startswith(prefix) and not n.startswith('.'))
+
+    def list_objects(self, container, prefix):
+        _path, names = self._listing(container)
+        return [n for n in names
+                if n.startswith(prefix) and not n.startswith('.')]
 
     def open_writer(self, container, name, extra_metadata=None):
         path = self._object_path(container, name)
@@ -354,20 +362,11 @@ class PosixStore(base.ObjectStore):
         loss) leaves its ``.tmp-<id>-<name>`` file behind; deleting the
         backup removes them with its objects.  Returns the names removed.
         """
-        path = self.container_path(container)
-        try:
-            names = os.listdir(path)
-        except FileNotFoundError:
-            return []
-        except OSError as e:
-            raise classify_os_error(e, 'cannot list %s' % container)
+        path, names = self._listing(container, missing_ok=True)
         removed = []
-        for name in sorted(names):
-            if not name.startswith(TEMP_MARK):
-                continue
-            # TEMP_MARK, 12 hex digits, '-', then the object's name.
-            rest = name[len(TEMP_MARK):]
-            if rest[12:13] != '-' or not rest[13:].startswith(prefix):
+        for name in names:
+            target = self.unfinished_object_name(name)
+            if target is None or not target.startswith(prefix):
                 continue
             try:
                 os.remove(os.path.join(path, name))
@@ -421,15 +420,9 @@ class PosixStore(base.ObjectStore):
         return rest[13:]
 
     def list_unfinished(self, container):
-        path = self.container_path(container)
-        try:
-            names = os.listdir(path)
-        except FileNotFoundError:
-            return []
-        except OSError as e:
-            raise classify_os_error(e, 'cannot list %s' % container)
+        path, names = self._listing(container, missing_ok=True)
         found = []
-        for temp in sorted(n for n in names if n.startswith(TEMP_MARK)):
+        for temp in (n for n in names if n.startswith(TEMP_MARK)):
             try:
                 st = os.stat(os.path.join(path, temp), follow_symlinks=False)
             except FileNotFoundError:

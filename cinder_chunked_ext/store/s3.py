@@ -285,19 +285,8 @@ class S3Store(base.ObjectStore):
         return True
 
     def list_objects(self, container, prefix):
-        what = 'cannot list bucket %s' % container
-        names = []
-        try:
-            paginator = self.client.get_paginator('list_objects_v2')
-            for page in paginator.paginate(Bucket=container, Prefix=prefix):
-                names.extend(item['Key'] for item in page.get('Contents')
-                             or ())
-        except Exception as e:  # noqa - classified below
-            error = self._classify(e, what)
-            if error is None:
-                raise
-            raise error from None
-        return names
+        infos = self.list_object_info(container, prefix)
+        return [info.name for info in infos]
 
     def list_object_info(self, container, prefix=''):
         what = 'cannot list bucket %s' % container

@@ -71,3 +71,18 @@ def classify(error):
     if isinstance(error, sqlite3.Error):
         return FAILED, 'catalog: %s' % error
     return None
+
+
+def reported(out, document, lines, failure=None):
+    """Print a command's result; a failure met on the way fails the run.
+
+    ``failure`` (a message) is added to the JSON document and said on
+    stderr after the result, which still lists what was done.
+    """
+    if failure is not None:
+        document['error'] = failure
+    out.result(document, lines)
+    if failure is None:
+        return OK
+    out.problem('error', failure)
+    return FAILED

@@ -187,13 +187,7 @@ def cmd_backup_prune(session, args):
     lines.append('%s %s.' % ('Would delete' if args.dry_run else 'Deleted',
                              progress.plural(planned if args.dry_run
                                              else len(deleted), 'backup')))
-    if failure is not None:
-        doc['error'] = failure
-    session.out.result(doc, lines)
-    if failure is not None:
-        session.out.problem('error', failure)
-        return exit_status.FAILED
-    return exit_status.OK
+    return exit_status.reported(session.out, doc, lines, failure)
 
 
 def _delete_all(session, cat, driver, plans, deleted):

@@ -338,10 +338,4 @@ def cmd_repository_check(session, args):
         session.repository_text())]
     for finding in findings:
         lines.extend(_finding_lines(finding, now))
-    if failure is not None:
-        doc['error'] = failure
-    session.out.result(doc, lines)
-    if failure is not None:
-        session.out.problem('error', failure)
-        return exit_status.FAILED
-    return exit_status.OK
+    return exit_status.reported(session.out, doc, lines, failure)
