@@ -35,20 +35,16 @@ gRPC sockets weed always puts in /tmp (``seaweedfs-<role>-grpc-<port>
 
 import atexit
 import contextlib
-import ctypes
 import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import unittest
 import urllib.error
 import urllib.request
 import uuid
@@ -57,6 +53,8 @@ import boto3
 from botocore import config as botocore_config
 from botocore import exceptions as botocore_exc
 import fixtures
+
+from cinder_chunked_ext.tests import local_servers
 
 ENV_ENDPOINT = 'CINDER_CHUNKED_S3_ENDPOINT'
 ENV_ACCESS_KEY = 'CINDER_CHUNKED_S3_ACCESS_KEY'
@@ -81,40 +79,12 @@ class ServerUnavailable(Exception):
     """No S3 server can be had for the tests."""
 
 
-def in_ci():
-    return os.environ.get('CI', '').lower() in ('1', 'true', 'yes')
-
-
 def find_weed():
     """The ``weed`` binary: beside the interpreter, else on PATH."""
     candidate = os.path.join(os.path.dirname(sys.executable), 'weed')
     if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
         return candidate
     return shutil.which('weed')
-
-
-def free_ports(count):
-    """``count`` distinct ports that were free on 127.0.0.1 just now."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((HOST, 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def _die_with_parent():  # pragma: no cover - runs in the child
-    """Ask Linux to kill the server if the test process dies."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
 
 
 def make_client(endpoint, access_key, secret_key, retries=1):
@@ -271,8 +241,8 @@ class SeaweedServer(_Server):
             self._prepare()
         for attempt in range(3):
             if self.ports is None or attempt:
-                self.ports = dict(zip(_PORT_FLAGS,
-                                      free_ports(len(_PORT_FLAGS))))
+                ports = local_servers.free_ports(len(_PORT_FLAGS))
+                self.ports = dict(zip(_PORT_FLAGS, ports))
             try:
                 self._launch(timeout)
                 break
@@ -292,7 +262,8 @@ class SeaweedServer(_Server):
         self.process = subprocess.Popen(
             self._command(), cwd=self.workdir, env=self._environment(),
             stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+            stderr=subprocess.STDOUT,
+            preexec_fn=local_servers.die_with_parent)
         url = '%s/healthz' % self.endpoint
         deadline = time.monotonic() + timeout
         while True:
@@ -378,10 +349,7 @@ def shared_server():
 
 def unavailable(reason):
     """Skip, or fail under CI, when no server can be had."""
-    message = 'no S3 test server: %s' % reason
-    if in_ci():
-        raise RuntimeError(message)
-    raise unittest.SkipTest(message)
+    local_servers.unavailable('S3', reason)
 
 
 def check_available(dedicated=False):

@@ -59,7 +59,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -67,11 +66,12 @@ import tempfile
 import textwrap
 import threading
 import time
-import unittest
 import urllib.error
 import urllib.request
 
 import fixtures
+
+from cinder_chunked_ext.tests import local_servers
 
 HOST = '127.0.0.1'
 START_TIMEOUT = 60.0
@@ -125,10 +125,6 @@ class ServerUnavailable(Exception):
     """No Swift server can be had for the tests."""
 
 
-def in_ci():
-    return os.environ.get('CI', '').lower() in ('1', 'true', 'yes')
-
-
 def swift_installed():
     """True when the ``swift`` package can be imported by the servers."""
     import importlib.util
@@ -157,33 +153,13 @@ def _port_is_free(port):
 
 def free_ports(count):
     """``count`` distinct ports that were free on 127.0.0.1 just now."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((HOST, 0))
-            sockets.append(sock)
-        ports = [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+    ports = local_servers.free_ports(count)
     # Bound and released: prove each can be bound again (Swift's own
     # listener would share a port someone else holds without a word).
     for port in ports:
         if not _port_is_free(port):
             raise ServerUnavailable('port %d was taken at once' % port)
     return ports
-
-
-def _die_with_parent():  # pragma: no cover - runs in the child
-    """Ask Linux to kill the server if the test process dies."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
 
 
 class SwiftServer(object):
@@ -377,7 +353,8 @@ class SwiftServer(object):
                  self._path('%s-server.conf' % kind), '-v'],
                 cwd=self.workdir, env=self._environment(),
                 stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                stderr=subprocess.STDOUT,
+                preexec_fn=local_servers.die_with_parent)
         self._wait_until_usable(timeout)
 
     def _wait_until_usable(self, timeout):
@@ -494,10 +471,7 @@ def shared_server():
 
 def unavailable(reason):
     """Skip, or fail under CI, when no server can be had."""
-    message = 'no Swift test server: %s' % reason
-    if in_ci():
-        raise RuntimeError(message)
-    raise unittest.SkipTest(message)
+    local_servers.unavailable('Swift', reason)
 
 
 def check_available():

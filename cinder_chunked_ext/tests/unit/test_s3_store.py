@@ -38,7 +38,7 @@ from cinder_chunked_ext.store import redaction
 from cinder_chunked_ext.store import s3
 from cinder_chunked_ext.store import s3_errors
 from cinder_chunked_ext.tests import fakes
-from cinder_chunked_ext.tests import s3_server
+from cinder_chunked_ext.tests import local_servers
 
 CONF = cfg.CONF
 MiB = 1024 ** 2
@@ -665,7 +665,7 @@ class CheckTestCase(MotoTestCase):
         self.assertNotIn(ACCESS, str(e))
 
     def test_check_unreachable_endpoint_raises_clear_error(self):
-        port = s3_server.free_ports(1)[0]
+        port = local_servers.free_ports(1)[0]
         endpoint = 'http://127.0.0.1:%d' % port
         store = self.make_store(endpoint_url=endpoint, retry_max_attempts=0,
                                 timeout=2)
