@@ -312,6 +312,34 @@ def disk_write_rate(workdir, size=256 * MiB):
     return size / took
 
 
+CREATE_PROBE_FILES = 1000
+
+
+def create_probe(workdir, files=CREATE_PROBE_FILES, size=32 * 1024):
+    """Create ``files`` files of ``size`` in a new directory, one by one.
+
+    A backup's objects all go into one directory, and a directory takes
+    one create at a time: this is the least an incremental of that many
+    objects spends creating them, in either implementation.  How much a
+    create costs depends on the file system and its recent history (on
+    ext4 without a journal, allocating an inode skips the inodes freed in
+    the last seconds one by one).  Returns the directory, which the
+    caller removes, and the seconds per file.
+    """
+    directory = tempfile.mkdtemp(prefix='create-probe-', dir=workdir)
+    data = os.urandom(size)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    start = time.perf_counter()
+    for number in range(files):
+        fd = os.open(os.path.join(directory, 'f%06d' % number), flags,
+                     0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    return directory, (time.perf_counter() - start) / files
+
+
 def stage_rates(volume, workdir):
     import zstandard
     data = data_sample(volume)
@@ -429,8 +457,14 @@ class Runner(object):
             results['full'] = full
             head = full
             if 'incr' in args.phases:
+                probe = None
+                if self.backend.name == 'posix':
+                    probe, per_file = create_probe(args.workdir)
                 head = self.spawn(mode, impl, config, 'incr', location,
                                   records, args.changed, full['id'])
+                if probe:
+                    head['create_seconds_per_file'] = per_file
+                    shutil.rmtree(probe, ignore_errors=True)
                 results['incr'] = head
             expected = args.changed if 'incr' in args.phases else args.volume
             for phase in ('restore-new', 'restore-existing'):
@@ -472,6 +506,11 @@ def summarise(runs, phases):
             'runs': len(cells),
             'patched': cells[0].get('patched'),
         }
+        creates = [c['create_seconds_per_file'] for c in cells
+                   if 'create_seconds_per_file' in c]
+        if creates:
+            out[phase]['create_seconds_per_file'] = statistics.median(
+                creates)
     return out
 
 
@@ -530,6 +569,22 @@ def print_table(report, mode):
                 cell = per_impl[impl][phase]
                 row += '%11.0f MB %7.1f' % (cell['rss'] / MiB, cell['cpu'])
             print(row)
+    print_create_probes(table, impls)
+
+
+def print_create_probes(table, impls):
+    """The file creation cost measured just before each incremental."""
+    probes = []
+    for config, per_impl in table.items():
+        for impl in impls:
+            cell = per_impl.get(impl, {}).get('incr', {})
+            if 'create_seconds_per_file' in cell:
+                probes.append('%s %s %.0f us' % (
+                    config, impl, cell['create_seconds_per_file'] * 1e6))
+    if probes:
+        print('Creating a file in a new directory of the work dir, just '
+              'before each incremental (one directory creates one file at '
+              'a time; median): %s.' % ', '.join(probes))
 
 
 def print_report(report):

@@ -34,6 +34,10 @@ class StoreBackedDriver(chunked.ChunkedBackupDriver):
         return self.store.max_concurrent_writes
 
     @property
+    def max_concurrent_small_writes(self):
+        return self.store.max_concurrent_small_writes
+
+    @property
     def streams_writes(self):
         return self.store.streams_writes
 

@@ -381,6 +381,12 @@ class ShareMounter(object):
 class MountedShareStore(posix_store.PosixStore):
     """A POSIX store whose root is the share, mounted on first use."""
 
+    # On a share every commit waits for the server (the fsync, the rename
+    # and the directory's fsync are round trips), and a thread waiting on
+    # the network does not hold the GIL: small objects commit as many at
+    # once as any others.
+    max_concurrent_small_writes = None
+
     def __init__(self, mounter):
         self.mounter = mounter
         super().__init__(mounter.mount_point)

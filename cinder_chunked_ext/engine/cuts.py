@@ -83,13 +83,15 @@ def whole_object_bytes(driver, incremental):
 def whole_objects_at_once(driver, size, writes_at_once):
     """How many whole objects of up to ``size`` may be in the works.
 
-    Pieces: as many as the store commits at once (their commits are
-    mostly waiting).  Larger objects (a full backup's) hold a CPU each:
-    one per worker and one more being written, within the memory bound
-    (an object and its stored form each).
+    Pieces: as many as the store finds worth committing at once (their
+    commits are mostly waiting; ``max_concurrent_small_writes``).  Larger
+    objects (a full backup's) hold a CPU each: one per worker and one more
+    being written, within the memory bound (an object and its stored form
+    each).
     """
     settings = driver.settings
     by_memory = max(1, settings.max_bytes_in_flight // (2 * size))
     if size <= driver._piece_bytes():
-        return min(writes_at_once, by_memory)
+        small = driver.max_concurrent_small_writes or writes_at_once
+        return min(writes_at_once, small, by_memory)
     return min(writes_at_once, by_memory, settings.workers + 1)

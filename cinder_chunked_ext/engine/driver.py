@@ -239,6 +239,8 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
 
     #: Objects this driver's store may commit at the same time.
     max_concurrent_writes = 1
+    #: Of them, objects of one piece or less (None: as many).
+    max_concurrent_small_writes = None
     #: True when the writers of ``get_object_writer`` do not hold the
     #: object until their commit (see :meth:`BackupJob._whole_object_bytes`).
     streams_writes = False

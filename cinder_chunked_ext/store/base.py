@@ -146,6 +146,10 @@ class ObjectStore(object, metaclass=abc.ABCMeta):
 
     #: How many objects the engine may commit at once on this store.
     max_concurrent_writes = 1
+    #: How many objects of one piece or less (an incremental backup's
+    #: changed runs) are worth making and committing at once; None: as
+    #: many as ``max_concurrent_writes``.
+    max_concurrent_small_writes = None
     #: True when a writer passes what it is given on (to a file) rather
     #: than holding the object until its commit (an upload): the engine
     #: then stores a full backup's objects whole, several side by side.

@@ -416,3 +416,92 @@ class ParallelCommitTestCase(base.DriverTestCase):
 
     def test_posix_store_commits_several_at_once(self):
         self.assertGreater(posix_store.PosixStore.max_concurrent_writes, 1)
+
+    def test_small_objects_in_the_works_bounded_by_the_store(self):
+        # An incremental's small objects are made and committed at most
+        # ``max_concurrent_small_writes`` at once, whatever the workers.
+        self.useFixture(fixtures.MockPatchObject(
+            posix_store.PosixStore, 'max_concurrent_small_writes', 2))
+        self.driver = self.make_driver(workers=8,
+                                       group=chunked.PIPELINE_GROUP)
+        lock = threading.Lock()
+        open_now = [0]
+        most = [0]
+        real_init = posix_store._AtomicFileWriter.__init__
+        real_commit = posix_store._AtomicFileWriter._commit
+
+        def init(writer, *args, **kwargs):
+            real_init(writer, *args, **kwargs)
+            with lock:
+                open_now[0] += 1
+                most[0] = max(most[0], open_now[0])
+
+        def commit(writer):
+            try:
+                real_commit(writer)
+            finally:
+                with lock:
+                    open_now[0] -= 1
+
+        data = base.mixed_volume(chunks=6)
+        full = self.make_backup(data)
+        changed = bytearray(data)
+        for block in range(0, len(data) // SHA, 3):
+            changed[block * SHA] ^= 0xff
+        self.useFixture(fixtures.MockPatchObject(
+            posix_store._AtomicFileWriter, '__init__', init))
+        self.useFixture(fixtures.MockPatchObject(
+            posix_store._AtomicFileWriter, '_commit', commit))
+        incr = self.make_backup(bytes(changed), parent=full)
+        self.assertGreater(len(self.objects(incr)), 10)
+        self.assertGreaterEqual(most[0], 1)
+        self.assertLessEqual(most[0], 2)
+        self.assertEqual(bytes(changed), self.restore_bytes(
+            incr, len(changed), volume_is_new=False))
+
+
+class WholeObjectsAtOnceTestCase(testtools.TestCase):
+    """How many whole objects are in the works, by size and store."""
+
+    def driver(self, small=None, workers=8, in_flight=256 * MiB):
+        class Settings(object):
+            pass
+        settings = Settings()
+        settings.workers = workers
+        settings.max_bytes_in_flight = in_flight
+
+        class Driver(object):
+            max_concurrent_small_writes = small
+
+            def _piece_bytes(self):
+                return 4 * MiB
+        driver = Driver()
+        driver.settings = settings
+        return driver
+
+    def test_pieces_as_many_as_the_store_finds_worth(self):
+        self.assertEqual(4, cuts.whole_objects_at_once(
+            self.driver(small=4), 32 * KiB, 16))
+
+    def test_pieces_all_commits_when_store_says_nothing(self):
+        self.assertEqual(16, cuts.whole_objects_at_once(
+            self.driver(small=None), 32 * KiB, 16))
+
+    def test_pieces_never_more_than_commits_or_memory(self):
+        self.assertEqual(3, cuts.whole_objects_at_once(
+            self.driver(small=8), 32 * KiB, 3))
+        self.assertEqual(2, cuts.whole_objects_at_once(
+            self.driver(small=8, in_flight=16 * MiB), 4 * MiB, 16))
+
+    def test_large_objects_one_per_worker_whatever_small_says(self):
+        self.assertEqual(9, cuts.whole_objects_at_once(
+            self.driver(small=4, workers=8, in_flight=1024 * MiB), 16 * MiB,
+            16))
+        self.assertEqual(3, cuts.whole_objects_at_once(
+            self.driver(small=4, workers=2), 16 * MiB, 16))
+
+    def test_posix_small_writes_fewer_than_commits(self):
+        store = posix_store.PosixStore
+        self.assertGreaterEqual(store.max_concurrent_small_writes, 2)
+        self.assertLess(store.max_concurrent_small_writes,
+                        store.max_concurrent_writes)
