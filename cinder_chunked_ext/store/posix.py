@@ -237,9 +237,9 @@ class PosixStore(base.ObjectStore):
     # and a short fsync: each of its steps takes the GIL back, so sixteen
     # at once mostly wait for each other.  Four keep a journaled disk's
     # commits grouped and leave the CPU to the work (1 GiB incremental,
-    # 1,600 objects, eventlet, 2 cores: ext4 with a journal 1.90 s at 16,
-    # 1.67 s at 4, 2.1 s at 2; tmpfs 1.40 s and 2.0 CPU-s at 16, 1.18 s
-    # and 1.7 CPU-s at 4).
+    # 1,600 objects, eventlet, 2 cores: tmpfs 1.40 s and 2.0 CPU-s at 16,
+    # 1.18 s and 1.7 CPU-s at 4; ext4 with a journal 1.9 s at 16, 1.6 to
+    # 2.0 s at 4, 2.1 s at 2).
     max_concurrent_small_writes = 4
     # Writes go to the temporary file as they come.
     streams_writes = True
