@@ -120,6 +120,19 @@ pipeline_opts = [
                     'is process-wide: it applies to everything in the '
                     'cinder-backup process until it exits. 0 leaves '
                     'the C library\'s default.'),
+    cfg.IntOpt('malloc_mmap_threshold',
+               default=8 * MiB,
+               min=0,
+               help='Size in bytes from which glibc gives a buffer a '
+                    'memory mapping of its own, returned to the system '
+                    'when freed (glibc\'s M_MMAP_THRESHOLD), set when '
+                    'the first backup or restore starts. Left to glibc, '
+                    'the threshold rises after the first large buffer is '
+                    'freed, and the 16 MiB objects of full backups then '
+                    'stay resident after use: about 50 MB more at the '
+                    'peak. The setting is process-wide: it applies to '
+                    'everything in the cinder-backup process until it '
+                    'exits. 0 leaves the C library\'s sliding threshold.'),
 ]
 
 PIPELINE_GROUP = 'chunked_backup'
@@ -147,6 +160,7 @@ class EngineSettings:
     verify_checksums: bool
     full_backup_object_bytes: int = 0
     malloc_arena_max: int = 0
+    malloc_mmap_threshold: int = 0
 
     @classmethod
     def from_conf(cls, conf=CONF):
@@ -163,6 +177,7 @@ class EngineSettings:
             verify_checksums=group.verify_checksums_on_restore,
             full_backup_object_bytes=group.full_backup_object_bytes,
             malloc_arena_max=group.malloc_arena_max,
+            malloc_mmap_threshold=group.malloc_mmap_threshold,
         )
 
 
@@ -340,12 +355,17 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
 
     # -- backup, restore, delete ---------------------------------------------
 
+    def _tune_malloc(self):
+        """Apply the process-wide malloc settings (once per process)."""
+        concurrency.limit_malloc_arenas(self.settings.malloc_arena_max)
+        concurrency.fix_mmap_threshold(self.settings.malloc_mmap_threshold)
+
     def backup(self, backup, volume_file, backup_metadata=True):
         """Back up ``volume_file``; incremental when ``parent_id`` is set.
 
         The data path is :class:`cinder_chunked_ext.engine.backup.BackupJob`.
         """
-        concurrency.limit_malloc_arenas(self.settings.malloc_arena_max)
+        self._tune_malloc()
         backup_path.BackupJob(self, backup, volume_file).run(
             backup_metadata=backup_metadata)
 
@@ -356,7 +376,7 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
         BackupRestoreCancel when the backup's status changes away from
         ``restoring``.
         """
-        concurrency.limit_malloc_arenas(self.settings.malloc_arena_max)
+        self._tune_malloc()
         restore_path.restore_chain(self, backup, volume_id, volume_file,
                                    volume_is_new)
 

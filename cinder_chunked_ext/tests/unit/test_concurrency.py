@@ -391,3 +391,76 @@ class MallocArenasTestCase(testtools.TestCase):
         self.assertEqual([8], concurrency._arenas_limited)
         self.assertFalse(concurrency.limit_malloc_arenas(4))
         self.assertEqual([8], concurrency._arenas_limited)
+
+
+class MmapThresholdTestCase(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(fixtures.MockPatchObject(
+            concurrency, '_mmap_threshold_fixed', []))
+        self.calls = []
+        calls = self.calls
+
+        class Libc(object):
+            def mallopt(self, param, value):
+                calls.append((param, value))
+                return 1
+
+        self.useFixture(fixtures.MockPatchObject(
+            concurrency.ctypes, 'CDLL', lambda _name: Libc()))
+
+    def test_fixed_threshold_given_to_mallopt(self):
+        self.assertTrue(concurrency.fix_mmap_threshold(8 * 1024 * 1024))
+        self.assertEqual([(-3, 8 * 1024 * 1024)], self.calls)
+
+    def test_zero_leaves_glibc_sliding_threshold(self):
+        self.assertFalse(concurrency.fix_mmap_threshold(0))
+        self.assertEqual([], self.calls)
+
+    def test_once_per_process(self):
+        concurrency.fix_mmap_threshold(8 * 1024 * 1024)
+        self.assertFalse(concurrency.fix_mmap_threshold(4 * 1024 * 1024))
+        self.assertEqual([(-3, 8 * 1024 * 1024)], self.calls)
+
+    def test_no_mallopt_is_no_op(self):
+        self.useFixture(fixtures.MockPatchObject(
+            concurrency.ctypes, 'CDLL', mock_oserror))
+        self.assertFalse(concurrency.fix_mmap_threshold(8 * 1024 * 1024))
+
+
+def mock_oserror(_name):
+    raise OSError('no C library here')
+
+
+class DriverTunesMallocTestCase(base.DriverTestCase):
+    """Backups and restores apply the configured malloc settings."""
+
+    def setUp(self):
+        super().setUp()
+        self.tuned = []
+        self.useFixture(fixtures.MockPatchObject(
+            concurrency, 'fix_mmap_threshold',
+            lambda size: self.tuned.append(('mmap', size))))
+        self.useFixture(fixtures.MockPatchObject(
+            concurrency, 'limit_malloc_arenas',
+            lambda count: self.tuned.append(('arenas', count))))
+
+    def test_backup_and_restore_apply_configured_values(self):
+        driver = self.make_driver(malloc_mmap_threshold=12345,
+                                  malloc_arena_max=3,
+                                  group=chunked.PIPELINE_GROUP)
+        data = base.mixed_volume(chunks=2)
+        backup = self.make_backup(data, driver=driver)
+        self.assertEqual([('arenas', 3), ('mmap', 12345)], self.tuned)
+        self.assertEqual(data, self.restore_bytes(backup, len(data),
+                                                  driver=driver))
+        self.assertEqual([('arenas', 3), ('mmap', 12345)] * 2, self.tuned)
+
+    def test_default_threshold_above_a_piece_below_an_object(self):
+        # Pieces (read by the thousand) stay in the arenas, where they
+        # are reused; a full backup's objects get mappings of their own.
+        defaults = {opt.name: opt.default for opt in chunked.pipeline_opts}
+        self.assertGreater(defaults['malloc_mmap_threshold'], 4 * 1024 * 1024)
+        self.assertLess(defaults['malloc_mmap_threshold'],
+                        defaults['full_backup_object_bytes'])
