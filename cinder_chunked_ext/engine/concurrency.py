@@ -60,7 +60,15 @@ _arenas_limited = []
 _mmap_threshold_fixed = []
 
 
-def _mallopt(param, value):
+def _mallopt_once(done, param, value):
+    """``mallopt(param, value)`` the first time only; 0 or less: nothing.
+
+    ``done`` records the value set, for the whole process.  False where
+    the C library has no ``mallopt``.
+    """
+    if value <= 0 or done:
+        return False
+    done.append(value)
     try:
         libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
@@ -81,10 +89,7 @@ def fix_mmap_threshold(size):
     leave glibc's sliding threshold); a no-op where the C library has
     no ``mallopt``.
     """
-    if size <= 0 or _mmap_threshold_fixed:
-        return False
-    _mmap_threshold_fixed.append(size)
-    return _mallopt(_M_MMAP_THRESHOLD, size)
+    return _mallopt_once(_mmap_threshold_fixed, _M_MMAP_THRESHOLD, size)
 
 
 def limit_malloc_arenas(count):
@@ -97,10 +102,7 @@ def limit_malloc_arenas(count):
     100 MB more resident than the data in flight.  Done once per
     process; a no-op where the C library has no ``mallopt``.
     """
-    if count <= 0 or _arenas_limited:
-        return False
-    _arenas_limited.append(count)
-    return _mallopt(_M_ARENA_MAX, count)
+    return _mallopt_once(_arenas_limited, _M_ARENA_MAX, count)
 
 
 def execute(func, *args, **kwargs):
