@@ -13,10 +13,10 @@
 """An object store in a dictionary, for tests and dry runs."""
 
 import io
-import threading
 import time
 
 from cinder_chunked_ext import exception
+from cinder_chunked_ext import locks
 from cinder_chunked_ext.store import base
 
 
@@ -57,7 +57,7 @@ class MemoryStore(base.ObjectStore):
         #: When each object was committed, seconds since the epoch.
         self.modified = {}
         self.containers = set()
-        self._lock = threading.Lock()
+        self._lock = locks.native_lock()
 
     def put_container(self, container, create=True):
         if container in self.containers:

@@ -25,11 +25,10 @@ final name.
 import errno
 import os
 import stat
-import sys
-import threading
 import uuid
 
 from cinder_chunked_ext import exception
+from cinder_chunked_ext import locks
 from cinder_chunked_ext.store import base
 
 DIR_MODE = stat.S_IRWXU | stat.S_IRWXG                      # 0770
@@ -110,18 +109,6 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-def _native_lock():
-    """A lock of the operating system's threads, even under eventlet.
-
-    Commits run on native worker threads; a green lock taken there would
-    block nothing and wake nobody (eventlet issue 432).
-    """
-    patcher = sys.modules.get('eventlet.patcher')
-    if patcher is not None and patcher.is_monkey_patched('thread'):
-        return patcher.original('threading').Lock()
-    return threading.Lock()
-
-
 class DirectorySyncs(object):
     """Directory fsyncs shared by the commits that happen together.
 
@@ -134,7 +121,7 @@ class DirectorySyncs(object):
     """
 
     def __init__(self):
-        self._lock = _native_lock()
+        self._lock = locks.native_lock()
         self._renames = {}      # directory -> renames counted so far
         self._synced = {}       # directory -> renames covered by a sync
         self._sync_locks = {}
@@ -144,7 +131,7 @@ class DirectorySyncs(object):
             mine = self._renames.get(directory, 0) + 1
             self._renames[directory] = mine
             if directory not in self._sync_locks:
-                self._sync_locks[directory] = _native_lock()
+                self._sync_locks[directory] = locks.native_lock()
             sync_lock = self._sync_locks[directory]
         with sync_lock:
             with self._lock:

@@ -31,7 +31,8 @@ named libraries and to their children.
 import base64
 import logging
 import re
-import threading
+
+from cinder_chunked_ext import locks
 
 MASK = '***'
 
@@ -61,7 +62,7 @@ class SecretRedactor(logging.Filter):
 
     def __init__(self):
         super().__init__()
-        self._lock = threading.Lock()
+        self._lock = locks.native_lock()
         self._secrets = ()
 
     def add(self, *secrets):

@@ -40,7 +40,6 @@ contract:
 
 import dataclasses
 import math
-import threading
 import typing
 
 try:  # pragma: no cover - depends on the environment
@@ -52,6 +51,7 @@ except ImportError:  # pragma: no cover
 from oslo_log import log as oslo_logging
 
 from cinder_chunked_ext import exception
+from cinder_chunked_ext import locks
 from cinder_chunked_ext.store import base
 from cinder_chunked_ext.store import redaction
 from cinder_chunked_ext.store import s3_errors
@@ -146,7 +146,7 @@ class S3Settings:
 
 # -- the store --------------------------------------------------------------
 
-_SESSION_LOCK = threading.Lock()
+_SESSION_LOCK = locks.native_lock()
 _SESSION = []
 
 
@@ -169,7 +169,7 @@ class S3Store(base.ObjectStore):
         self.settings = settings
         self.max_concurrent_writes = max(1, settings.max_concurrent_uploads)
         self._classify = s3_errors.Classifier(settings, REDACTOR)
-        self._client_lock = threading.Lock()
+        self._client_lock = locks.native_lock()
         self._client = None
         REDACTOR.add(*settings.secrets())
 

@@ -27,9 +27,9 @@ log themselves.
 """
 
 import hashlib
-import threading
 
 from cinder_chunked_ext import exception
+from cinder_chunked_ext import locks
 from cinder_chunked_ext.store import base
 from cinder_chunked_ext.store import swift_errors
 
@@ -50,7 +50,7 @@ class ConnectionPool(object):
 
     def __init__(self, settings):
         self._settings = settings
-        self._lock = threading.Lock()
+        self._lock = locks.native_lock()
         self._idle = []
         self._auth = None    # (storage URL, token) last seen
         self.created = 0

@@ -35,10 +35,10 @@ import datetime
 import math
 import os
 import sqlite3
-import threading
 import uuid
 
 from cinder_chunked_ext import exception
+from cinder_chunked_ext import locks
 
 GiB = 1024 ** 3
 SCHEMA_VERSION = 1
@@ -192,7 +192,7 @@ class Catalog(object):
 
     def __init__(self, path, create=True):
         self.path = path
-        self._lock = threading.RLock()
+        self._lock = locks.native_rlock()
         self.exists = os.path.exists(path)
         if not self.exists and not create:
             target = ':memory:'
