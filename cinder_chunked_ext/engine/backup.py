@@ -21,8 +21,10 @@
    (``_backup_chunks``).  A full backup stores each chunk as objects of
    at most ``full_backup_object_bytes``; an incremental one hashes the
    chunk on the pool, piece by piece, and stores each run of changed
-   hash blocks as one object as soon as its end is known, while the
-   hashing goes on (``_backup_changed_runs``).  Objects no larger than a
+   hash blocks (in objects of at most a piece) as soon as its end is
+   known, while the hashing goes on, from the very buffers it hashed
+   (``_backup_changed_runs``): every byte is read once, and the hashes
+   recorded are those of the bytes stored.  Objects no larger than a
    piece are written whole by a worker, several at once
    (``_write_small_object``), and committed (written, fsynced, renamed)
    as many at once as the store allows, so that their fsyncs overlap.
@@ -33,18 +35,21 @@
    pieces of a few MiB are read in order and analysed on the worker pool
    (zero test, SHA-256 per hash block, compression of splittable codecs);
    then two lanes take them in order, one keeping the object's MD5, the
-   other framing the stored form and writing it.  At most
-   ``max_bytes_in_flight`` of pieces are pending at once.  When
-   compression did not make the object smaller it is written again raw,
-   as upstream records it.  Objects commit (an upload, for S3) in the
-   background, a bounded number at a time.
+   other framing the stored form and writing it.  The operation's share
+   of the process's ``max_bytes_in_flight`` (:mod:`.budget`) bounds the
+   pieces pending.  Whether the object is stored compressed is decided
+   at its first piece, from what the workers learned of it: random data
+   (an encrypted volume) is stored raw without being read twice.
+   Objects commit (an upload, for S3) in the background, a bounded
+   number at a time.
 4. ``backup_records.finalize`` writes ``<prefix>_sha256file`` and then
    ``<prefix>_metadata``: a backup is complete only once its metadata
    exists, so a failure anywhere before leaves nothing that looks
    restorable.
 
 A backup whose status turns ``deleting``/``deleted`` is cancelled: the
-job stops writing, and the driver deletes what was written.
+job stops writing, and the driver deletes what was written.  Progress
+goes out as upstream sends it (:mod:`.notifications`).
 """
 
 import contextlib
@@ -55,6 +60,7 @@ from oslo_log import log as logging
 
 from cinder_chunked_ext import cinder_compat
 from cinder_chunked_ext.engine import backup_records
+from cinder_chunked_ext.engine import budget
 from cinder_chunked_ext.engine import compression
 from cinder_chunked_ext.engine import concurrency
 from cinder_chunked_ext.engine import cuts
@@ -66,30 +72,12 @@ from cinder_chunked_ext import exception
 
 LOG = logging.getLogger(__name__)
 
-# Pieces handed to the in-order lanes and not yet through them.
-LANE_DEPTH = 8
 # How often, at most, a running backup re-reads its status.
 STATUS_CHECK_SECONDS = 1.0
 
 
-class _Incompressible(Exception):
-    """Raised inside an object writer to drop a compressed attempt."""
-
-
 class _Cancelled(Exception):
     """Raised inside an object writer when the backup is being deleted."""
-
-
-def _check_length(data, start, size):
-    if len(data) != size:
-        raise exception.InvalidVolume(
-            reason='the volume ended at offset %d while reading %d '
-                   'bytes at %d' % (start + len(data), size, start))
-
-
-def _hash_read_piece(start, size, data, block_size):
-    """Hash one piece read by the caller (a worker's job)."""
-    return start, size, pipeline.hash_piece(data, block_size)
 
 
 def _emit(encoder, writer, result):
@@ -131,15 +119,13 @@ class BackupJob(object):
         self.bytes_done = 0
         self.cancelled = False
         self.last_status_check = 0.0
-        # The machinery, set by ``run`` for the duration of the backup.
-        self.source = None
-        self.pool = None
-        self.commits = None      # OrderedWindow of object commits
-        self.small = None        # OrderedWindow of whole small objects
+        # The machinery, set by ``run`` for the duration of the backup:
+        # the volume, the operation's budget and pool, the windows of
+        # object commits and of whole small objects, and the two lanes.
+        self.source = self.op = self.pool = self.progress = None
+        self.commits = self.small = None
+        self.md5_lane = self.out_lane = None
         self.whole_object_bytes = 0
-        self.md5_lane = None
-        self.out_lane = None
-        self.progress = None
 
     @property
     def incremental(self):
@@ -171,25 +157,31 @@ class BackupJob(object):
                   'workers': self.settings.workers,
                   'container': self.container})
         self.progress = notifications.ProgressNotifier(
-            driver.env, self, self.settings, driver.enable_progress_timer)
+            driver.env, self, self.settings, driver.enable_progress_timer,
+            driver.chunk_size_bytes)
         self.source = volume_io.VolumeSource(self.volume_file)
         writes_at_once = max(1, driver.max_concurrent_writes)
-        # Commits wait on the disk or the network, not a CPU: they get a
-        # pool of their own, as large as the store accepts commits.
-        with concurrency.WorkerPool(self.settings.workers) as pool, \
-                concurrency.WorkerPool(writes_at_once) as io_pool:
-            self.pool = pool
-            self.md5_lane = pool.lane()
-            self.out_lane = pool.lane()
-            self.commits = concurrency.OrderedWindow(io_pool, writes_at_once)
+        with budget.for_settings(self.settings).operation() as op:
+            self.op = op
+            self.pool = op.cpu
+            self.md5_lane = op.lane()
+            self.out_lane = op.lane()
+            # Commits wait on the disk or the network, not a CPU: they run
+            # on the I/O threads, as many at once as the store accepts
+            # and, where a writer holds its object until the commit (S3,
+            # Swift), as the share of memory allows.
+            self.commits = concurrency.OrderedWindow(
+                op.io, lambda: cuts.commits_at_once(driver, writes_at_once,
+                                                    op.share()))
             # Small objects are stored (committed) by the workers that
             # make them: as many at once as the store accepts commits and
-            # the memory bound allows (an object and its stored form).
+            # the share allows (an object and its stored form).
             self.whole_object_bytes = cuts.whole_object_bytes(
-                driver, self.incremental)
+                driver, self.incremental, op.share())
             self.small = concurrency.OrderedWindow(
-                io_pool, cuts.whole_objects_at_once(
-                    driver, self.whole_object_bytes, writes_at_once))
+                op.io, lambda: cuts.whole_objects_at_once(
+                    driver, self.whole_object_bytes, writes_at_once,
+                    op.share()))
             try:
                 self._backup_chunks()
                 self._settle_small_objects()
@@ -265,24 +257,35 @@ class BackupJob(object):
         changed blocks is stored as soon as the pieces hashed so far show
         where it ends, while the pool goes on hashing: the hashing pass
         (CPU) and the objects' writes (the disk or the network) overlap.
-        A run never crosses the chunk's end, as upstream's never do.
+        A run is stored from the buffers that were hashed, in objects of
+        at most ``whole_object_bytes``; it never crosses the chunk's end,
+        as upstream's never do.
         """
-        runs = pipeline.ChangedRuns(self.parent_hashes, self.block_size)
+        runs = pipeline.ChangedRuns(self.parent_hashes, self.block_size,
+                                    max_length=self.whole_object_bytes)
+        held = pipeline.HeldPieces()
         # Closed on the way out, so that no hashing outlives a failure.
         with contextlib.closing(self._hashed_pieces(offset, length)) as hashed:
-            for start, size, hashes in hashed:
+            for start, size, hashes, data in hashed:
                 self.hashes.extend(hashes)
+                held.add(start, data)
                 for run_offset, run_length in runs.feed(start, hashes, size):
-                    self._store_any_object(run_offset, run_length, False)
+                    self._store_whole(run_offset, run_length, False,
+                                      held.take(run_offset, run_length))
                     if self.cancelled:
                         return
+                open_start = runs.open_start
+                held.drop_before(start + size if open_start is None
+                                 else open_start)
         for run_offset, run_length in runs.finish():
-            self._store_any_object(run_offset, run_length, False)
+            self._store_whole(run_offset, run_length, False,
+                              held.take(run_offset, run_length))
 
     def _hashed_pieces(self, offset, length):
-        """``(start, size, block hashes)`` of a chunk's pieces, in order."""
-        window = concurrency.OrderedWindow(self.pool,
-                                           self.driver._window_depth())
+        """``(start, size, block hashes, data)`` of a chunk's pieces."""
+        piece = self.driver._piece_bytes()
+        window = concurrency.OrderedWindow(
+            self.pool, lambda: self.op.window_depth(piece))
         try:
             for start, size in cuts.pieces(self.driver, offset, length):
                 while window.full or window.ready:
@@ -290,71 +293,61 @@ class BackupJob(object):
                 if self.source.direct:
                     window.submit(start, self._hash_at, start, size)
                 else:
-                    window.submit(start, _hash_read_piece, start, size,
-                                  self._read_piece(start, size),
+                    window.submit(start, pipeline.hash_piece, start, size,
+                                  self.source.read_exactly(start, size),
                                   self.block_size)
             while len(window):
                 yield window.pop()[1]
         finally:
             window.drain()
 
-    def _read_piece(self, start, size):
-        data = self.source.read_at(start, size)
-        _check_length(data, start, size)
-        return data
-
-    def _load(self, start, size):
-        """``(data, zero)`` of a piece, read on this worker.
-
-        ``zero`` is True for a hole (the data is then a shared buffer of
-        zeros), None when the data has to be tested.
-        """
-        data = self.source.load(start, size)
-        if data is None:
-            return pipeline.zeros(size), True
-        _check_length(data, start, size)
-        return data, None
-
     def _hash_at(self, start, size):
         """Read and hash one piece (a worker's job, direct sources)."""
-        data, zero = self._load(start, size)
+        data, zero = self.source.load_piece(start, size)
         return start, size, pipeline.block_hashes(
-            data, self.block_size, zero or pipeline.is_zero(data))
+            data, self.block_size, zero or pipeline.is_zero(data)), data
 
-    def _analyse_at(self, start, size, piece_encoder, want_hashes):
+    def _analyse_at(self, start, size, piece_encoder, want_hashes, probe):
         """Read and analyse one piece (a worker's job, direct sources)."""
-        data, zero = self._load(start, size)
+        data, zero = self.source.load_piece(start, size)
         return pipeline.analyse_piece(data, self.block_size, piece_encoder,
-                                      want_hashes, zero=zero)
+                                      want_hashes, zero=zero, probe=probe)
 
     # -- objects -------------------------------------------------------------
 
     def _store_any_object(self, offset, length, want_hashes):
-        """Store ``[offset, offset + length)`` as the next object.
+        """Store ``[offset, offset + length)`` of a full backup.
 
         An object no larger than ``whole_object_bytes``
         (:func:`cuts.whole_object_bytes`) is handed whole to a worker,
-        several at once (incremental backups are mostly such objects, and
-        so are full backups' objects on a file system); a larger one is
-        streamed.
+        several at once (full backups' objects on a file system); a
+        larger one is streamed.
         """
         if length <= self.whole_object_bytes:
-            if self._cancelled():
-                return
             # A direct source is read by the worker that stores the object.
             data = (None if self.source.direct
-                    else self._read_piece(offset, length))
-            name = manifest.object_name(self.prefix, self.next_number)
-            self.next_number += 1
-            while self.small.full or self.small.ready:
-                self._finish_small_object(self.small.pop()[1])
-            self.small.submit(name, self._write_small_object, name, offset,
-                              length, data, want_hashes)
+                    else self.source.read_exactly(offset, length))
+            self._store_whole(offset, length, want_hashes, data)
             return
         # Objects are recorded in number order: settle the small ones.
         self._settle_small_objects()
         self._store_object(offset, length,
                            self.hashes if want_hashes else None)
+
+    def _store_whole(self, offset, length, want_hashes, data):
+        """Hand one object to a worker that stores it whole.
+
+        ``data`` holds its bytes, or is None when the worker reads them
+        from a direct source.
+        """
+        if self._cancelled():
+            return
+        name = manifest.object_name(self.prefix, self.next_number)
+        self.next_number += 1
+        while self.small.full or self.small.ready:
+            self._finish_small_object(self.small.pop()[1])
+        self.small.submit(name, self._write_small_object, name, offset,
+                          length, data, want_hashes)
 
     def _settle_small_objects(self):
         while len(self.small):
@@ -378,7 +371,7 @@ class BackupJob(object):
         algorithm = self.settings.compression
         zero = None
         if data is None:
-            data, zero = self._load(offset, length)
+            data, zero = self.source.load_piece(offset, length)
         # Analysed and encoded piece by piece, as a streamed object is:
         # the stored bytes are the same whichever path made them.
         step = self.driver._piece_bytes()
@@ -418,65 +411,55 @@ class BackupJob(object):
     def _store_object(self, offset, length, hashes_out):
         """Write one data object covering ``[offset, offset + length)``."""
         name = manifest.object_name(self.prefix, self.next_number)
-        algorithm = self.settings.compression
-        md5 = None
         try:
-            if compression.family(algorithm) is not None:
-                try:
-                    md5 = self._stream_object(name, offset, length,
-                                              algorithm, hashes_out)
-                except _Incompressible:
-                    LOG.debug('Compression of %s was ineffective; storing '
-                              'it raw.', name)
-                    hashes_out = None  # collected by the first attempt
-            if md5 is None:
-                algorithm = 'none'
-                md5 = self._stream_object(name, offset, length, None,
-                                          hashes_out)
+            md5, stored_as = self._stream_object(name, offset, length,
+                                                 hashes_out)
         except _Cancelled:
             return
         self.metadata.objects.append(manifest.ObjectRecord(
             name=name, offset=offset, length=length,
-            compression=algorithm, md5=md5))
+            compression=stored_as, md5=md5))
         self.next_number += 1
         # Count this object's bytes before a notification reports them.
         self.bytes_done = max(self.bytes_done,
                               offset + length - self.source.start)
         self.progress.object_written()
 
-    def _stream_object(self, name, offset, length, algorithm, hashes_out):
-        """Read, analyse and write one object; return its MD5.
+    def _stream_object(self, name, offset, length, hashes_out):
+        """Read, analyse and write one object; return its MD5 and codec.
 
         Pieces are read in order, analysed on the pool (zero test, block
         hashes, compression of splittable codecs), then handed to two
         lanes that see them in order: one keeps the MD5, the other frames
-        the stored form and writes it.  Raises _Incompressible, after
-        dropping what was written, when the stored form would not be
-        smaller than the data.
+        the stored form and writes it.  The first piece decides whether
+        the object is stored compressed: when compressing it saves
+        nothing (random data: an encrypted or compressed volume), the
+        object is stored raw, and the pieces still to come are not
+        compressed.  Nothing is read twice; an object that starts well
+        and ends badly may be stored a few bytes larger than raw, which
+        upstream restores as well.
         """
-        piece_encoder = (compression.parallel_piece_encoder(algorithm)
-                         if algorithm else None)
-        # zstd runs single-threaded on the output lane: fed piece by piece,
-        # its own worker threads cost more than they bring.
-        encoder = (compression.new_object_encoder(algorithm, length)
-                   if algorithm else None)
+        state = compression.StreamedCodec(self.settings.compression, length)
+        piece = self.driver._piece_bytes()
         writer = self.driver.get_object_writer(
             self.container, name, extra_metadata=self.extra_metadata)
-        window = concurrency.OrderedWindow(self.pool,
-                                           self.driver._window_depth())
-        lanes = concurrency.LanePair(self.md5_lane, self.out_lane, LANE_DEPTH)
+        window = concurrency.OrderedWindow(
+            self.pool, lambda: self.op.window_depth(piece))
+        lanes = concurrency.LanePair(self.md5_lane, self.out_lane,
+                                     lambda: self.op.lane_depth(piece))
         digest = pipeline.ZeroAwareMd5()
         want_hashes = hashes_out is not None
 
         def hand_over(result):
+            opening = state.decide(result)
+            if opening:
+                lanes.submit(None, (_emit_bytes, writer, opening))
             if want_hashes:
                 hashes_out.extend(result.hashes)
             lanes.submit((digest.update, result.data, result.zero),
-                         (_emit, encoder, writer, result))
+                         (_emit, state.encoder, writer, result))
 
         try:
-            if encoder is not None:
-                lanes.submit(None, (_emit_bytes, writer, encoder.start()))
             for start, size in cuts.pieces(self.driver, offset, length):
                 if self._cancelled():
                     raise _Cancelled()
@@ -487,20 +470,18 @@ class BackupJob(object):
                     hand_over(window.pop()[1])
                 if self.source.direct:
                     window.submit(start, self._analyse_at, start, size,
-                                  piece_encoder, want_hashes)
+                                  state.piece_encoder, want_hashes,
+                                  state.probe)
                 else:
                     window.submit(start, pipeline.analyse_piece,
-                                  self._read_piece(start, size),
-                                  self.block_size, piece_encoder,
-                                  want_hashes)
+                                  self.source.read_exactly(start, size),
+                                  self.block_size, state.piece_encoder,
+                                  want_hashes, None, state.probe)
             while len(window):
                 hand_over(window.pop()[1])
-            stored = lanes.finish()
-            if encoder is not None:
-                tail = encoder.finish()
-                if stored + len(tail) >= length:
-                    raise _Incompressible()
-                concurrency.execute(writer.write, tail)
+            lanes.finish()
+            if state.encoder is not None:
+                concurrency.execute(writer.write, state.encoder.finish())
             # Commit (upload) in the background, a bounded number at
             # once; an earlier object's failed commit aborts this one.
             if self.commits.full:
@@ -508,7 +489,8 @@ class BackupJob(object):
         except BaseException as e:
             window.drain()
             lanes.drain()
-            concurrency.execute(writer.__exit__, type(e), e, None)
+            concurrency.cleanup_keeping_error(
+                e, concurrency.execute, writer.__exit__, type(e), e, None)
             raise
         self.commits.submit(name, writer.__exit__, None, None, None)
-        return digest.hexdigest()
+        return digest.hexdigest(), state.stored_as

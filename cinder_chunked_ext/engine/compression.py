@@ -39,11 +39,11 @@ import bz2
 import collections
 import functools
 import struct
-import threading
 import zlib
 
 from cinder_chunked_ext.engine import pipeline
 from cinder_chunked_ext import exception
+from cinder_chunked_ext import locks
 
 NONE_NAMES = ('none', 'off', 'no')
 ALGORITHMS = {
@@ -255,6 +255,46 @@ def new_object_encoder(name, size, threads=1):
     return ZstdObjectEncoder(size, threads)
 
 
+class StreamedCodec(object):
+    """How a streamed object is stored: decided at its first piece.
+
+    A backup streams an object larger than it holds whole without
+    knowing its stored size in advance.  Compressing random data
+    (an encrypted or already compressed volume) saves nothing, so the
+    first piece's analysis decides: compressed, or raw (``'none'``, as
+    upstream records an object that did not get smaller).
+    """
+
+    def __init__(self, algorithm, length):
+        self._algorithm = algorithm
+        self._length = length
+        self.decided = family(algorithm) is None
+        self.stored_as = 'none'
+        self.encoder = None
+        self.piece_encoder = (None if self.decided else
+                              parallel_piece_encoder(algorithm))
+        # Codecs that are not split in pieces learn from a sample.
+        self.probe = (looks_incompressible
+                      if not self.decided and self.piece_encoder is None
+                      else None)
+
+    def decide(self, first):
+        """Given the first piece's result, the bytes that open the object.
+
+        Returns None after the first call, and for a raw object.
+        """
+        if self.decided:
+            return None
+        self.decided = True
+        self.probe = None
+        if first.incompressible:
+            self.piece_encoder = None
+            return None
+        self.stored_as = self._algorithm
+        self.encoder = new_object_encoder(self._algorithm, self._length)
+        return self.encoder.start() or None
+
+
 def compress(name, data):
     """Compress ``data`` in one go (small documents and tests)."""
     encoder = new_object_encoder(name, len(data))
@@ -371,7 +411,7 @@ ZERO_OBJECT_LIMIT = 64 * 1024 * 1024
 # Stored forms remembered, all codecs and lengths together.
 _ZERO_FORMS_KEPT = 64
 _zero_forms = collections.OrderedDict()    # (family, length, bytes) -> None
-_zero_forms_lock = threading.Lock()
+_zero_forms_lock = locks.native_lock()
 _seeded = set()
 
 

@@ -21,7 +21,9 @@ and object I/O hold a CPU or block for a long time, so:
 * with native threads they run in a plain ``ThreadPoolExecutor``.
 
 Work submitted here must be plain functions over bytes: no logging, no
-green locks (eventlet bug 432), no waiting on each other.  All ordering
+green locks (eventlet bug 432; :mod:`cinder_chunked_ext.locks` makes
+the native ones), no waiting on each other.  Whatever a task raises,
+``BaseException`` included, reaches the thread that waits for it.  All ordering
 and synchronisation happens in the calling thread, which waits on the
 returned futures.  A *lane* runs stateful steps that must see the data
 in order (an MD5, a zstd stream, an object writer) on a thread of its
@@ -30,10 +32,11 @@ own, so that several such steps proceed side by side.
 
 import collections
 import concurrent.futures
-import ctypes
 import os
 import sys
 import time
+
+from cinder_chunked_ext import locks
 
 
 def eventlet_active():
@@ -52,65 +55,72 @@ def default_workers():
         return max(1, os.cpu_count() or 1)
 
 
-# glibc's mallopt parameters: the number of malloc arenas, and the size
-# from which a buffer gets a mapping of its own.
-_M_ARENA_MAX = -8
-_M_MMAP_THRESHOLD = -3
-_arenas_limited = []
-_mmap_threshold_fixed = []
+def _outcome(func, args, kwargs):
+    """Call ``func``; return ``(True, result)`` or ``(False, error)``.
 
-
-def _mallopt_once(done, param, value):
-    """``mallopt(param, value)`` the first time only; 0 or less: nothing.
-
-    ``done`` records the value set, for the whole process.  False where
-    the C library has no ``mallopt``.
+    Runs on eventlet's native threads.  Eventlet's tpool hands back only
+    ``Exception`` and ``eventlet.Timeout``: any other ``BaseException``
+    kills its thread and leaves the waiting green thread blocked for
+    good.  Returned as a value, every error reaches its waiter.
     """
-    if value <= 0 or done:
-        return False
-    done.append(value)
     try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (AttributeError, OSError):
-        return False
-    return bool(mallopt(param, value))
+        return True, func(*args, **kwargs)
+    except BaseException as e:  # noqa: B902 - handed to the waiter
+        return False, e
 
 
-def fix_mmap_threshold(size):
-    """Give every buffer of ``size`` bytes or more a mapping of its own.
-
-    glibc maps a large buffer for itself and unmaps it when it is freed,
-    but after the first such free it raises the threshold to that size
-    (up to 32 MiB), and from then on buffers of a full backup's object
-    (16 MiB) come from the arenas, where what is freed stays resident:
-    about 50 MB more at the peak of a full backup.  A fixed threshold
-    keeps the peak at the data in flight.  Done once per process (0:
-    leave glibc's sliding threshold); a no-op where the C library has
-    no ``mallopt``.
-    """
-    return _mallopt_once(_mmap_threshold_fixed, _M_MMAP_THRESHOLD, size)
-
-
-def limit_malloc_arenas(count):
-    """Ask glibc for at most ``count`` malloc arenas (0: leave it be).
-
-    glibc gives each thread that allocates an arena of its own, up to
-    eight per CPU, and freed buffers stay in it.  Eventlet's tpool runs
-    our work on any of its 20 threads, so the pieces of a few MiB that
-    pass through them end up spread over 20 arenas, which keeps about
-    100 MB more resident than the data in flight.  Done once per
-    process; a no-op where the C library has no ``mallopt``.
-    """
-    return _mallopt_once(_arenas_limited, _M_ARENA_MAX, count)
+def _in_tpool(func, args, kwargs):
+    from eventlet import tpool
+    ok, value = tpool.execute(_outcome, func, args, kwargs)
+    if not ok:
+        raise value
+    return value
 
 
 def execute(func, *args, **kwargs):
-    """Call ``func`` on a native thread when under eventlet, else inline."""
+    """Call ``func`` on a native thread when under eventlet, else inline.
+
+    Whatever ``func`` raises, ``BaseException`` included, is raised here.
+    """
     if eventlet_active():
-        from eventlet import tpool
-        return tpool.execute(func, *args, **kwargs)
+        return _in_tpool(func, args, kwargs)
     return func(*args, **kwargs)
+
+
+def wait_quietly(futures):
+    """Wait for every future in ``futures``, dropping their errors.
+
+    For error paths: the caller is already failing with an error of its
+    own, which must not be replaced by a worker's, and no worker may
+    still touch a buffer or a writer once the caller gives up on them.
+    """
+    for future in futures:
+        if future is None:
+            continue
+        try:
+            future.result()
+        except BaseException:  # noqa: B902,S110 - the caller's error wins
+            pass
+
+
+def add_note(error, text):
+    """Attach ``text`` to ``error`` where Python can (3.11 and later)."""
+    note = getattr(error, 'add_note', None)
+    if note is not None:
+        note(text)
+
+
+def cleanup_keeping_error(error, cleanup, *args):
+    """Run ``cleanup(*args)`` while ``error`` is being raised.
+
+    A failing cleanup never replaces the first error: its own error is
+    attached to the first as a note (nothing is logged, as this may run
+    on a native worker thread).
+    """
+    try:
+        cleanup(*args)
+    except Exception as e:
+        add_note(error, 'while cleaning up after it: %r' % (e,))
 
 
 def tpool_wrap(obj):
@@ -127,39 +137,79 @@ def cooperative_yield():
         time.sleep(0)
 
 
-class WorkerPool(object):
-    """A pool of native workers, usable from green or native threads.
+class SharedThreads(object):
+    """Native threads for tasks of every operation of the process.
 
-    ``submit`` returns an object with a blocking ``result()``.
+    With native threads, a ``ThreadPoolExecutor`` of ``size`` threads.
+    Under eventlet, a gate: eventlet's tpool (its native threads are the
+    process's already) runs at most ``size`` of these tasks at once, the
+    green threads that hand them over waiting their turn at a green
+    semaphore, first come first served.
     """
 
-    def __init__(self, workers=None):
-        self.workers = workers or default_workers()
-        self._green = eventlet_active()
+    def __init__(self, size, name):
+        self.size = max(1, size)
+        self.green = eventlet_active()
+        self.gate = None
+        self.executor = None
+        if self.green:
+            from eventlet import semaphore
+            self.gate = semaphore.Semaphore(self.size)
+        else:
+            self.executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.size, thread_name_prefix=name)
+
+    def shutdown(self):
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+
+
+class WorkerPool(object):
+    """One operation's tasks on native threads, in either service mode.
+
+    ``submit`` returns an object with a blocking ``result()`` that raises
+    whatever the task raised.  The threads are ``shared`` (a process's
+    :class:`SharedThreads`, see :mod:`~cinder_chunked_ext.engine.budget`)
+    or, without it, ``workers`` threads of the pool's own.  ``lane``
+    makes a :class:`Lane` on ``lane_threads`` (default: the same).
+    ``shutdown`` waits for this pool's tasks only.
+    """
+
+    def __init__(self, workers=None, shared=None, lane_threads=None):
+        self._owned = shared is None
+        if shared is None:
+            shared = SharedThreads(workers or default_workers(),
+                                   'chunked-backup')
+        self._threads = shared
+        self._lane_threads = lane_threads or shared
+        self.workers = shared.size
+        self._green = shared.green
         self._lanes = []
         if self._green:
             # Not a GreenPool: its spawn blocks the caller while the pool
             # is busy, which stalls the in-order work the caller does
             # between submissions (writing, handing over to the lanes).
-            self._pool = _GreenWorkers(self.workers)
+            self._pool = _GreenWorkers(shared.size, shared.gate)
         else:
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=self.workers,
-                thread_name_prefix='chunked-backup')
+            self._pool = _SharedSubmitter(shared.executor)
 
     def submit(self, func, *args, **kwargs):
         return self._pool.submit(func, *args, **kwargs)
 
     def lane(self):
-        """A :class:`Lane` whose tasks run in order beside this pool."""
-        lane = _GreenWorkers(1) if self._green else _NativeLane()
+        """A lane whose tasks run one at a time, in submission order."""
+        threads = self._lane_threads
+        lane = (_GreenWorkers(1, threads.gate) if threads.green
+                else _SerialLane(threads.executor))
         self._lanes.append(lane)
         return lane
 
     def shutdown(self):
         for lane in self._lanes:
             lane.shutdown()
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown()
+        if self._owned:
+            self._threads.shutdown()
 
     def __enter__(self):
         return self
@@ -169,33 +219,85 @@ class WorkerPool(object):
         return False
 
 
-class _NativeLane(object):
-    """One native thread running tasks in submission order."""
+class _SharedSubmitter(object):
+    """Submits to a shared executor; ``shutdown`` waits for its own tasks."""
 
-    def __init__(self):
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix='chunked-backup-lane')
+    def __init__(self, executor):
+        self._executor = executor
+        self._futures = set()
 
     def submit(self, func, *args, **kwargs):
-        return self._executor.submit(func, *args, **kwargs)
+        future = self._executor.submit(func, *args, **kwargs)
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
+        return future
 
     def shutdown(self):
-        self._executor.shutdown(wait=True)
+        concurrent.futures.wait(list(self._futures))
+
+
+class _SerialLane(object):
+    """Tasks run one at a time, in order, on a shared executor's threads.
+
+    At most one thread of the executor works for the lane at a time,
+    taking the lane's tasks in turn; no thread of its own.
+    """
+
+    def __init__(self, executor):
+        self._executor = executor
+        self._lock = locks.native_lock()
+        self._queue = collections.deque()
+        self._running = False
+        self._last = None
+
+    def submit(self, func, *args, **kwargs):
+        future = concurrent.futures.Future()
+        with self._lock:
+            self._queue.append((future, func, args, kwargs))
+            self._last = future
+            start = not self._running
+            self._running = True
+        if start:
+            self._executor.submit(self._drain)
+        return future
+
+    def _drain(self):
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._running = False
+                    return
+                future, func, args, kwargs = self._queue.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(func(*args, **kwargs))
+            except BaseException as e:  # noqa: B902 - handed to the waiter
+                future.set_exception(e)
+
+    def shutdown(self):
+        last = self._last
+        if last is not None:
+            concurrent.futures.wait([last])
 
 
 class _GreenWorkers(object):
     """Tasks run on eventlet's native pool, ``count`` at a time.
 
     ``count`` green threads take tasks from a queue, in order, and run
-    each through ``tpool.execute``; the caller gets an event to wait on
-    and never blocks when submitting.  With a count of one the tasks run
-    in submission order (a lane).
+    each through ``tpool.execute``, past ``gate`` (a green semaphore
+    shared by every operation of the process) when one is given; the
+    caller gets an event to wait on and never blocks when submitting.
+    With a count of one the tasks run in submission order (a lane).
+    Whatever a task raises, ``BaseException`` included, reaches its
+    waiter.
     """
 
-    def __init__(self, count=1):
+    def __init__(self, count=1, gate=None):
         import eventlet
         from eventlet import queue
         self._queue = queue.LightQueue()
+        self._gate = gate
         self._threads = [eventlet.spawn(self._run) for _ in range(count)]
 
     def _run(self):
@@ -206,9 +308,21 @@ class _GreenWorkers(object):
                 return
             func, args, kwargs, event = item
             try:
-                event.send(tpool.execute(func, *args, **kwargs))
-            except Exception as e:
+                if self._gate is None:
+                    ok, value = tpool.execute(_outcome, func, args, kwargs)
+                else:
+                    with self._gate:
+                        ok, value = tpool.execute(_outcome, func, args,
+                                                  kwargs)
+            except BaseException as e:  # noqa: B902
+                # Thrown into this green thread (it is being killed): the
+                # task's waiter learns of it, and the thread ends.
                 event.send_exception(e)
+                raise
+            if ok:
+                event.send(value)
+            else:
+                event.send_exception(value)
 
     def submit(self, func, *args, **kwargs):
         from eventlet import event
@@ -244,15 +358,21 @@ class OrderedWindow(object):
 
     def __init__(self, pool, depth):
         self._pool = pool
-        self._depth = max(1, depth)
+        self._depth = depth
         self._pending = collections.deque()
 
     def __len__(self):
         return len(self._pending)
 
     @property
+    def depth(self):
+        """At least 1; a callable depth is asked again at every check."""
+        depth = self._depth() if callable(self._depth) else self._depth
+        return max(1, depth)
+
+    @property
     def full(self):
-        return len(self._pending) >= self._depth
+        return len(self._pending) >= self.depth
 
     def submit(self, tag, func, *args, **kwargs):
         self._pending.append((tag, self._pool.submit(func, *args, **kwargs)))
@@ -273,12 +393,8 @@ class OrderedWindow(object):
         Used on the error path, so that no worker still touches a buffer
         or a writer after the caller has given up on them.
         """
-        while self._pending:
-            _tag, future = self._pending.popleft()
-            try:
-                future.result()
-            except Exception:  # noqa: S110 - the caller already failed
-                pass
+        pending, self._pending = self._pending, collections.deque()
+        wait_quietly(future for _tag, future in pending)
 
 
 class LanePair(object):
@@ -294,7 +410,8 @@ class LanePair(object):
         self.stored = 0
 
     def submit(self, first_step, second_step):
-        while len(self._pending) >= self._depth:
+        depth = self._depth() if callable(self._depth) else self._depth
+        while len(self._pending) >= max(1, depth):
             self._settle()
         self._pending.append(tuple(
             lane.submit(*step) if step else None
@@ -315,11 +432,5 @@ class LanePair(object):
 
     def drain(self):
         """Wait for every step, ignoring errors (the caller failed)."""
-        while self._pending:
-            for future in self._pending.popleft():
-                if future is None:
-                    continue
-                try:
-                    future.result()
-                except Exception:  # noqa: S110 - already failing
-                    pass
+        pending, self._pending = self._pending, collections.deque()
+        wait_quietly(future for pair in pending for future in pair)

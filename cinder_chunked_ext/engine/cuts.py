@@ -58,40 +58,54 @@ def full_objects(driver, source, offset, length):
             yield piece, min(step, stop - piece)
 
 
-def whole_object_bytes(driver, incremental):
+def whole_object_bytes(driver, incremental, share):
     """The largest object a worker stores whole, from one read.
 
     A piece; in a full backup on a store whose writers pass the data on
     as they get it (a file system), also its objects (``[chunked_backup]
     full_backup_object_bytes``, 16 MiB by default) when at least two of
-    them and their stored forms fit in ``max_bytes_in_flight``.  Whole
-    objects are stored side by side, one per worker, where a streamed
-    object passes its pieces through two lanes one object after the other
-    and waits for them at each object's end.  A store that holds each
-    object until it uploads it would hold a third copy of every object in
-    the works.
+    them and their stored forms fit in the operation's ``share`` of the
+    bytes in flight.  Whole objects are stored side by side, one per
+    worker, where a streamed object passes its pieces through two lanes
+    one object after the other and waits for them at each object's end.
+    A store that holds each object until it uploads it would hold a
+    third copy of every object in the works.  An incremental backup
+    stores its changed runs in objects of at most a piece, from the
+    buffers it hashed.
     """
     piece = driver._piece_bytes()
     if incremental or not driver.streams_writes:
         return piece
     full = driver._full_object_bytes()
-    if 4 * full <= driver.settings.max_bytes_in_flight:
+    if 4 * full <= share:
         return max(piece, full)
     return piece
 
 
-def whole_objects_at_once(driver, size, writes_at_once):
+def whole_objects_at_once(driver, size, writes_at_once, share):
     """How many whole objects of up to ``size`` may be in the works.
 
     Pieces: as many as the store finds worth committing at once (their
     commits are mostly waiting; ``max_concurrent_small_writes``).  Larger
     objects (a full backup's) hold a CPU each: one per worker and one more
-    being written, within the memory bound (an object and its stored form
-    each).
+    being written.  Either within the operation's ``share`` of the bytes
+    in flight (an object and its stored form each).
     """
-    settings = driver.settings
-    by_memory = max(1, settings.max_bytes_in_flight // (2 * size))
+    by_memory = max(1, share // (2 * size))
     if size <= driver._piece_bytes():
         small = driver.max_concurrent_small_writes or writes_at_once
         return min(writes_at_once, small, by_memory)
-    return min(writes_at_once, by_memory, settings.workers + 1)
+    return min(writes_at_once, by_memory, driver.settings.workers + 1)
+
+
+def commits_at_once(driver, writes_at_once, share):
+    """How many streamed objects may be committing (uploading) at once.
+
+    As many as the store accepts when its writers pass the data on as
+    they get it; where a writer holds its object until the commit (S3,
+    Swift), also within a quarter of the operation's ``share``.
+    """
+    if driver.streams_writes:
+        return writes_at_once
+    held = max(1, share // (4 * driver._full_object_bytes()))
+    return min(writes_at_once, held)

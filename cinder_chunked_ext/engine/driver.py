@@ -32,6 +32,7 @@ from oslo_log import log as logging
 
 from cinder_chunked_ext import cinder_compat
 from cinder_chunked_ext.engine import backup as backup_path
+from cinder_chunked_ext.engine import budget
 from cinder_chunked_ext.engine import compression
 from cinder_chunked_ext.engine import concurrency
 from cinder_chunked_ext.engine import environment
@@ -44,8 +45,6 @@ LOG = logging.getLogger(__name__)
 MiB = 1024 ** 2
 # The unit of work of the pipelines: read, analysed and written at once.
 PIECE_BYTES = 4 * MiB
-# Pieces the backup's in-order lanes hold (see ``_window_depth``).
-LANE_DEPTH = backup_path.LANE_DEPTH
 
 backup_opts = [
     cfg.StrOpt('backup_compression_algorithm',
@@ -88,14 +87,32 @@ pipeline_opts = [
     cfg.IntOpt('workers',
                default=0,
                min=0,
-               help='Worker threads that hash, compress and decompress. '
-                    '0 means one per CPU available to the service.'),
+               help='Worker threads that hash, compress and decompress, '
+                    'shared by every backup and restore the process runs '
+                    'at once (cinder-backup runs up to '
+                    'backup_max_operations of them). 0 means one per CPU '
+                    'available to the service.'),
+    cfg.IntOpt('io_threads',
+               default=16,
+               min=1,
+               help='Threads that write, upload, commit and sync objects, '
+                    'shared by every backup and restore the process runs '
+                    'at once. Under eventlet these are the tasks that may '
+                    'occupy eventlet\'s native thread pool at the same '
+                    'time besides the workers.'),
     cfg.IntOpt('max_bytes_in_flight',
                default=128 * MiB,
                min=8 * MiB,
-               help='Upper bound, in bytes, of volume data a backup or '
-                    'restore holds in memory at once (pieces waiting to '
-                    'be hashed, compressed or written).'),
+               help='Upper bound, in bytes, of the volume data that all the '
+                    'backups and restores of the process together hold in '
+                    'memory at once: pieces read and not yet written, '
+                    'their compressed or decompressed forms, and objects '
+                    'waiting for their upload. Each running operation may '
+                    'hold an equal part of it, and never less than the few '
+                    'pieces of 4 MiB it needs to make progress (about 24 '
+                    'MiB), so the bound holds up to about five operations '
+                    'at once per 128 MiB. The interpreter, the libraries '
+                    'and the codecs\' state come on top.'),
     cfg.BoolOpt('verify_checksums_on_restore',
                 default=True,
                 help="Check every object's MD5 recorded at backup time "
@@ -158,6 +175,7 @@ class EngineSettings:
     workers: int
     max_bytes_in_flight: int
     verify_checksums: bool
+    io_threads: int = 16
     full_backup_object_bytes: int = 0
     malloc_arena_max: int = 0
     malloc_mmap_threshold: int = 0
@@ -175,6 +193,7 @@ class EngineSettings:
             workers=group.workers or concurrency.default_workers(),
             max_bytes_in_flight=group.max_bytes_in_flight,
             verify_checksums=group.verify_checksums_on_restore,
+            io_threads=group.io_threads,
             full_backup_object_bytes=group.full_backup_object_bytes,
             malloc_arena_max=group.malloc_arena_max,
             malloc_mmap_threshold=group.malloc_mmap_threshold,
@@ -292,15 +311,6 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
             return self.chunk_size_bytes
         return min(self.chunk_size_bytes, max(1, wanted // block) * block)
 
-    def _window_depth(self):
-        """Pieces the pool may hold: enough to keep every worker busy.
-
-        More would only hold memory (the lanes, not the pool, set the
-        pace); fewer if ``max_bytes_in_flight`` says so.
-        """
-        pieces = self.settings.max_bytes_in_flight // self._piece_bytes()
-        return max(2, min(pieces - LANE_DEPTH, 3 * self.settings.workers))
-
     # -- repository documents ----------------------------------------------
 
     def _metadata_filename(self, backup):
@@ -357,8 +367,8 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
 
     def _tune_malloc(self):
         """Apply the process-wide malloc settings (once per process)."""
-        concurrency.limit_malloc_arenas(self.settings.malloc_arena_max)
-        concurrency.fix_mmap_threshold(self.settings.malloc_mmap_threshold)
+        budget.limit_malloc_arenas(self.settings.malloc_arena_max)
+        budget.fix_mmap_threshold(self.settings.malloc_mmap_threshold)
 
     def backup(self, backup, volume_file, backup_metadata=True):
         """Back up ``volume_file``; incremental when ``parent_id`` is set.

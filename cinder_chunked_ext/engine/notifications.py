@@ -12,11 +12,23 @@
 
 """Progress notifications of a running backup.
 
-``backup.createprogress`` goes out every N objects, on a timer, and at
-100%, as upstream sends it.  The timer is checked as data flows rather
-than run on a thread or a looping call of its own: the notification
-reads the run's object list, which only the backup's own thread changes,
-and the check behaves the same under eventlet and native threads.
+``backup.createprogress`` goes out as upstream sends it: each time the
+backup has gone through ``backup_object_number_per_notification`` more
+chunks of the volume (upstream stores one object per chunk, so the
+option counts chunks there), on a timer of ``backup_timer_interval``
+seconds, and at 100%.  Counting in volume bytes keeps upstream's
+cadence although our objects are smaller than a chunk.
+
+Upstream puts the whole object list of the backup in every message,
+which grows with the volume; here ``list`` holds at most
+``LISTED_OBJECTS`` entries, the objects written since the previous
+notification (the newest of them), and ``object_count`` the number of
+objects written so far.  Every message is bounded.
+
+The timer is checked as data flows rather than run on a thread or a
+looping call of its own: the notification reads the run's object list,
+which only the backup's own thread changes, and the check behaves the
+same under eventlet and native threads.
 """
 
 import time
@@ -25,33 +37,36 @@ from oslo_log import log as logging
 
 LOG = logging.getLogger(__name__)
 
+#: The most object entries one notification lists.
+LISTED_OBJECTS = 32
+
 
 class ProgressNotifier(object):
-    """Sends a backup's progress: on a timer, every N objects, at 100%."""
+    """Sends a backup's progress: on a timer, every N chunks, at 100%."""
 
-    def __init__(self, env, job, settings, enabled_timer):
+    def __init__(self, env, job, settings, enabled_timer, chunk_bytes):
         self._env = env
         self._job = job
         self._interval = settings.timer_interval
-        self._every = settings.objects_per_notification
+        self._every = max(1, settings.objects_per_notification *
+                          max(1, chunk_bytes))
+        self._next = self._every
         # As upstream's looping call: an interval of 0 fires at once.
         self._timer = enabled_timer and self._interval >= 0
         self._last = time.monotonic()
-        self._objects_since = 0
-        # The objects' entries, converted once each: a notification every
-        # few objects must not convert the whole list again.
-        self._entries = []
+        self._listed = 0        # objects already reported
 
-    def _object_entries(self):
+    def _new_entries(self):
         objects = self._job.metadata.objects
-        self._entries.extend(o.to_json_entry()
-                             for o in objects[len(self._entries):])
-        return list(self._entries)
+        first = max(self._listed, len(objects) - LISTED_OBJECTS)
+        self._listed = len(objects)
+        return [o.to_json_entry() for o in objects[first:]]
 
     def _send(self, percent):
         job = self._job
         info = {'id': job.next_number,
-                'list': self._object_entries(),
+                'list': self._new_entries(),
+                'object_count': len(job.metadata.objects),
                 'prefix': job.prefix,
                 'volume_meta': job.metadata.volume_meta,
                 'backup_percent': percent}
@@ -75,15 +90,22 @@ class ProgressNotifier(object):
         return (self._timer and
                 time.monotonic() - self._last >= self._interval)
 
+    def _bytes_due(self):
+        """True when the backup went through N more chunks' worth."""
+        done = self._job.bytes_done
+        if done < self._next:
+            return False
+        self._next = (done // self._every + 1) * self._every
+        return True
+
     def tick(self):
-        """Send a notification when the timer's interval has passed."""
-        if self.due():
+        """Send a notification when one is due: by bytes or by time."""
+        if self._bytes_due() or self.due():
             self._send(self.percent())
 
     def object_written(self):
-        self._objects_since += 1
-        if self._objects_since >= self._every:
-            self._objects_since = 0
+        """An object is stored (its bytes counted in ``bytes_done``)."""
+        if self._bytes_due():
             self._send(self.percent())
 
     def finished(self):

@@ -24,6 +24,7 @@ import collections
 import hashlib
 import io
 
+from cinder_chunked_ext.engine import budget
 from cinder_chunked_ext.engine import compression
 from cinder_chunked_ext.engine import concurrency
 from cinder_chunked_ext.engine import manifest
@@ -32,8 +33,6 @@ from cinder_chunked_ext import exception
 
 GiB = 1024 ** 3
 MAX_CHAIN_LENGTH = 10000
-# Decoded pieces read ahead, and MD5 steps pending, on the lanes.
-LANE_DEPTH = 8
 # The largest stored form of a zero object that is read to recognise it.
 ZERO_FORM_MAX_BYTES = 1024 * 1024
 
@@ -111,13 +110,14 @@ def read_exactly(reader, size):
 
 
 def decoded_pieces(driver, backup, container, obj, extra_metadata,
-                   decode_lane=None, md5_lane=None):
+                   decode_lane=None, md5_lane=None, depth=budget.LANE_DEPTH):
     """Yield the decompressed data of ``obj`` in pieces; check it.
 
     The length and (unless the driver's settings disable it) the MD5 are
     checked after the last piece: the generator raises CorruptBackup or
     ChecksumMismatch naming the object instead of finishing.  With lanes,
-    reading and decompressing run ahead on one and the MD5 on another.
+    reading and decompressing run ahead on one and the MD5 on another,
+    at most ``depth`` pieces each.
     """
     reader, decoded = concurrency.execute(
         _open_decoded, driver, container, obj, extra_metadata)
@@ -130,7 +130,7 @@ def decoded_pieces(driver, backup, container, obj, extra_metadata,
     def next_piece():
         if decode_lane is None:
             return concurrency.execute(read_exactly, decoded, step)
-        while len(reads) < LANE_DEPTH:
+        while len(reads) < depth:
             reads.append(decode_lane.submit(read_exactly, decoded, step))
         return reads.popleft().result()
 
@@ -151,19 +151,19 @@ def decoded_pieces(driver, backup, container, obj, extra_metadata,
             if md5_lane is None:
                 md5.update(data)
             else:
-                while len(digests) >= LANE_DEPTH:
+                while len(digests) >= depth:
                     digests.popleft().result()
                 digests.append(md5_lane.submit(md5.update, data))
             yield data
         while digests:
             digests.popleft().result()
-    finally:
-        for future in list(reads) + list(digests):
-            try:
-                future.result()
-            except Exception:  # noqa: S110 - already failing
-                pass
-        concurrency.execute(reader.__exit__, None, None, None)
+    except BaseException as e:
+        # GeneratorExit too: nothing may still read once we give up.
+        concurrency.wait_quietly(list(reads) + list(digests))
+        concurrency.cleanup_keeping_error(e, concurrency.execute,
+                                          reader.__exit__, None, None, None)
+        raise
+    concurrency.execute(reader.__exit__, None, None, None)
     if total != obj.length:
         raise exception.CorruptBackup(
             backup_id=backup['id'],

@@ -76,23 +76,38 @@ class PieceResult:
     zero: bool
     hashes: typing.Optional[typing.List[str]]   # None when not asked for
     encoded: typing.Optional[bytes]   # None: raw, or encoded in order
+    #: True when compressing the piece saves nothing (random data).
+    incompressible: bool = False
 
 
-def analyse_piece(data, block_size, piece_encoder, want_hashes, zero=None):
+def analyse_piece(data, block_size, piece_encoder, want_hashes, zero=None,
+                  probe=None):
     """Zero-test, hash and compress one piece (a worker's job).
 
     ``zero`` is True when the piece is known to be zeros (a hole).
+    ``probe`` tells whether the data compresses, for codecs that are not
+    split into pieces (see :func:`compression.looks_incompressible`).
     """
     if zero is None:
         zero = is_zero(data)
     hashes = block_hashes(data, block_size, zero) if want_hashes else None
     encoded = piece_encoder(data, zero) if piece_encoder else None
-    return PieceResult(data, zero, hashes, encoded)
+    if zero:
+        incompressible = False
+    elif encoded is not None:
+        incompressible = len(encoded) >= len(data)
+    else:
+        incompressible = bool(probe and probe(data))
+    return PieceResult(data, zero, hashes, encoded, incompressible)
 
 
-def hash_piece(data, block_size):
-    """Only the block hashes of a piece (an incremental's hashing pass)."""
-    return block_hashes(data, block_size, is_zero(data))
+def hash_piece(start, size, data, block_size):
+    """``(start, size, block hashes, data)`` of a piece read by the caller.
+
+    An incremental's hashing pass (a worker's job): the data is handed
+    on, to be stored from the same buffer.
+    """
+    return start, size, block_hashes(data, block_size, is_zero(data)), data
 
 
 def changed_extents(hashes, parent_hashes, first_block, base_offset,
@@ -126,14 +141,29 @@ class ChangedRuns(object):
     ``feed`` takes the hashes of the chunk's pieces in order and returns
     the runs (``(offset, length)``) known to be complete: a run that
     reaches the end of a piece is held back, as the next piece may carry
-    it on; ``finish`` returns it at the chunk's end.  Fed a whole chunk,
-    the runs are those of :func:`changed_extents`.
+    it on; ``finish`` returns it at the chunk's end.  A run longer than
+    ``max_length`` (a whole number of blocks) is returned in parts of
+    ``max_length`` as soon as each is complete.  Fed a whole chunk with
+    no ``max_length``, the runs are those of :func:`changed_extents`.
     """
 
-    def __init__(self, parent_hashes, block_size):
+    def __init__(self, parent_hashes, block_size, max_length=None):
         self._parent = parent_hashes
         self._block = block_size
+        self._max = max_length
         self._open = None       # (offset, length) reaching the last end
+
+    @property
+    def open_start(self):
+        """Where the run still held back starts (None if there is none)."""
+        return self._open[0] if self._open is not None else None
+
+    def _cut(self, run, done):
+        """Move whole ``max_length`` parts of ``run`` to ``done``."""
+        while self._max and run[1] > self._max:
+            done.append((run[0], self._max))
+            run = (run[0] + self._max, run[1] - self._max)
+        return run
 
     def feed(self, piece_offset, hashes, piece_length):
         done = []
@@ -142,11 +172,11 @@ class ChangedRuns(object):
                 hashes, self._parent, piece_offset // self._block,
                 piece_offset, self._block, piece_length):
             if run is not None and run[0] + run[1] == start:
-                run = (run[0], run[1] + length)
+                run = self._cut((run[0], run[1] + length), done)
                 continue
             if run is not None:
                 done.append(run)
-            run = (start, length)
+            run = self._cut((start, length), done)
         if run is not None and run[0] + run[1] < piece_offset + piece_length:
             done.append(run)
             run = None
@@ -156,6 +186,46 @@ class ChangedRuns(object):
     def finish(self):
         run, self._open = self._open, None
         return [run] if run is not None else []
+
+
+class HeldPieces(object):
+    """Pieces read and hashed, kept until the runs over them are stored.
+
+    An incremental backup stores its changed runs from the very buffers
+    it hashed: the volume is read once, and what the sha256file records
+    is what the objects hold, even if the volume changes meanwhile.
+    """
+
+    def __init__(self):
+        self._pieces = []       # (offset, data), in order
+
+    def add(self, offset, data):
+        self._pieces.append((offset, data))
+
+    def drop_before(self, offset):
+        """Forget the pieces that end at or before ``offset``."""
+        self._pieces = [(start, data) for start, data in self._pieces
+                        if start + len(data) > offset]
+
+    def take(self, offset, length):
+        """The bytes of ``[offset, offset + length)``, from held pieces.
+
+        A view into one piece when the range lies in one, else a copy.
+        """
+        end = offset + length
+        parts = []
+        for start, data in self._pieces:
+            stop = start + len(data)
+            if stop <= offset or start >= end:
+                continue
+            view = memoryview(data)[max(offset, start) - start:
+                                    min(end, stop) - start]
+            parts.append(view)
+        got = sum(len(part) for part in parts)
+        if got != length:
+            raise ValueError('pieces held cover %d of the %d bytes at %d'
+                             % (got, length, offset))
+        return parts[0] if len(parts) == 1 else b''.join(parts)
 
 
 # The step in which an object's leading zeros are finally hashed.

@@ -41,6 +41,7 @@ import collections
 from oslo_log import log as logging
 
 from cinder_chunked_ext import cinder_compat
+from cinder_chunked_ext.engine import budget
 from cinder_chunked_ext.engine import concurrency
 from cinder_chunked_ext.engine import objects
 from cinder_chunked_ext.engine import pipeline
@@ -49,8 +50,6 @@ from cinder_chunked_ext import exception
 
 LOG = logging.getLogger(__name__)
 
-# Pieces pending on the write lane of a streamed object.
-LANE_DEPTH = 8
 # Bytes written to the volume between two syncs.  Upstream syncs after
 # every object, which costs a disk flush per object once objects are
 # small; what matters is that the restore is on disk when it returns.
@@ -150,16 +149,18 @@ class LayerRestore(object):
         self._lengths = collections.Counter()
         self._write = (volume_io.write_skipping_zeros if volume_is_new
                        else volume_io.write_at)
+        self.op = None      # the operation's budget, while ``run`` runs
 
     def run(self):
-        # The head object may hold up to half of the bound in memory; the
-        # objects fetched ahead share a quarter (two of the 16 MiB
-        # objects of a full backup with the default bound: one per core
-        # here), the rest is for the decoders' and the writes' buffers.
-        bound = self.settings.max_bytes_in_flight
-        budget = bound // 4
-        with concurrency.WorkerPool(self.settings.workers) as pool:
-            lanes = (pool.lane(), pool.lane(), pool.lane())
+        # The head object may hold up to half of the operation's share of
+        # the bytes in flight; the objects fetched ahead share a quarter
+        # (two of the 16 MiB objects of a full backup with the default
+        # bound and one operation), the rest is for the decoders' and the
+        # writes' buffers.  The share is asked again before every object.
+        with budget.for_settings(self.settings).operation() as op:
+            self.op = op
+            pool = op.cpu
+            lanes = (op.lane(), op.lane(), op.lane())
             ahead = collections.deque()     # (object, future or None)
             held = 0
             unsynced = 0
@@ -171,7 +172,7 @@ class LayerRestore(object):
                         ahead.append((obj, _DONE_NOTHING
                                       if self._known_zeros(obj) else None))
                     while (waiting and self._holdable(waiting[0]) and
-                           held + waiting[0].length <= budget):
+                           held + waiting[0].length <= op.share() // 4):
                         obj = waiting.popleft()
                         future = _DONE_NOTHING
                         if not self._known_zeros(obj):
@@ -203,19 +204,15 @@ class LayerRestore(object):
                         concurrency.execute(self.volume_file.flush)
                     concurrency.cooperative_yield()
             finally:
-                for _obj, future in ahead:
-                    if future is not None:
-                        try:
-                            future.result()
-                        except Exception:  # noqa: S110 - already failing
-                            pass
+                concurrency.wait_quietly(future for _obj, future in ahead)
 
     def _holdable(self, obj):
         """Small enough to verify in memory before writing any of it.
 
-        With the default bound of 128 MiB that includes S3's 50 MB objects.
+        With the default bound of 128 MiB and one operation that includes
+        S3's 50 MB objects.
         """
-        return obj.length <= self.settings.max_bytes_in_flight // 2
+        return obj.length <= self.op.share() // 2
 
     def _check_status(self):
         requested = self.requested_backup
@@ -245,7 +242,8 @@ class LayerRestore(object):
                                                                     None)
         return objects.decoded_pieces(
             self.driver, self.backup, self.container, obj,
-            self.extra_metadata, decode_lane=decode_lane, md5_lane=md5_lane)
+            self.extra_metadata, decode_lane=decode_lane, md5_lane=md5_lane,
+            depth=self.op.lane_depth(self.driver._piece_bytes()))
 
     def _fetch_verified(self, obj, lanes=None):
         """All of ``obj``'s data, decompressed and checked (a worker's job).
@@ -293,11 +291,12 @@ class LayerRestore(object):
         write_lane = lanes[2]
         writes = collections.deque()
         offset = obj.offset
+        depth = self.op.lane_depth(self.driver._piece_bytes())
         try:
             for data in self._decoded(obj, lanes):
                 if not write:
                     continue
-                while len(writes) >= LANE_DEPTH:
+                while len(writes) >= depth:
                     writes.popleft().result()
                 writes.append(write_lane.submit(self._write,
                                                 self.volume_file, offset,
@@ -306,8 +305,4 @@ class LayerRestore(object):
             while writes:
                 writes.popleft().result()
         finally:
-            for future in writes:
-                try:
-                    future.result()
-                except Exception:  # noqa: S110 - already failing
-                    pass
+            concurrency.wait_quietly(writes)

@@ -39,6 +39,7 @@ import sys
 
 from cinder_chunked_ext.engine import concurrency
 from cinder_chunked_ext.engine import pipeline
+from cinder_chunked_ext import exception
 
 ONE_MIB = 1024 * 1024
 
@@ -147,6 +148,24 @@ class VolumeSource(object):
             left -= len(data)
         return parts[0] if len(parts) == 1 else b''.join(parts)
 
+    def read_exactly(self, offset, size):
+        """``size`` bytes at ``offset``, read through the volume file."""
+        data = self.read_at(offset, size)
+        check_length(data, offset, size)
+        return data
+
+    def load_piece(self, offset, size):
+        """``(data, zero)`` of a piece, read on this worker (direct only).
+
+        ``zero`` is True for a hole (the data is then a shared buffer of
+        zeros), None when the data has to be tested.
+        """
+        data = self.load(offset, size)
+        if data is None:
+            return pipeline.zeros(size), True
+        check_length(data, offset, size)
+        return data, None
+
     def _tell_or_zero(self):
         try:
             return self._file.tell()
@@ -183,6 +202,14 @@ class VolumeSource(object):
         data = self._read_stream(size)
         self._pos = offset + len(data)
         return data
+
+
+def check_length(data, start, size):
+    """Refuse a read that came back short: the volume ended early."""
+    if len(data) != size:
+        raise exception.InvalidVolume(
+            reason='the volume ended at offset %d while reading %d '
+                   'bytes at %d' % (start + len(data), size, start))
 
 
 def _proxied_object(volume_file):

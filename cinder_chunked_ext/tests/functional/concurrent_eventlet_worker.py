@@ -81,8 +81,17 @@ def changed_data(data, index):
     return bytes(out)
 
 
-def changed_runs(old, new, block=SHA, chunk=CHUNK):
-    """The ``(offset, length)`` an incremental backup stores."""
+def changed_runs(old, new, block=SHA, chunk=CHUNK, piece=PIECE):
+    """The ``(offset, length)`` an incremental backup stores.
+
+    Runs of changed blocks within a chunk, in objects of at most a piece.
+    """
+    return [(start + cut, min(piece, length - cut))
+            for start, length in _whole_runs(old, new, block, chunk)
+            for cut in range(0, length, piece)]
+
+
+def _whole_runs(old, new, block, chunk):
     runs = []
     for chunk_start in range(0, len(new), chunk):
         chunk_end = min(chunk_start + chunk, len(new))

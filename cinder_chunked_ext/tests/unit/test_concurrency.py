@@ -32,6 +32,7 @@ import fixtures
 import testtools
 
 import cinder_chunked_ext
+from cinder_chunked_ext.engine import budget
 from cinder_chunked_ext.engine import concurrency
 from cinder_chunked_ext.engine import driver as chunked
 from cinder_chunked_ext.engine import pipeline
@@ -204,7 +205,9 @@ class NativeEngineTestCase(base.DriverTestCase):
         driver = self.make_driver(workers=3, group=chunked.PIPELINE_GROUP)
         driver.settings = dataclasses.replace(
             driver.settings, max_bytes_in_flight=base.PIECE)
-        self.assertEqual(2, driver._window_depth())
+        with budget.for_settings(driver.settings).operation() as op:
+            self.assertEqual(2, op.window_depth(driver._piece_bytes()))
+            self.assertEqual(2, op.lane_depth(driver._piece_bytes()))
         data = base.mixed_volume(chunks=4, tail=10)
         backup = self.make_backup(data, driver=driver)
         self.assertEqual(base.sha256_list(data), self.sha256s(backup))
@@ -379,18 +382,18 @@ class MallocArenasTestCase(testtools.TestCase):
 
     def setUp(self):
         super().setUp()
-        self.useFixture(fixtures.MockPatchObject(concurrency,
-                                                 '_arenas_limited', []))
+        self.useFixture(fixtures.MockPatchObject(budget, '_arenas_limited',
+                                                 []))
 
     def test_limit_malloc_arenas_zero_left_alone(self):
-        self.assertFalse(concurrency.limit_malloc_arenas(0))
-        self.assertEqual([], concurrency._arenas_limited)
+        self.assertFalse(budget.limit_malloc_arenas(0))
+        self.assertEqual([], budget._arenas_limited)
 
     def test_limit_malloc_arenas_once_per_process(self):
-        concurrency.limit_malloc_arenas(8)
-        self.assertEqual([8], concurrency._arenas_limited)
-        self.assertFalse(concurrency.limit_malloc_arenas(4))
-        self.assertEqual([8], concurrency._arenas_limited)
+        budget.limit_malloc_arenas(8)
+        self.assertEqual([8], budget._arenas_limited)
+        self.assertFalse(budget.limit_malloc_arenas(4))
+        self.assertEqual([8], budget._arenas_limited)
 
 
 class MmapThresholdTestCase(testtools.TestCase):
@@ -398,7 +401,7 @@ class MmapThresholdTestCase(testtools.TestCase):
     def setUp(self):
         super().setUp()
         self.useFixture(fixtures.MockPatchObject(
-            concurrency, '_mmap_threshold_fixed', []))
+            budget, '_mmap_threshold_fixed', []))
         self.calls = []
         calls = self.calls
 
@@ -408,25 +411,25 @@ class MmapThresholdTestCase(testtools.TestCase):
                 return 1
 
         self.useFixture(fixtures.MockPatchObject(
-            concurrency.ctypes, 'CDLL', lambda _name: Libc()))
+            budget.ctypes, 'CDLL', lambda _name: Libc()))
 
     def test_fixed_threshold_given_to_mallopt(self):
-        self.assertTrue(concurrency.fix_mmap_threshold(8 * 1024 * 1024))
+        self.assertTrue(budget.fix_mmap_threshold(8 * 1024 * 1024))
         self.assertEqual([(-3, 8 * 1024 * 1024)], self.calls)
 
     def test_zero_leaves_glibc_sliding_threshold(self):
-        self.assertFalse(concurrency.fix_mmap_threshold(0))
+        self.assertFalse(budget.fix_mmap_threshold(0))
         self.assertEqual([], self.calls)
 
     def test_once_per_process(self):
-        concurrency.fix_mmap_threshold(8 * 1024 * 1024)
-        self.assertFalse(concurrency.fix_mmap_threshold(4 * 1024 * 1024))
+        budget.fix_mmap_threshold(8 * 1024 * 1024)
+        self.assertFalse(budget.fix_mmap_threshold(4 * 1024 * 1024))
         self.assertEqual([(-3, 8 * 1024 * 1024)], self.calls)
 
     def test_no_mallopt_is_no_op(self):
         self.useFixture(fixtures.MockPatchObject(
-            concurrency.ctypes, 'CDLL', mock_oserror))
-        self.assertFalse(concurrency.fix_mmap_threshold(8 * 1024 * 1024))
+            budget.ctypes, 'CDLL', mock_oserror))
+        self.assertFalse(budget.fix_mmap_threshold(8 * 1024 * 1024))
 
 
 def mock_oserror(_name):
@@ -440,10 +443,10 @@ class DriverTunesMallocTestCase(base.DriverTestCase):
         super().setUp()
         self.tuned = []
         self.useFixture(fixtures.MockPatchObject(
-            concurrency, 'fix_mmap_threshold',
+            budget, 'fix_mmap_threshold',
             lambda size: self.tuned.append(('mmap', size))))
         self.useFixture(fixtures.MockPatchObject(
-            concurrency, 'limit_malloc_arenas',
+            budget, 'limit_malloc_arenas',
             lambda count: self.tuned.append(('arenas', count))))
 
     def test_backup_and_restore_apply_configured_values(self):

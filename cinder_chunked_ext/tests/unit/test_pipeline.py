@@ -64,8 +64,8 @@ class BlockHashesTestCase(testtools.TestCase):
         data = bytes(size)
         self.assertEqual(pipeline.block_hashes(data, BLOCK),
                          pipeline.block_hashes(data, BLOCK, zero=True))
-        self.assertEqual(pipeline.block_hashes(data, BLOCK),
-                         pipeline.hash_piece(data, BLOCK))
+        self.assertEqual((0, size, pipeline.block_hashes(data, BLOCK), data),
+                         pipeline.hash_piece(0, size, data, BLOCK))
 
     def test_block_hashes_empty_no_hashes(self):
         self.assertEqual([], pipeline.block_hashes(b'', BLOCK))

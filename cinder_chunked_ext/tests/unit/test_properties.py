@@ -198,8 +198,16 @@ def md5_hex(data):
 def changed_runs(old, new, geometry):
     """What an incremental backup must store, as ``(offset, length)``.
 
-    Runs of changed blocks, cut at chunk boundaries.
+    Runs of changed blocks, cut at chunk boundaries, in objects of at
+    most a piece.
     """
+    return [(start + cut, min(geometry.piece, length - cut))
+            for start, length in _whole_runs(old, new, geometry)
+            for cut in range(0, length, geometry.piece)]
+
+
+def _whole_runs(old, new, geometry):
+    """Runs of changed blocks, cut at chunk boundaries."""
     runs = []
     old_h = block_hashes(old, geometry.block)
     new_h = block_hashes(new, geometry.block)
@@ -702,3 +710,28 @@ class ChangedRunsTestCase(testtools.TestCase):
             found.extend(runs.feed(piece_offset, hashes[a:b], piece_length))
         found.extend(runs.finish())
         self.assertEqual(whole, found)
+
+    @_settings(300)
+    @given(blocks=st.integers(1, 40), changed=st.sets(st.integers(0, 39)),
+           cuts=st.sets(st.integers(1, 39)), cap=st.integers(1, 6),
+           tail=st.integers(0, 3))
+    def test_runs_capped_whole_runs_cut_at_cap(self, blocks, changed, cuts,
+                                               cap, tail):
+        block = 4
+        parent = ['p%d' % i for i in range(40)]
+        hashes = [('x%d' if i in changed else 'p%d') % i
+                  for i in range(blocks)]
+        length = blocks * block - (tail if blocks else 0)
+        limit = cap * block
+        whole = pipeline.changed_extents(hashes, parent, 0, 0, block, length)
+        expected = [(start + cut, min(limit, size - cut))
+                    for start, size in whole
+                    for cut in range(0, size, limit)]
+        runs = pipeline.ChangedRuns(parent, block, max_length=limit)
+        found = []
+        bounds = [0] + sorted(c for c in cuts if c < blocks) + [blocks]
+        for a, b in zip(bounds, bounds[1:]):
+            piece_length = min(b * block, length) - a * block
+            found.extend(runs.feed(a * block, hashes[a:b], piece_length))
+        found.extend(runs.finish())
+        self.assertEqual(expected, found)

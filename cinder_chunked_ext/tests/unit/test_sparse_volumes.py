@@ -469,6 +469,7 @@ class WholeObjectsAtOnceTestCase(testtools.TestCase):
         settings = Settings()
         settings.workers = workers
         settings.max_bytes_in_flight = in_flight
+        self.share = in_flight
 
         class Driver(object):
             max_concurrent_small_writes = small
@@ -481,24 +482,25 @@ class WholeObjectsAtOnceTestCase(testtools.TestCase):
 
     def test_pieces_as_many_as_the_store_finds_worth(self):
         self.assertEqual(4, cuts.whole_objects_at_once(
-            self.driver(small=4), 32 * KiB, 16))
+            self.driver(small=4), 32 * KiB, 16, self.share))
 
     def test_pieces_all_commits_when_store_says_nothing(self):
         self.assertEqual(16, cuts.whole_objects_at_once(
-            self.driver(small=None), 32 * KiB, 16))
+            self.driver(small=None), 32 * KiB, 16, self.share))
 
     def test_pieces_never_more_than_commits_or_memory(self):
         self.assertEqual(3, cuts.whole_objects_at_once(
-            self.driver(small=8), 32 * KiB, 3))
+            self.driver(small=8), 32 * KiB, 3, self.share))
         self.assertEqual(2, cuts.whole_objects_at_once(
-            self.driver(small=8, in_flight=16 * MiB), 4 * MiB, 16))
+            self.driver(small=8, in_flight=16 * MiB), 4 * MiB, 16,
+            self.share))
 
     def test_large_objects_one_per_worker_whatever_small_says(self):
         self.assertEqual(9, cuts.whole_objects_at_once(
             self.driver(small=4, workers=8, in_flight=1024 * MiB), 16 * MiB,
-            16))
+            16, self.share))
         self.assertEqual(3, cuts.whole_objects_at_once(
-            self.driver(small=4, workers=2), 16 * MiB, 16))
+            self.driver(small=4, workers=2), 16 * MiB, 16, self.share))
 
     def test_posix_small_writes_fewer_than_commits(self):
         store = posix_store.PosixStore
