@@ -103,9 +103,9 @@ WORDS = [b'INFO', b'DEBUG', b'WARNING', b'req-3f2a', b'volume', b'backup',
 
 # -- the data ---------------------------------------------------------------
 
-def make_volume(path, size):
+def make_volume(path, size, seed=20261126):
     """40% zero runs, 30% random, 30% log-like text; deterministic."""
-    rnd = random.Random(20261126)
+    rnd = random.Random(seed)
     written = 0
     with open(path, 'wb') as f:
         while written < size:
@@ -406,6 +406,55 @@ def have_upstream(backend):
                for client in ('boto3', 'swift'))
 
 
+def runnable_impls(impls, backend):
+    """``impls`` without upstream where it cannot run; never empty."""
+    impls = list(impls)
+    if 'upstream' in impls and not have_upstream(backend):
+        print('(upstream skipped: cinder is not importable; run '
+              '"tox -e benchmark" to compare)')
+        impls.remove('upstream')
+    if not impls:
+        raise SystemExit('nothing to run')
+    return impls
+
+
+def run_process(script, argv, args, backend, server, label, timeout=None):
+    """Run ``script`` in a process of its own; its last line, as JSON.
+
+    Before it starts, the page cache is written back (and evicted with
+    ``--cold``).  A failure or ``timeout`` seconds exits with its output.
+    """
+    cmd = [sys.executable, '-W', 'ignore', script] + argv
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        [ROOT] + [p for p in [env.get('PYTHONPATH')] if p])
+    env.update(backend.phase_environment(server))
+    # Earlier phases leave gigabytes dirty in the page cache: write them
+    # back now, so that no phase pays for another's writeback.
+    os.sync()
+    if args.cold:
+        evict(backend.cold_paths(server, args.workdir), args.cold)
+    try:
+        out = subprocess.run(cmd, capture_output=True, env=env, text=True,
+                             timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        out = subprocess.CompletedProcess(cmd, 'killed after %d s' % timeout,
+                                          e.stdout, e.stderr or '')
+    if out.returncode:
+        stderr = out.stderr
+        if isinstance(stderr, bytes):
+            stderr = stderr.decode(errors='replace')
+        # Beside the work directory, which goes when the run ends.
+        log = os.path.join(os.path.dirname(args.workdir),
+                           'benchmark-failed.log')
+        with open(log, 'w') as f:
+            f.write(stderr)
+        raise SystemExit('%s failed (exit status %s); all it wrote is in '
+                         '%s, which ends:\n%s'
+                         % (label, out.returncode, log, stderr[-8000:]))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 class Runner(object):
     """Runs the phases of one configuration for one implementation."""
 
@@ -417,32 +466,18 @@ class Runner(object):
     def spawn(self, mode, impl, config, phase, location, records, source,
               parent):
         compression, chunk = CONFIGS[config]
-        cmd = [sys.executable, '-W', 'ignore', PHASE_SCRIPT,
-               '--concurrency', mode, '--impl', impl, '--phase', phase,
-               '--compression', compression, '--volume', self.args.volume,
-               '--source', source, '--records', records,
-               '--backend', self.backend.name,
-               '--location', json.dumps(location)]
+        argv = ['--concurrency', mode, '--impl', impl, '--phase', phase,
+                '--compression', compression, '--volume', self.args.volume,
+                '--source', source, '--records', records,
+                '--backend', self.backend.name,
+                '--location', json.dumps(location)]
         if chunk:
-            cmd += ['--chunk-size', str(chunk)]
+            argv += ['--chunk-size', str(chunk)]
         if parent:
-            cmd += ['--parent', parent]
-        env = dict(os.environ)
-        env['PYTHONPATH'] = os.pathsep.join(
-            [ROOT] + [p for p in [env.get('PYTHONPATH')] if p])
-        env.update(self.backend.phase_environment(self.server))
-        # Earlier phases leave gigabytes dirty in the page cache: write
-        # them back now, so that no phase pays for another's writeback.
-        os.sync()
-        if self.args.cold:
-            evict(self.backend.cold_paths(self.server, self.args.workdir),
-                  self.args.cold)
-        out = subprocess.run(cmd, capture_output=True, env=env, text=True)
-        if out.returncode:
-            raise SystemExit('%s %s %s %s failed (exit status %d):\n%s'
-                             % (mode, impl, config, phase, out.returncode,
-                                out.stderr[-4000:]))
-        return json.loads(out.stdout.strip().splitlines()[-1])
+            argv += ['--parent', parent]
+        return run_process(PHASE_SCRIPT, argv, self.args, self.backend,
+                           self.server, '%s %s %s %s' % (mode, impl, config,
+                                                         phase))
 
     def run(self, mode, impl, config):
         args = self.args
@@ -661,6 +696,28 @@ def parse_args(argv):
                         help='Comma-separated phases to run, among %s '
                              '(default all; full always runs).'
                              % ', '.join(PHASES))
+    add_run_options(parser)
+    parser.add_argument('--repeat', type=int, default=1,
+                        help='Runs of every phase; medians are reported '
+                             '(default 1).')
+    parser.add_argument('--plot', metavar='FILE',
+                        help='Draw ours against upstream per phase to FILE '
+                             '(.svg, .png; needs matplotlib).')
+    parser.add_argument('--replot', metavar='FILE',
+                        help='Print and plot the results saved in FILE by '
+                             '--json, without running anything.')
+    args = parser.parse_args(argv)
+    check_run_options(parser, args)
+    args.phases = _choices(parser, '--phases', args.phases, PHASES)
+    if 'full' not in args.phases:
+        args.phases.insert(0, 'full')
+    if args.repeat < 1:
+        parser.error('--repeat must be at least 1')
+    return args
+
+
+def add_run_options(parser):
+    """The options this benchmark and ``benchmark_load.py`` share."""
     parser.add_argument('--driver', choices=sorted(benchmark_backends
                                                    .BACKENDS),
                         default='posix',
@@ -674,9 +731,6 @@ def parse_args(argv):
                         help='How both implementations run: eventlet (as '
                              'cinder-backup runs by default), threading, '
                              'or both, one table each (default eventlet).')
-    parser.add_argument('--repeat', type=int, default=1,
-                        help='Runs of every phase; medians are reported '
-                             '(default 1).')
     parser.add_argument('--workdir', default=None,
                         help='Directory under which the volumes and '
                              'repositories go (default: the current '
@@ -692,23 +746,14 @@ def parse_args(argv):
                              'machine.')
     parser.add_argument('--json', metavar='FILE',
                         help='Also save the results as JSON to FILE.')
-    parser.add_argument('--plot', metavar='FILE',
-                        help='Draw ours against upstream per phase to FILE '
-                             '(.svg, .png; needs matplotlib).')
-    parser.add_argument('--replot', metavar='FILE',
-                        help='Print and plot the results saved in FILE by '
-                             '--json, without running anything.')
-    args = parser.parse_args(argv)
+
+
+def check_run_options(parser, args):
+    """Check the shared options (and ``--configs``); set ``args.modes``."""
     args.impls = _choices(parser, '--impls', args.impls, IMPLS)
     args.configs = _choices(parser, '--configs', args.configs, CONFIGS)
-    args.phases = _choices(parser, '--phases', args.phases, PHASES)
-    if 'full' not in args.phases:
-        args.phases.insert(0, 'full')
     args.modes = list(MODES) if args.concurrency == 'both' else [
         args.concurrency]
-    if args.repeat < 1:
-        parser.error('--repeat must be at least 1')
-    return args
 
 
 def _choices(parser, flag, value, allowed):
@@ -721,6 +766,11 @@ def _choices(parser, flag, value, allowed):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a.split('=')[0] == '--operations' for a in argv):
+        # Many operations at once in one process: a mode of its own.
+        import benchmark_load
+        return benchmark_load.main(argv)
     args = parse_args(argv)
     if args.replot:
         with open(args.replot) as f:
@@ -729,25 +779,35 @@ def main(argv=None):
         if args.plot:
             plot(report, args.plot)
         return 0
+    report = run_in_workdir(args, 'cinder-chunked-bench-', bench,
+                            print_report)
+    if args.plot:
+        plot(report, args.plot)
+    return 0
+
+
+def run_in_workdir(args, prefix, bench_func, print_func):
+    """``bench_func(args, backend, server)`` in a new work directory.
+
+    The directory (under ``--workdir``) and the backend's server last
+    for the run; the report is printed and saved (``--json``).
+    """
     if args.cold:
         check_cold(args.cold)
     backend = benchmark_backends.BACKENDS[args.driver]
     parent = os.path.abspath(args.workdir or os.getcwd())
-    args.workdir = tempfile.mkdtemp(prefix='cinder-chunked-bench-',
-                                    dir=parent)
+    args.workdir = tempfile.mkdtemp(prefix=prefix, dir=parent)
     try:
         with backend.server(args.workdir) as server:
-            report = bench(args, backend, server)
+            report = bench_func(args, backend, server)
     finally:
         shutil.rmtree(args.workdir, ignore_errors=True)
-    print_report(report)
+    print_func(report)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(report, f, indent=1)
         print('Results saved to %s' % args.json)
-    if args.plot:
-        plot(report, args.plot)
-    return 0
+    return report
 
 
 def bench(args, backend, server):
@@ -768,13 +828,7 @@ def bench(args, backend, server):
     zeros = zero_fraction(args.volume)
     rates = stage_rates(args.volume, args.workdir)
     location = backend.describe(server, args.workdir)
-    impls = list(args.impls)
-    if 'upstream' in impls and not have_upstream(backend):
-        print('(upstream skipped: cinder is not importable; run '
-              '"tox -e benchmark" to compare)')
-        impls.remove('upstream')
-    if not impls:
-        raise SystemExit('nothing to run')
+    impls = runnable_impls(args.impls, backend)
     report = {
         'meta': {
             'driver': backend.name, 'scenario_label': label,
