@@ -47,6 +47,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchmark  # noqa: E402 - the directory of this script
+import benchmark_data  # noqa: E402
 
 MiB = benchmark.MiB
 LOAD_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -219,7 +220,8 @@ class LoadRunner(object):
                                                 'restore', location, records,
                                                 ops)
                 wrong = [n + 1 for n in range(count)
-                         if not benchmark.same_file(targets[n], expected[n])]
+                         if not benchmark_data.same_file(targets[n],
+                                                         expected[n])]
                 if wrong:
                     raise SystemExit(
                         '%s %s %s N=%d: restored volume(s) %s of %d differ '
@@ -252,12 +254,13 @@ def make_volumes(args):
           % (count, args.volume_mib, args.workdir), flush=True)
     for n in range(count):
         path = os.path.join(args.workdir, 'volume-%d.img' % n)
-        benchmark.make_volume(path, args.volume_mib * MiB, seed=20261126 + n)
+        benchmark_data.make_volume(path, args.volume_mib * MiB,
+                                   seed=20261126 + n)
         volumes.append(path)
         if 'incr' in args.phases:
             changed.append(os.path.join(args.workdir,
                                         'volume-%d-changed.img' % n))
-            benchmark.make_changed_copy(path, changed[-1])
+            benchmark_data.make_changed_copy(path, changed[-1])
     return volumes, changed
 
 
