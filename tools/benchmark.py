@@ -61,7 +61,6 @@ import datetime
 import hashlib
 import json
 import os
-import random
 import shutil
 import statistics
 import subprocess
@@ -72,11 +71,15 @@ import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchmark_backends  # noqa: E402 - the directory of this script
+from benchmark_data import data_extents  # noqa: E402
+from benchmark_data import make_changed_copy  # noqa: E402
+from benchmark_data import make_sparse_volume  # noqa: E402
+from benchmark_data import make_volume  # noqa: E402
+from benchmark_data import same_file  # noqa: E402
+from benchmark_data import sparse_copy  # noqa: E402
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
-BLOCK = 32768
-EXTENT = 2 * MiB
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHASE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                             'benchmark_phase.py')
@@ -96,121 +99,6 @@ CONFIGS = {
     'zlib-64m': ('zlib', 64 * MiB),
 }
 PHASES = ('full', 'incr', 'restore-new', 'restore-existing')
-WORDS = [b'INFO', b'DEBUG', b'WARNING', b'req-3f2a', b'volume', b'backup',
-         b'GET', b'/v3/volumes/detail', b'200', b'completed', b'user=admin',
-         b'cinder.backup.manager', b'status=available', b'len=4213']
-
-
-# -- the data ---------------------------------------------------------------
-
-def make_volume(path, size):
-    """40% zero runs, 30% random, 30% log-like text; deterministic."""
-    rnd = random.Random(20261126)
-    written = 0
-    with open(path, 'wb') as f:
-        while written < size:
-            n = min(rnd.randint(1, 32) * 128 * 1024, size - written)
-            f.write(_mixed_data(rnd, n))
-            written += n
-
-
-def _mixed_data(rnd, n):
-    kind = rnd.random()
-    if kind < 0.4:
-        return bytes(n)
-    if kind < 0.7:
-        return rnd.randbytes(n)
-    return _log_text(rnd, n)
-
-
-def make_sparse_volume(path, size, percent):
-    """A sparse file with ``percent`` % data in scattered 2 MiB extents.
-
-    The extents hold random data and log-like text (half each), no zero
-    runs: the holes are the zeros.
-    """
-    rnd = random.Random(20261129)
-    extents = size // EXTENT
-    chosen = sorted(rnd.sample(range(extents),
-                               max(1, int(extents * percent / 100))))
-    with open(path, 'wb') as f:
-        f.truncate(size)
-        for idx in chosen:
-            f.seek(idx * EXTENT)
-            f.write(rnd.randbytes(EXTENT) if rnd.random() < 0.5
-                    else _log_text(rnd, EXTENT))
-
-
-def _log_text(rnd, n):
-    out = bytearray()
-    while len(out) < n:
-        out += b'2026-11-26 %02d:%02d:%02d.%03d %d ' % (
-            rnd.randrange(24), rnd.randrange(60), rnd.randrange(60),
-            rnd.randrange(1000), rnd.randrange(1, 99999))
-        out += b' '.join(rnd.choice(WORDS) for _ in range(rnd.randint(4, 12)))
-        out += b'\n'
-    return bytes(out[:n])
-
-
-def data_extents(path):
-    """``[(offset, length)]`` of the file's data (SEEK_DATA/SEEK_HOLE)."""
-    size = os.path.getsize(path)
-    fd = os.open(path, os.O_RDONLY)
-    extents = []
-    try:
-        offset = 0
-        while offset < size:
-            try:
-                start = os.lseek(fd, offset, os.SEEK_DATA)
-            except OSError:     # ENXIO: only a hole remains
-                break
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            extents.append((start, end - start))
-            offset = end
-    except (AttributeError, OSError):
-        return [(0, size)]
-    finally:
-        os.close(fd)
-    return extents
-
-
-def sparse_copy(src, dst):
-    """Copy ``src`` to ``dst`` keeping its holes."""
-    size = os.path.getsize(src)
-    with open(src, 'rb') as fin, open(dst, 'wb') as fout:
-        fout.truncate(size)
-        for offset, length in data_extents(src):
-            fin.seek(offset)
-            fout.seek(offset)
-            left = length
-            while left:
-                data = fin.read(min(left, 8 * MiB))
-                if not data:
-                    break
-                fout.write(data)
-                left -= len(data)
-
-
-def make_changed_copy(src, dst, fraction=0.05):
-    """Copy ``src`` with ``fraction`` of its 32 KiB data blocks rewritten.
-
-    On a sparse volume the blocks are chosen among its data extents, so
-    the copy stays as sparse as the original.
-    """
-    sparse_copy(src, dst)
-    blocks = [off // BLOCK + i
-              for off, length in data_extents(src)
-              for i in range(length // BLOCK)]
-    rnd = random.Random(7)
-    chosen = rnd.sample(blocks, max(1, int(len(blocks) * fraction)))
-    with open(dst, 'r+b') as f:
-        for idx in sorted(chosen):
-            f.seek(idx * BLOCK)
-            f.write(rnd.randbytes(BLOCK))
-
-
-def same_file(a, b):
-    return subprocess.run(['cmp', '-s', a, b]).returncode == 0
 
 
 # -- the page cache -----------------------------------------------------------
@@ -406,6 +294,55 @@ def have_upstream(backend):
                for client in ('boto3', 'swift'))
 
 
+def runnable_impls(impls, backend):
+    """``impls`` without upstream where it cannot run; never empty."""
+    impls = list(impls)
+    if 'upstream' in impls and not have_upstream(backend):
+        print('(upstream skipped: cinder is not importable; run '
+              '"tox -e benchmark" to compare)')
+        impls.remove('upstream')
+    if not impls:
+        raise SystemExit('nothing to run')
+    return impls
+
+
+def run_process(script, argv, args, backend, server, label, timeout=None):
+    """Run ``script`` in a process of its own; its last line, as JSON.
+
+    Before it starts, the page cache is written back (and evicted with
+    ``--cold``).  A failure or ``timeout`` seconds exits with its output.
+    """
+    cmd = [sys.executable, '-W', 'ignore', script] + argv
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        [ROOT] + [p for p in [env.get('PYTHONPATH')] if p])
+    env.update(backend.phase_environment(server))
+    # Earlier phases leave gigabytes dirty in the page cache: write them
+    # back now, so that no phase pays for another's writeback.
+    os.sync()
+    if args.cold:
+        evict(backend.cold_paths(server, args.workdir), args.cold)
+    try:
+        out = subprocess.run(cmd, capture_output=True, env=env, text=True,
+                             timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        out = subprocess.CompletedProcess(cmd, 'killed after %d s' % timeout,
+                                          e.stdout, e.stderr or '')
+    if out.returncode:
+        stderr = out.stderr
+        if isinstance(stderr, bytes):
+            stderr = stderr.decode(errors='replace')
+        # Beside the work directory, which goes when the run ends.
+        log = os.path.join(os.path.dirname(args.workdir),
+                           'benchmark-failed.log')
+        with open(log, 'w') as f:
+            f.write(stderr)
+        raise SystemExit('%s failed (exit status %s); all it wrote is in '
+                         '%s, which ends:\n%s'
+                         % (label, out.returncode, log, stderr[-8000:]))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 class Runner(object):
     """Runs the phases of one configuration for one implementation."""
 
@@ -417,32 +354,18 @@ class Runner(object):
     def spawn(self, mode, impl, config, phase, location, records, source,
               parent):
         compression, chunk = CONFIGS[config]
-        cmd = [sys.executable, '-W', 'ignore', PHASE_SCRIPT,
-               '--concurrency', mode, '--impl', impl, '--phase', phase,
-               '--compression', compression, '--volume', self.args.volume,
-               '--source', source, '--records', records,
-               '--backend', self.backend.name,
-               '--location', json.dumps(location)]
+        argv = ['--concurrency', mode, '--impl', impl, '--phase', phase,
+                '--compression', compression, '--volume', self.args.volume,
+                '--source', source, '--records', records,
+                '--backend', self.backend.name,
+                '--location', json.dumps(location)]
         if chunk:
-            cmd += ['--chunk-size', str(chunk)]
+            argv += ['--chunk-size', str(chunk)]
         if parent:
-            cmd += ['--parent', parent]
-        env = dict(os.environ)
-        env['PYTHONPATH'] = os.pathsep.join(
-            [ROOT] + [p for p in [env.get('PYTHONPATH')] if p])
-        env.update(self.backend.phase_environment(self.server))
-        # Earlier phases leave gigabytes dirty in the page cache: write
-        # them back now, so that no phase pays for another's writeback.
-        os.sync()
-        if self.args.cold:
-            evict(self.backend.cold_paths(self.server, self.args.workdir),
-                  self.args.cold)
-        out = subprocess.run(cmd, capture_output=True, env=env, text=True)
-        if out.returncode:
-            raise SystemExit('%s %s %s %s failed (exit status %d):\n%s'
-                             % (mode, impl, config, phase, out.returncode,
-                                out.stderr[-4000:]))
-        return json.loads(out.stdout.strip().splitlines()[-1])
+            argv += ['--parent', parent]
+        return run_process(PHASE_SCRIPT, argv, self.args, self.backend,
+                           self.server, '%s %s %s %s' % (mode, impl, config,
+                                                         phase))
 
     def run(self, mode, impl, config):
         args = self.args
@@ -661,6 +584,28 @@ def parse_args(argv):
                         help='Comma-separated phases to run, among %s '
                              '(default all; full always runs).'
                              % ', '.join(PHASES))
+    add_run_options(parser)
+    parser.add_argument('--repeat', type=int, default=1,
+                        help='Runs of every phase; medians are reported '
+                             '(default 1).')
+    parser.add_argument('--plot', metavar='FILE',
+                        help='Draw ours against upstream per phase to FILE '
+                             '(.svg, .png; needs matplotlib).')
+    parser.add_argument('--replot', metavar='FILE',
+                        help='Print and plot the results saved in FILE by '
+                             '--json, without running anything.')
+    args = parser.parse_args(argv)
+    check_run_options(parser, args)
+    args.phases = _choices(parser, '--phases', args.phases, PHASES)
+    if 'full' not in args.phases:
+        args.phases.insert(0, 'full')
+    if args.repeat < 1:
+        parser.error('--repeat must be at least 1')
+    return args
+
+
+def add_run_options(parser):
+    """The options this benchmark and ``benchmark_load.py`` share."""
     parser.add_argument('--driver', choices=sorted(benchmark_backends
                                                    .BACKENDS),
                         default='posix',
@@ -674,9 +619,6 @@ def parse_args(argv):
                         help='How both implementations run: eventlet (as '
                              'cinder-backup runs by default), threading, '
                              'or both, one table each (default eventlet).')
-    parser.add_argument('--repeat', type=int, default=1,
-                        help='Runs of every phase; medians are reported '
-                             '(default 1).')
     parser.add_argument('--workdir', default=None,
                         help='Directory under which the volumes and '
                              'repositories go (default: the current '
@@ -692,23 +634,14 @@ def parse_args(argv):
                              'machine.')
     parser.add_argument('--json', metavar='FILE',
                         help='Also save the results as JSON to FILE.')
-    parser.add_argument('--plot', metavar='FILE',
-                        help='Draw ours against upstream per phase to FILE '
-                             '(.svg, .png; needs matplotlib).')
-    parser.add_argument('--replot', metavar='FILE',
-                        help='Print and plot the results saved in FILE by '
-                             '--json, without running anything.')
-    args = parser.parse_args(argv)
+
+
+def check_run_options(parser, args):
+    """Check the shared options (and ``--configs``); set ``args.modes``."""
     args.impls = _choices(parser, '--impls', args.impls, IMPLS)
     args.configs = _choices(parser, '--configs', args.configs, CONFIGS)
-    args.phases = _choices(parser, '--phases', args.phases, PHASES)
-    if 'full' not in args.phases:
-        args.phases.insert(0, 'full')
     args.modes = list(MODES) if args.concurrency == 'both' else [
         args.concurrency]
-    if args.repeat < 1:
-        parser.error('--repeat must be at least 1')
-    return args
 
 
 def _choices(parser, flag, value, allowed):
@@ -721,6 +654,11 @@ def _choices(parser, flag, value, allowed):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a.split('=')[0] == '--operations' for a in argv):
+        # Many operations at once in one process: a mode of its own.
+        import benchmark_load
+        return benchmark_load.main(argv)
     args = parse_args(argv)
     if args.replot:
         with open(args.replot) as f:
@@ -729,25 +667,35 @@ def main(argv=None):
         if args.plot:
             plot(report, args.plot)
         return 0
+    report = run_in_workdir(args, 'cinder-chunked-bench-', bench,
+                            print_report)
+    if args.plot:
+        plot(report, args.plot)
+    return 0
+
+
+def run_in_workdir(args, prefix, bench_func, print_func):
+    """``bench_func(args, backend, server)`` in a new work directory.
+
+    The directory (under ``--workdir``) and the backend's server last
+    for the run; the report is printed and saved (``--json``).
+    """
     if args.cold:
         check_cold(args.cold)
     backend = benchmark_backends.BACKENDS[args.driver]
     parent = os.path.abspath(args.workdir or os.getcwd())
-    args.workdir = tempfile.mkdtemp(prefix='cinder-chunked-bench-',
-                                    dir=parent)
+    args.workdir = tempfile.mkdtemp(prefix=prefix, dir=parent)
     try:
         with backend.server(args.workdir) as server:
-            report = bench(args, backend, server)
+            report = bench_func(args, backend, server)
     finally:
         shutil.rmtree(args.workdir, ignore_errors=True)
-    print_report(report)
+    print_func(report)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(report, f, indent=1)
         print('Results saved to %s' % args.json)
-    if args.plot:
-        plot(report, args.plot)
-    return 0
+    return report
 
 
 def bench(args, backend, server):
@@ -768,13 +716,7 @@ def bench(args, backend, server):
     zeros = zero_fraction(args.volume)
     rates = stage_rates(args.volume, args.workdir)
     location = backend.describe(server, args.workdir)
-    impls = list(args.impls)
-    if 'upstream' in impls and not have_upstream(backend):
-        print('(upstream skipped: cinder is not importable; run '
-              '"tox -e benchmark" to compare)')
-        impls.remove('upstream')
-    if not impls:
-        raise SystemExit('nothing to run')
+    impls = runnable_impls(args.impls, backend)
     report = {
         'meta': {
             'driver': backend.name, 'scenario_label': label,

@@ -69,9 +69,7 @@ def main(argv=None):
     # Before anything else is imported, as cinder/cmd/backup.py does.
     how = patch(args.concurrency)
 
-    import resource
     import time
-    import uuid
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import benchmark_backends
@@ -86,13 +84,30 @@ def main(argv=None):
     wrap = tpool_wrapper()
     volume_id = 'b3c0b4e5-0000-4000-8000-000000000001'
 
-    def cpu():
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime
-
-    cpu_start, start = cpu(), time.monotonic()
+    cpu_start, start = cpu_seconds(), time.monotonic()
+    rec = run_operation(args.phase, driver, book, wrap, args.source,
+                        volume_id, args.parent, size_gib)
+    seconds = time.monotonic() - start
+    cpu_used = cpu_seconds() - cpu_start
     if args.phase in ('full', 'incr'):
-        parent = book.records.get(args.parent) if args.parent else None
+        book.save()
+    print(json.dumps({'seconds': seconds, 'cpu': cpu_used,
+                      'bytes': size, 'peak_rss': peak_rss(),
+                      'id': rec.id, 'patched': how}))
+
+
+def run_operation(phase, driver, book, wrap, source, volume_id, parent_id,
+                  size_gib):
+    """One backup (``full``, ``incr``) or restore, as the manager runs it.
+
+    A backup adds its record to ``book`` (not saved); a restore restores
+    the chain ending at ``parent_id``.  Returns the record.
+    """
+    import uuid
+
+    import benchmark_records
+    if phase in ('full', 'incr'):
+        parent = book.records.get(parent_id) if parent_id else None
         rec = benchmark_records.Record(
             id=str(uuid.uuid4()), volume_id=volume_id,
             parent_id=parent.id if parent else None, size=size_gib,
@@ -100,24 +115,26 @@ def main(argv=None):
             created_at='2026-11-26 00:00:00', object_count=0,
             availability_zone='nova')
         book.records[rec.id] = rec
-        with open(args.source, 'rb') as device_file:
+        with open(source, 'rb') as device_file:
             driver.backup(rec, wrap(device_file))
         rec.status = 'available'
-        book.save()
-    else:
-        rec = book.get(args.parent)
-        rec.status = 'restoring'
-        # The manager opens the device 'wb', which on a block device
-        # writes in place.  Our volume is a regular file, which 'wb'
-        # would truncate: 'r+b' is what 'wb' is on a device.
-        with open(args.source, 'r+b') as device_file:
-            driver.restore(rec, volume_id, wrap(device_file),
-                           args.phase == 'restore-new')
-    seconds = time.monotonic() - start
-    cpu_seconds = cpu() - cpu_start
-    print(json.dumps({'seconds': seconds, 'cpu': cpu_seconds,
-                      'bytes': size, 'peak_rss': peak_rss(),
-                      'id': rec.id, 'patched': how}))
+        return rec
+    rec = book.get(parent_id)
+    rec.status = 'restoring'
+    # The manager opens the device 'wb', which on a block device writes
+    # in place.  Our volume is a regular file, which 'wb' would truncate:
+    # 'r+b' is what 'wb' is on a device.
+    with open(source, 'r+b') as device_file:
+        driver.restore(rec, volume_id, wrap(device_file),
+                       phase == 'restore-new')
+    return rec
+
+
+def cpu_seconds():
+    """CPU seconds of every thread of this process so far."""
+    import resource
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def tpool_wrapper():
@@ -131,6 +148,15 @@ def tpool_wrapper():
 
 
 def make_driver(args, backend, location, book, size_gib):
+    return driver_builder(args, backend, location, book, size_gib)()
+
+
+def driver_builder(args, backend, location, book, size_gib):
+    """Configure once; return what builds a new driver object per call.
+
+    Cinder's backup manager builds a driver for every operation
+    (``self.service(context)``), all from the same configuration.
+    """
     from oslo_config import cfg
     conf = cfg.CONF
     if args.impl == 'upstream':
@@ -144,12 +170,19 @@ def make_driver(args, backend, location, book, size_gib):
         conf.set_override('connection', 'sqlite://', group='database')
     conf.set_override('backup_compression_algorithm', args.compression)
     backend.configure(conf, location, args.chunk_size)
-    driver = driver_factory(location)
-    if args.impl == 'upstream':
-        from unittest import mock
-        mock.patch.object(driver.db, 'volume_get',
-                          return_value={'size': size_gib}).start()
-    return driver
+    patched = []
+
+    def build():
+        driver = driver_factory(location)
+        if args.impl == 'upstream' and not patched:
+            # Every driver's ``db`` is the same module: patch it once.
+            from unittest import mock
+            mock.patch.object(driver.db, 'volume_get',
+                              return_value={'size': size_gib}).start()
+            patched.append(driver.db)
+        return driver
+
+    return build
 
 
 def ours_factory(backend, book, size_gib):
