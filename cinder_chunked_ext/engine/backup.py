@@ -285,7 +285,7 @@ class BackupJob(object):
         """``(start, size, block hashes, data)`` of a chunk's pieces."""
         piece = self.driver._piece_bytes()
         window = concurrency.OrderedWindow(
-            self.pool, lambda: self.op.window_depth(piece))
+            self.pool, lambda: self.op.hash_window_depth(piece))
         try:
             for start, size in cuts.pieces(self.driver, offset, length):
                 while window.full or window.ready:

@@ -26,7 +26,7 @@ operation, so an operation draws on a :class:`ProcessBudget`:
   running operation may hold an equal part of it (:meth:`Operation.share`),
   asked again before every piece it takes on, so a share shrinks as
   operations start and grows as they end.  Each window keeps at least
-  two pieces, so that an operation always makes progress: with more
+  one piece, so that an operation always makes progress: with more
   operations than the bound has room for, that floor is what they hold;
 * glibc's malloc settings, made once per process.
 
@@ -108,22 +108,32 @@ class Operation(object):
     def lane(self):
         return self.cpu.lane()
 
-    def pieces(self, piece_bytes):
-        """Pieces of ``piece_bytes`` the share holds (at least 2)."""
-        return max(2, self.share() // piece_bytes)
+    def pieces(self, piece_bytes, part=1):
+        """Pieces of ``piece_bytes`` in a ``part``-th of the share (>= 1)."""
+        return max(1, self.share() // part // piece_bytes)
 
     def lane_depth(self, piece_bytes):
         """Pieces pending on one lane: a quarter of the share, up to 8."""
-        return max(2, min(LANE_DEPTH, self.pieces(piece_bytes) // 4))
+        return max(1, min(LANE_DEPTH, self.pieces(piece_bytes, 4)))
 
     def window_depth(self, piece_bytes):
         """Pieces being analysed at once: enough to keep every worker busy.
 
         More would only hold memory (the lanes, not the pool, set the
-        pace); fewer when the share says so.
+        pace); fewer when the share says so.  The lanes take what the
+        window leaves.
         """
         pieces = self.pieces(piece_bytes) - self.lane_depth(piece_bytes)
-        return max(2, min(pieces, 3 * self.workers))
+        return max(1, min(pieces, 3 * self.workers))
+
+    def hash_window_depth(self, piece_bytes):
+        """Pieces an incremental backup hashes at once.
+
+        A quarter of the share: its hashed pieces are then held until
+        their changed runs are stored (``whole_objects_at_once`` takes
+        half).
+        """
+        return max(1, min(self.pieces(piece_bytes, 4), 3 * self.workers))
 
     def shutdown(self):
         try:

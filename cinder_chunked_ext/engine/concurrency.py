@@ -274,6 +274,7 @@ class _SerialLane(object):
                 future.set_result(func(*args, **kwargs))
             except BaseException as e:  # noqa: B902 - handed to the waiter
                 future.set_exception(e)
+            future = func = args = kwargs = None
 
     def shutdown(self):
         last = self._last
@@ -323,6 +324,9 @@ class _GreenWorkers(object):
                 event.send(value)
             else:
                 event.send_exception(value)
+            # Waiting for the next task must not keep this one's buffers
+            # alive: an idle worker would pin a piece each.
+            item = func = args = kwargs = event = value = None
 
     def submit(self, func, *args, **kwargs):
         from eventlet import event

@@ -89,12 +89,15 @@ def whole_objects_at_once(driver, size, writes_at_once, share):
     commits are mostly waiting; ``max_concurrent_small_writes``).  Larger
     objects (a full backup's) hold a CPU each: one per worker and one more
     being written.  Either within the operation's ``share`` of the bytes
-    in flight (an object and its stored form each).
+    in flight (an object and its stored form each); pieces within half
+    of it, as an incremental backup hashes pieces beside them.
     """
-    by_memory = max(1, share // (2 * size))
     if size <= driver._piece_bytes():
+        # Beside the pieces being hashed: half of the share.
+        by_memory = max(1, share // 2 // (2 * size))
         small = driver.max_concurrent_small_writes or writes_at_once
         return min(writes_at_once, small, by_memory)
+    by_memory = max(1, share // (2 * size))
     return min(writes_at_once, by_memory, driver.settings.workers + 1)
 
 

@@ -13,13 +13,21 @@
 """Threads and memory are budgets of the process, not of an operation."""
 
 import dataclasses
+import gc
 import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+import weakref
 
 import fixtures
 import testtools
 
+import cinder_chunked_ext
 from cinder_chunked_ext.engine import budget
 from cinder_chunked_ext.engine import concurrency
 from cinder_chunked_ext.engine import driver as chunked
@@ -52,27 +60,30 @@ class ShareTestCase(testtools.TestCase):
         self.assertEqual(0, process.running)
         self.assertEqual(4, process.most_running)
 
-    def test_share_many_operations_windows_keep_two_pieces(self):
+    def test_share_many_operations_windows_keep_one_piece(self):
         process = budget.ProcessBudget(2, 2, 16 * MiB)
         with process.operation() as op:
             with process.operation(), process.operation(), \
                     process.operation():
                 self.assertEqual(4 * MiB, op.share())
-                self.assertEqual(2, op.window_depth(4 * MiB))
-                self.assertEqual(2, op.lane_depth(4 * MiB))
+                self.assertEqual(1, op.window_depth(4 * MiB))
+                self.assertEqual(1, op.lane_depth(4 * MiB))
+                self.assertEqual(1, op.hash_window_depth(4 * MiB))
 
-    def test_windows_shrink_with_share_at_least_two(self):
+    def test_windows_shrink_with_share_at_least_one(self):
         process = budget.ProcessBudget(2, 2, 128 * MiB)
         piece = 4 * MiB
         with process.operation() as op:
             self.assertEqual((8, 6), (op.lane_depth(piece),
                                       op.window_depth(piece)))
+            self.assertEqual(6, op.hash_window_depth(piece))
             with process.operation(), process.operation(), \
                     process.operation(), process.operation(), \
                     process.operation(), process.operation(), \
                     process.operation():
-                self.assertEqual((2, 2), (op.lane_depth(piece),
+                self.assertEqual((1, 3), (op.lane_depth(piece),
                                           op.window_depth(piece)))
+                self.assertEqual(1, op.hash_window_depth(piece))
 
     def test_operation_ended_by_error_no_longer_counted(self):
         process = budget.ProcessBudget(2, 2, 128 * MiB)
@@ -188,3 +199,55 @@ class _CountedVolume(io.BytesIO):
 
     def fileno(self):
         raise io.UnsupportedOperation('no descriptor')
+
+
+IDLE_WORKERS_SCRIPT = textwrap.dedent('''
+    import eventlet
+    eventlet.monkey_patch()
+    import gc, json, weakref
+    from cinder_chunked_ext.engine import concurrency
+
+    class Buffer(object):
+        pass
+
+    pool = concurrency.WorkerPool(4)
+    lane = pool.lane()
+    refs = []
+    for submit in (pool.submit, lane.submit):
+        buffer = Buffer()
+        refs.append(weakref.ref(buffer))
+        submit(len, [buffer]).result()
+        del buffer
+    eventlet.sleep(0)
+    gc.collect()
+    print(json.dumps([ref() is None for ref in refs]))
+    pool.shutdown()
+''')
+
+
+class IdleWorkersTestCase(testtools.TestCase):
+    """A worker waiting for its next task holds nothing of the last."""
+
+    def test_monkey_patched_idle_worker_releases_task_buffers(self):
+        root = os.path.dirname(os.path.dirname(
+            os.path.abspath(cinder_chunked_ext.__file__)))
+        proc = subprocess.run([sys.executable, '-c', IDLE_WORKERS_SCRIPT],
+                              cwd=root, capture_output=True, text=True,
+                              timeout=120)
+        self.assertEqual(0, proc.returncode, proc.stderr[-3000:])
+        self.assertEqual([True, True],
+                         json.loads(proc.stdout.strip().splitlines()[-1]))
+
+    def test_native_idle_lane_releases_task_buffers(self):
+        with concurrency.WorkerPool(2) as pool:
+            lane = pool.lane()
+            buffer = _Buffer()
+            ref = weakref.ref(buffer)
+            lane.submit(len, [buffer]).result()
+            del buffer
+            gc.collect()
+            self.assertIsNone(ref())
+
+
+class _Buffer(object):
+    pass

@@ -491,8 +491,12 @@ class WholeObjectsAtOnceTestCase(testtools.TestCase):
     def test_pieces_never_more_than_commits_or_memory(self):
         self.assertEqual(3, cuts.whole_objects_at_once(
             self.driver(small=8), 32 * KiB, 3, self.share))
-        self.assertEqual(2, cuts.whole_objects_at_once(
+        # Pieces get half of the share: the other half is being hashed.
+        self.assertEqual(1, cuts.whole_objects_at_once(
             self.driver(small=8, in_flight=16 * MiB), 4 * MiB, 16,
+            self.share))
+        self.assertEqual(2, cuts.whole_objects_at_once(
+            self.driver(small=8, in_flight=32 * MiB), 4 * MiB, 16,
             self.share))
 
     def test_large_objects_one_per_worker_whatever_small_says(self):
