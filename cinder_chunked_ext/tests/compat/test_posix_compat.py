@@ -478,8 +478,8 @@ class UpstreamZeroObjectsTestCase(PosixCompatTestCase):
         self.conf.config(workers=1, group=chunked.PIPELINE_GROUP)
         self.assertRestores(data, backup, 'upstream zero objects,',
                             drivers=[OURS], new=(False,))
-        # Five zero objects: upstream's zlib form is known from the
-        # start; another library's zstd frame once it has been decoded.
+        # Five zero objects: each form is known once an object in it has
+        # been decoded to zeros.
         self.assertEqual(5, len(self.forms))
         self.assertGreaterEqual(self.forms.count(True), 4)
         restored = self.restore(OURS, backup, len(data), False)
