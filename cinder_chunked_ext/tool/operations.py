@@ -196,12 +196,17 @@ def delete_backup(session, driver, record):
     SIGKILL, a crash) then never leaves a backup that looks complete
     without all of its objects; what remains is objects with no metadata,
     which ``repository check`` finds, and a record left ``deleting``.
+    A prefix that is not the backup's own is refused before anything is
+    deleted, and the record is left ``error`` with the reason.
     """
     from cinder_chunked_ext.engine import manifest
+    from cinder_chunked_ext.engine import prefixes
     from cinder_chunked_ext.tool import catalog
     record.status = catalog.DELETING
     record.save()
     try:
+        if record.container is not None:
+            prefixes.check(record.id, record.service_metadata)
         if record.container and record.service_metadata:
             driver.delete_object(
                 record.container,
