@@ -189,6 +189,23 @@ def _backup_failed(driver, record, error):
 
 # -- delete ----------------------------------------------------------------
 
+def _check_listing(driver, record):
+    """Refuse a prefix that also lists objects not of ``record``.
+
+    Done before the ``_metadata`` object goes, so that a refused delete
+    removes nothing; a listing that fails is left to the driver's
+    delete, which warns and goes on.
+    """
+    from cinder_chunked_ext.engine import prefixes
+    from cinder_chunked_ext import exception
+    try:
+        names = driver.get_container_entries(record.container,
+                                             record.service_metadata)
+    except exception.StoreError:
+        return
+    prefixes.check_listing(record.id, record.service_metadata, names)
+
+
 def delete_backup(session, driver, record):
     """Delete a backup's objects, then its record.
 
@@ -208,6 +225,7 @@ def delete_backup(session, driver, record):
         if record.container is not None:
             prefixes.check(record.id, record.service_metadata)
         if record.container and record.service_metadata:
+            _check_listing(driver, record)
             driver.delete_object(
                 record.container,
                 manifest.metadata_name(record.service_metadata))

@@ -70,6 +70,24 @@ class TestForeignPrefix(test_maintenance.MaintenanceTestCase):
         report, _err = self.run_json('verify', self.kept['id'])
         self.assertTrue(report['ok'])
 
+    def test_backup_delete_prefix_of_other_objects_refused_own_kept(self):
+        # The victim's prefix is its own, but objects of another name
+        # start with it: the delete is refused before its own _metadata,
+        # the first object the tool deletes, goes.
+        directory = os.path.join(self.repo, self.victim['container'])
+        own = self.victim['service_metadata']
+        stray = os.path.join(directory, own + '_copy_backup_x-00001')
+        with open(stray, 'wb') as f:
+            f.write(b'another backup')
+        before = _contents(self.repository_files())
+
+        _out, err = self.run_cli('backup', 'delete', self.victim['id'],
+                                 expect=1)
+
+        self.assertIn(os.path.basename(stray), err)
+        self.assertEqual(before, _contents(self.repository_files()))
+        self.assertEqual('error', self.records()[self.victim['id']].status)
+
     def test_prune_foreign_prefix_refused_nothing_deleted(self):
         # The victim is the older of two backups of its volume: the one
         # that --keep-last 1 deletes.
