@@ -23,6 +23,7 @@ import testtools
 from cinder_chunked_ext.engine import manifest
 from cinder_chunked_ext.engine import pipeline
 from cinder_chunked_ext import exception
+from cinder_chunked_ext.tests.unit import test_chunked_backup as tcb
 
 MD5 = '0123456789abcdef0123456789abcdef'
 SHA = 'ab' * 32
@@ -396,3 +397,20 @@ class Sha256FileZeroHashesTestCase(testtools.TestCase):
         self.assertRaises(exception.CorruptBackup,
                           manifest.Sha256File.from_json, raw,
                           zero_block=32768)
+
+
+class ZeroHashNameTestCase(tcb.DriverTestCase):
+    """A backup named with the zero block's hash stays a parent."""
+
+    def test_incremental_parent_named_zero_hash_restores_identical(self):
+        zero = pipeline.zero_sha256(tcb.SHA)
+        data = tcb.mixed_volume(chunks=3)
+        full = self.make_backup(data, display_name=zero,
+                                display_description=zero)
+        changed = bytearray(data)
+        changed[100:107] = b'changed'
+        incr = self.make_backup(bytes(changed), parent=full,
+                                display_name=zero)
+        self.assertEqual(zero, self.driver._read_sha256file(full).backup_name)
+        self.assertEqual(bytes(changed),
+                         self.restore_bytes(incr, len(changed)))

@@ -505,20 +505,3 @@ class WholeObjectsAtOnceTestCase(testtools.TestCase):
         self.assertGreaterEqual(store.max_concurrent_small_writes, 2)
         self.assertLess(store.max_concurrent_small_writes,
                         store.max_concurrent_writes)
-
-
-class ZeroHashNameTestCase(base.DriverTestCase):
-    """A backup named with the zero block's hash stays a parent."""
-
-    def test_incremental_parent_named_zero_hash_restores_identical(self):
-        zero = pipeline.zero_sha256(base.SHA)
-        data = base.mixed_volume(chunks=3)
-        full = self.make_backup(data, display_name=zero,
-                                display_description=zero)
-        changed = bytearray(data)
-        changed[100:107] = b'changed'
-        incr = self.make_backup(bytes(changed), parent=full,
-                                display_name=zero)
-        self.assertEqual(zero, self.driver._read_sha256file(full).backup_name)
-        self.assertEqual(bytes(changed),
-                         self.restore_bytes(incr, len(changed)))
