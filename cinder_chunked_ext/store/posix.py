@@ -350,18 +350,28 @@ class PosixStore(base.ObjectStore):
         except OSError as e:
             raise classify_os_error(e, 'cannot delete %s' % path)
 
-    def delete_leftovers(self, container, prefix):
+    def delete_leftovers(self, container, prefix, owns=None):
         """Remove the temporary files of unfinished writes of ``prefix*``.
 
         A writer stopped before its commit (SIGKILL, a crash, a power
         loss) leaves its ``.tmp-<id>-<name>`` file behind; deleting the
-        backup removes them with its objects.  Returns the names removed.
+        backup removes them with its objects.  ``owns(name)``, when
+        given, must also accept the object a file was for (the engine
+        passes the backup's own object names).  An empty prefix, which
+        would take every writer's files, is refused.  Returns the names
+        removed.
         """
+        if not prefix:
+            raise exception.UnsafePrefix(
+                backup_id='?', prefix=prefix,
+                reason='an empty prefix names every object of the '
+                       'container; nothing was deleted')
         path, names = self._listing(container, missing_ok=True)
         removed = []
         for name in names:
             target = self.unfinished_object_name(name)
-            if target is None or not target.startswith(prefix):
+            if target is None or not target.startswith(prefix) or (
+                    owns is not None and not owns(target)):
                 continue
             try:
                 os.remove(os.path.join(path, name))

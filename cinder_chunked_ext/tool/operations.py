@@ -189,6 +189,23 @@ def _backup_failed(driver, record, error):
 
 # -- delete ----------------------------------------------------------------
 
+def _check_listing(driver, record):
+    """Refuse a prefix that also lists objects not of ``record``.
+
+    Done before the ``_metadata`` object goes, so that a refused delete
+    removes nothing; a listing that fails is left to the driver's
+    delete, which warns and goes on.
+    """
+    from cinder_chunked_ext.engine import prefixes
+    from cinder_chunked_ext import exception
+    try:
+        names = driver.get_container_entries(record.container,
+                                             record.service_metadata)
+    except exception.StoreError:
+        return
+    prefixes.check_listing(record.id, record.service_metadata, names)
+
+
 def delete_backup(session, driver, record):
     """Delete a backup's objects, then its record.
 
@@ -196,13 +213,19 @@ def delete_backup(session, driver, record):
     SIGKILL, a crash) then never leaves a backup that looks complete
     without all of its objects; what remains is objects with no metadata,
     which ``repository check`` finds, and a record left ``deleting``.
+    A prefix that is not the backup's own is refused before anything is
+    deleted, and the record is left ``error`` with the reason.
     """
     from cinder_chunked_ext.engine import manifest
+    from cinder_chunked_ext.engine import prefixes
     from cinder_chunked_ext.tool import catalog
     record.status = catalog.DELETING
     record.save()
     try:
+        if record.container is not None:
+            prefixes.check(record.id, record.service_metadata)
         if record.container and record.service_metadata:
+            _check_listing(driver, record)
             driver.delete_object(
                 record.container,
                 manifest.metadata_name(record.service_metadata))
