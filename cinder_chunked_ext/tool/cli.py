@@ -150,6 +150,7 @@ from cinder_chunked_ext.tool import demo
 from cinder_chunked_ext.tool import exit_status
 from cinder_chunked_ext.tool import progress
 from cinder_chunked_ext.tool import prune
+from cinder_chunked_ext.tool import repository as repository_lib
 from cinder_chunked_ext.tool import repository_check
 from cinder_chunked_ext.tool import session as session_lib
 
@@ -183,9 +184,24 @@ def _epilog():
     return text.replace('``', '')
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a usage error to :func:`main` (``--json`` prints it too)."""
+
+    def error(self, message):
+        raise exit_status.ArgumentError(self, message)
+
+
+def _version():
+    from importlib import metadata
+    try:
+        return metadata.version('cinder_chunked_ext')
+    except metadata.PackageNotFoundError:
+        return 'unknown (not installed)'
+
+
 def _parser_with(flags):
     """An ArgumentParser class whose instances inherit ``flags``."""
-    class Parser(argparse.ArgumentParser):
+    class Parser(_Parser):
         def __init__(self, *args, **kwargs):
             kwargs.setdefault('parents', [flags])
             kwargs.setdefault('formatter_class',
@@ -195,25 +211,35 @@ def _parser_with(flags):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=session_lib.PROG,
         description='Back up, verify and restore volumes with the '
                     'cinder_chunked_ext drivers, without a running '
                     'Cinder.',
         epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--version', action='version',
+                        version='%(prog)s ' + _version())
     parser.add_argument('--repository', metavar='PATH',
                         help='the repository: directory for posix '
                              '(backup_posix_path), share for nfs '
                              '(backup_share), bucket for s3 '
                              '(backup_s3_store_bucket), container for '
-                             'swift (backup_swift_container)')
+                             'swift (backup_swift_container); default: '
+                             '$%s, else the configuration file, else %s '
+                             'for posix' % (session_lib.REPOSITORY_ENV,
+                                            os.path.join(
+                                                '$XDG_DATA_HOME',
+                                                session_lib.APP_DIR,
+                                                'repository')))
     parser.add_argument('--catalog', metavar='PATH',
-                        help='the SQLite catalog of backups (default: '
-                             '<repository>/%s for posix, else %s)'
-                             % (session_lib.CATALOG_NAME, os.path.join(
-                                 '$XDG_DATA_HOME', session_lib.APP_DIR,
-                                 session_lib.CATALOG_NAME)))
+                        help='the SQLite catalog of backups; default: '
+                             '$%s, else <repository>/%s for posix, else '
+                             'one file per repository in %s'
+                             % (session_lib.CATALOG_ENV,
+                                session_lib.CATALOG_NAME, os.path.join(
+                                    '$XDG_DATA_HOME', session_lib.APP_DIR,
+                                    session_lib.CATALOGS_DIR)))
     parser.add_argument('--driver', choices=session_lib.DRIVERS,
                         help='backup driver (default: posix)')
     parser.add_argument('--config-file', metavar='FILE', action='append',
@@ -240,8 +266,8 @@ def build_parser():
                                      parser_class=_parser_with(flags))
     commands.required = True
 
-    backup = commands.add_parser('backup', help='create, list, show and '
-                                                'delete backups')
+    backup = commands.add_parser('backup', help='create, list, show, '
+                                                'delete and prune backups')
     backup_cmds = backup.add_subparsers(dest='backup_command',
                                         metavar='ACTION')
     backup_cmds.required = True
@@ -262,19 +288,29 @@ def build_parser():
     create.add_argument('--size', type=parse_size,
                         help='size of a stream volume (FIFO, stdin): at '
                              'most this many bytes are read')
-    create.set_defaults(func=handlers.cmd_backup_create)
+    create.set_defaults(func=handlers.cmd_backup_create,
+                        creates_repository=True)
 
     listing = backup_cmds.add_parser('list', help='list the catalog')
-    listing.add_argument('--volume-id')
-    listing.add_argument('--status')
+    listing.add_argument('--volume-id', metavar='ID',
+                         help='only the backups of this volume (as backup '
+                              'list --json shows it)')
+    listing.add_argument('--status', choices=handlers.STATUSES,
+                         help='only the backups in this status')
     listing.set_defaults(func=handlers.cmd_backup_list)
 
     show = backup_cmds.add_parser('show', help='show one backup')
-    show.add_argument('id', metavar='ID')
+    show.add_argument('id', metavar='ID',
+                      help='backup ID, or a unique prefix of 4 or more '
+                           'characters')
     show.set_defaults(func=handlers.cmd_backup_show)
 
-    delete = backup_cmds.add_parser('delete', help='delete one backup')
-    delete.add_argument('id', metavar='ID')
+    delete = backup_cmds.add_parser('delete', help='delete backups')
+    delete.add_argument('ids', metavar='ID', nargs='+',
+                        help='backup ID, or a unique prefix of 4 or more '
+                             'characters; several are deleted newest '
+                             'first, so an incremental backup goes '
+                             'before its parent')
     delete.add_argument('--force', action='store_true',
                         help='also delete a backup in another status than '
                              'available or error')
@@ -283,16 +319,24 @@ def build_parser():
 
     restore = commands.add_parser(
         'restore', help='restore a backup to a file or device',
-        usage='%(prog)s [--new | --existing] ID TARGET\n'
-              '       %(prog)s [--new | --existing] --from-repository '
-              'CONTAINER PREFIX TARGET')
+        usage='%(prog)s [--new | --existing [--resize]] ID TARGET\n'
+              '       %(prog)s [--new | --existing [--resize]] '
+              '--from-repository {ID | CONTAINER PREFIX} TARGET')
     restore.add_argument('args', nargs='+', metavar='ID TARGET',
-                         help='backup id and target (only the target with '
-                              '--from-repository)')
-    restore.add_argument('--from-repository', nargs=2,
-                         metavar=('CONTAINER', 'PREFIX'),
-                         help='restore from the repository alone (no '
-                              'catalog), as listed by repository scan')
+                         help='backup ID (or a unique prefix of 4 or more '
+                              'characters) and target; with '
+                              '--from-repository, ID or CONTAINER PREFIX, '
+                              'then TARGET')
+    restore.add_argument('--from-repository', action='store_true',
+                         help='read the backup and its parents from the '
+                              'repository alone (no catalog): give its ID '
+                              'or the CONTAINER PREFIX repository scan '
+                              'prints')
+    restore.add_argument('--resize', action='store_true',
+                         help='with --existing: make a TARGET file of '
+                              'another size exactly the size of the '
+                              'backup\'s volume (without it, a size '
+                              'mismatch is refused)')
     modes = restore.add_mutually_exclusive_group()
     modes.add_argument('--new', action='store_true',
                        help='TARGET must not exist or be empty; it is '
@@ -303,21 +347,26 @@ def build_parser():
 
     verify = commands.add_parser(
         'verify', help='check a backup chain against its checksums')
-    verify.add_argument('id', metavar='ID', nargs='?')
+    verify.add_argument('ids', metavar='ID', nargs='*',
+                        help='backup ID, or a unique prefix of 4 or more '
+                             'characters (several may be given); with '
+                             '--from-repository, ID or CONTAINER PREFIX')
     verify.add_argument('--all', action='store_true',
                         help='every available backup of the catalog')
-    verify.add_argument('--from-repository', nargs=2,
-                        metavar=('CONTAINER', 'PREFIX'),
+    verify.add_argument('--from-repository', action='store_true',
                         help='a backup found in the repository (no '
-                             'catalog)')
+                             'catalog), by ID or by the CONTAINER PREFIX '
+                             'repository scan prints')
     verify.set_defaults(func=handlers.cmd_verify)
 
     repository = commands.add_parser(
-        'repository', help='find backups in a repository (no catalog)')
+        'repository', help='scan, import and check a repository')
     repo_cmds = repository.add_subparsers(dest='repository_command',
                                           metavar='ACTION')
     repo_cmds.required = True
-    scan = repo_cmds.add_parser('scan', help='list the backups found')
+    scan = repo_cmds.add_parser(
+        'scan', help='list the backups a repository holds (read from it, '
+                     'not from the catalog)')
     scan.add_argument('--container', action='append',
                       help='list this container (default: the whole '
                            'POSIX repository, or the configured bucket)')
@@ -381,7 +430,12 @@ def main(argv=None):
     if argv is None:
         session_lib.keep_cinder_out()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except exit_status.ArgumentError as e:
+        words = sys.argv[1:] if argv is None else list(argv)
+        e.report(progress.Output(session_lib.PROG, '--json' in words))
+        return exit_status.USAGE
     logging_state = _setup_logging(args)
     out = progress.Output(session_lib.PROG, args.json)
     # Ctrl-C must interrupt even when the parent process ignores SIGINT.
@@ -392,6 +446,9 @@ def main(argv=None):
         session = session_lib.Session(args, out)
         if args.func is not demo.cmd_demo:
             session.configure()
+            if not getattr(args, 'creates_repository', False):
+                repository_lib.require(session,
+                                       getattr(args, 'container', None))
         return args.func(session, args)
     except KeyboardInterrupt:
         out.error('interrupted', exit_status.INTERRUPTED)

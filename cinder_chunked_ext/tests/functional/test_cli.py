@@ -20,6 +20,7 @@ and 256 KiB objects, so a volume of about 1 MiB gives several objects.
 written to the user's home.
 """
 
+import glob
 import hashlib
 import importlib.util
 import io
@@ -67,6 +68,14 @@ def write_volume(path, size=4 * CHUNK + 1000, seed=1):
     with open(path, 'wb') as f:
         f.write(data)
     return bytes(data)
+
+
+def only_catalog(env):
+    """The one catalog of an object store repository (nfs, s3, swift)."""
+    found = glob.glob(os.path.join(env['XDG_DATA_HOME'], session.APP_DIR,
+                                   session.CATALOGS_DIR, '*.sqlite3'))
+    assert len(found) == 1, found
+    return found[0]
 
 
 def overwrite(path, offset, data):
@@ -359,6 +368,7 @@ class TestBadInput(CliTestCase):
          'unsafe path'),
     )
     def test_bad_request_exit_status_and_message(self, args, code, needle):
+        os.makedirs(self.repo)
         write_volume(self.volume, size=CHUNK)
         _out, err = self.run_cli(*args, expect=code)
         self.check_one_line(err, needle)
@@ -408,6 +418,7 @@ class TestInProcess(CliTestCase):
     """``cli.main(argv)`` called in this process, for faults."""
 
     def main(self, *argv):
+        os.makedirs(self.repo, exist_ok=True)
         self.useFixture(config_fixture.Config())
         self.useFixture(fixtures.EnvironmentVariable(
             'XDG_DATA_HOME', self.env['XDG_DATA_HOME']))
@@ -601,8 +612,7 @@ class TestS3(CliTestCase):
         self.run_cli('restore', incr['id'], target, base=base)
         self.assertEqual(expected, demo.file_sha256(target))
 
-        os.remove(os.path.join(self.env['XDG_DATA_HOME'],
-                               'cinder-chunked-backup', 'catalog.sqlite3'))
+        os.remove(only_catalog(self.env))
         scan, _err = self.run_json('repository', 'scan', base=base)
         found = {b['id']: b for b in scan['backups']}
         self.assertEqual({full['id'], incr['id']}, set(found))
@@ -661,8 +671,7 @@ class TestSwift(CliTestCase):
         self.assertEqual(expected, demo.file_sha256(target))
 
         # The catalog is lost: the repository alone finds both backups.
-        os.remove(os.path.join(self.env['XDG_DATA_HOME'],
-                               'cinder-chunked-backup', 'catalog.sqlite3'))
+        os.remove(only_catalog(self.env))
         scan, _err = self.run_json('repository', 'scan', base=base)
         found = {b['id']: b for b in scan['backups']}
         self.assertEqual({full['id'], incr['id']}, set(found))
