@@ -14,7 +14,7 @@
 
 Usage::
 
-    cinder-chunked-backup [--repository PATH] [--catalog PATH]
+    cinder-chunked-backup [--version] [--repository PATH] [--catalog PATH]
                           [--driver posix|nfs|s3|swift] [--config-file FILE]
                           [--compression ALGO] [--json] [--verbose]
                           [--debug] COMMAND ...
@@ -23,15 +23,19 @@ Global options come before the command (``--json``, ``--verbose`` and
 ``--debug`` are also accepted after it).  The drivers are the ones
 cinder-backup loads, with the same options: ``--config-file cinder.conf``
 points the tool at the repository a cloud writes to.  Without a
-configuration file the POSIX repository is
-``$XDG_DATA_HOME/cinder-chunked-backup/repository``
+configuration file (nor ``$CINDER_CHUNKED_BACKUP_REPOSITORY``) the POSIX
+repository is ``$XDG_DATA_HOME/cinder-chunked-backup/repository``
 (``~/.local/share/...``).  ``--repository`` is the directory
 (``backup_posix_path``) for posix, the share (``backup_share``) for nfs,
 the bucket (``backup_s3_store_bucket``) for s3 and the container
 (``backup_swift_container``) for swift, whose account the configuration
 names (``backup_swift_auth = single_user``).  Backups are recorded
-in an SQLite catalog: ``<repository>/catalog.sqlite3`` for posix, else
-``$XDG_DATA_HOME/cinder-chunked-backup/catalog.sqlite3``.
+in an SQLite catalog (``--catalog``, else ``$CINDER_CHUNKED_BACKUP_CATALOG``):
+``<repository>/catalog.sqlite3`` for posix, else one file per repository
+in ``$XDG_DATA_HOME/cinder-chunked-backup/catalogs/``.  Only
+``backup create`` makes a missing repository; every other command
+fails (status 3) when it is missing or not a directory, bucket or
+container.
 
 Commands::
 
@@ -40,13 +44,14 @@ Commands::
                   [--volume-id ID] [--size SIZE]
     backup list [--volume-id ID] [--status STATUS]
     backup show ID
-    backup delete ID [--force]
+    backup delete ID [ID ...] [--force]
     backup prune --keep-last N | --keep-hourly N | --keep-daily N |
                  --keep-weekly N | --keep-monthly N | --keep-yearly N ...
-                 [--volume-id ID] [--dry-run]
-    restore ID TARGET [--new | --existing]
-    restore --from-repository CONTAINER PREFIX TARGET [--new | --existing]
-    verify ID | verify --all | verify --from-repository CONTAINER PREFIX
+                 [--volume-id ID] [--delete-errors] [--dry-run]
+    restore ID TARGET [--new | --existing [--resize]]
+    restore --from-repository {ID | CONTAINER PREFIX} TARGET [...]
+    verify ID [ID ...] | verify --all
+    verify --from-repository {ID | CONTAINER PREFIX}
     repository scan [--container NAME ...]
     repository import [--container NAME ...] [--overwrite]
     repository check [--container NAME ...] [--delete] [--grace DURATION]
@@ -58,9 +63,11 @@ same volume; a volume is named by ``--volume-id``, by default a uuid5 of
 its real path.  An ID may be abbreviated to a unique prefix (4 or more
 characters).  ``restore --new`` (the default when TARGET does not exist
 or is empty) creates a sparse file of the volume's size; ``--existing``
-overwrites TARGET in place.  ``restore --from-repository`` and
+overwrites TARGET in place, and refuses a file of another size unless
+``--resize``.  ``restore --from-repository`` and
 ``verify --from-repository`` use no catalog: the backup and its parents
-are read from the repository (``repository scan`` lists them).
+are read from the repository (``repository scan`` lists them).  Times
+are printed in UTC (``2026-01-02 03:04:05 UTC``); JSON has ISO 8601.
 
 This module holds the parser and :func:`main`; the handlers of the
 core commands are in :mod:`cinder_chunked_ext.tool.commands`, the
@@ -82,13 +89,17 @@ Each command prints one JSON object on stdout:
   ``volume_size_bytes``, ``object_count``, ``container``,
   ``service_metadata`` (the object name prefix), ``name``,
   ``description``, ``created_at``, ``availability_zone``, ``driver``,
-  ``source``, ``fail_reason``; ``backup create`` adds ``seconds``;
+  ``source``, ``fail_reason``; ``backup create`` adds ``seconds``,
+  ``repository``, ``stored_bytes``, ``changed_bytes`` and
+  ``compression_ratio``;
   ``backup show`` adds ``children`` (ids of backups based on it).
 * ``backup list``: ``{"backups": [backup, ...]}``, oldest first.
-* ``backup delete``: ``{"id": ID, "deleted": true}``.
+* ``backup delete``: ``{"id": ID, "deleted": true}``; with several IDs
+  ``{"deleted": [ids], "not_deleted": [ids]}``.
 * ``restore``: ``backup_id``, ``target``, ``mode`` (new or existing),
   ``size_bytes``, ``chain`` (ids, the requested backup first, its full
-  backup last), ``source`` (catalog or repository), ``seconds``.
+  backup last), ``source`` (catalog or repository), ``seconds``,
+  ``target_note`` (null, or what happened to a target of another size).
 * ``verify``: ``{"ok": bool, "backups": [report, ...]}``; a *report* has
   ``backup_id``, ``ok``, ``chain``, ``objects_checked``,
   ``bytes_checked`` and ``problems``, a list of ``{"backup_id",
@@ -109,7 +120,7 @@ Each command prints one JSON object on stdout:
   ``catalog``.
 * ``repository check``: ``repository``, ``containers``, ``delete``,
   ``grace_seconds`` and ``findings``, a list of ``{"kind"`` (incomplete,
-  unlisted, temporary, missing, unreadable), ``"container"``,
+  unlisted, temporary, empty, missing, unreadable), ``"container"``,
   ``"prefix"``, ``"backup_id"``, ``"objects"``, ``"temporary"``,
   ``"bytes"``, ``"age_seconds"``, ``"catalog_status"``, ``"detail"``,
   ``"action"}``.
@@ -122,18 +133,19 @@ Exit status
 ===========
 
 * 0: success.
-* 1: the operation failed, or verification found a problem (a damaged
-  or incomplete repository, a store error, an I/O error).
+* 1: the operation failed, or verification or repository check found
+  a problem (a damaged backup, a store error, an I/O error).
 * 2: usage error or a request refused as invalid (bad option or
   configuration, a backup others depend on, a wrong status).
-* 3: not found (the volume file, a backup id, a configuration file, a
-  backup in the repository).
+* 3: not found (the repository, the volume file, a backup id, a
+  configuration file, a backup in the repository).
 * 130: interrupted (Ctrl-C or SIGTERM); a backup in progress is marked
   ``error`` and its objects are removed.
 
 Errors are one line on stderr.  ``--debug`` adds tracebacks and debug
 logs; ``--verbose`` adds the engine's progress logs.  A progress bar
-(throughput and ETA) is drawn on stderr when it is a terminal.
+(throughput and ETA) is drawn on stderr when it is a terminal; when it
+is not, ``--verbose`` logs the same line every 10 seconds.
 """
 
 import argparse
@@ -388,33 +400,6 @@ def build_parser():
     return parser
 
 
-def _setup_logging(args):
-    level = logging.WARNING
-    if args.verbose:
-        level = logging.INFO
-    if args.debug:
-        level = logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
-    if args.verbose or args.debug:
-        handler.setFormatter(logging.Formatter(
-            '%(asctime)s %(levelname)s %(name)s: %(message)s'))
-    else:
-        # Warnings read like the tool's own one-line messages.
-        handler.setFormatter(logging.Formatter(
-            session_lib.PROG + ': %(levelname)s: %(message)s'))
-    root = logging.getLogger()
-    previous = (list(root.handlers), root.level)
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    return previous
-
-
-def _restore_logging(previous):
-    root = logging.getLogger()
-    root.handlers[:], level = previous
-    root.setLevel(level)
-
-
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt()
 
@@ -436,7 +421,7 @@ def main(argv=None):
         words = sys.argv[1:] if argv is None else list(argv)
         e.report(progress.Output(session_lib.PROG, '--json' in words))
         return exit_status.USAGE
-    logging_state = _setup_logging(args)
+    logging_state = progress.setup_logging(args, session_lib.PROG)
     out = progress.Output(session_lib.PROG, args.json)
     # Ctrl-C must interrupt even when the parent process ignores SIGINT.
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -475,6 +460,6 @@ def main(argv=None):
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
-        _restore_logging(logging_state)
+        progress.restore_logging(logging_state)
         with contextlib.suppress(Exception):
             sys.stdout.flush()

@@ -82,6 +82,38 @@ def one_line(text):
     return ' '.join(str(text).split())
 
 
+def setup_logging(args, prog):
+    """Log on stderr as ``--verbose``/``--debug`` ask; the previous state."""
+    level = logging.WARNING
+    if args.verbose:
+        level = logging.INFO
+    if args.debug:
+        level = logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    if args.verbose or args.debug:
+        # The tool's one form of time: UTC, and it says so.
+        formatter = logging.Formatter(
+            '%(asctime)s UTC %(levelname)s %(name)s: %(message)s',
+            datefmt='%Y-%m-%d %H:%M:%S')
+        formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
+    else:
+        # Warnings read like the tool's own one-line messages.
+        handler.setFormatter(logging.Formatter(
+            prog + ': %(levelname)s: %(message)s'))
+    root = logging.getLogger()
+    previous = (list(root.handlers), root.level)
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    return previous
+
+
+def restore_logging(previous):
+    root = logging.getLogger()
+    root.handlers[:], level = previous
+    root.setLevel(level)
+
+
 class Output(object):
     """Human lines or one JSON object on stdout; errors on stderr.
 
