@@ -59,7 +59,9 @@ class TestMissingRepository(AnswersTestCase):
     def test_reader_missing_repository_exit_3(self, args):
         out, err = self.run_cli('--json', *args, expect=3)
         line = self.error_line(err)
-        self.assertIn('repository %s does not exist' % self.repo, line)
+        self.assertIn('repository %s does not exist (backup create makes '
+                      'a new one)' % self.repo, line)
+        self.assertNotIn('Backup object not found', line)
         self.assertEqual(3, json.loads(out)['exit_code'])
         self.assertFalse(os.path.exists(self.repo))
 
@@ -193,3 +195,29 @@ class TestRestoreExisting(AnswersTestCase):
         _out, err = self.run_cli('restore', '--from-repository',
                                  self.doc['id'], expect=2)
         self.assertIn('and a TARGET', self.error_line(err))
+
+
+class TestMissingBucket(AnswersTestCase):
+
+    def test_reader_missing_bucket_exit_3_create_makes_it(self):
+        try:
+            from cinder_chunked_ext.tests import s3_server
+        except ImportError as e:
+            self.skipTest('the S3 test server helper is missing: %s' % e)
+        server = self.useFixture(s3_server.S3ServerFixture())
+        bucket = server.new_bucket_name()
+        self.conf = self.write_config(
+            's3.conf', backup_s3_endpoint_url=server.endpoint,
+            backup_s3_store_access_key=server.access_key,
+            backup_s3_store_secret_key=server.secret_key,
+            backup_s3_object_size=CHUNK, backup_s3_block_size=CHUNK // 4,
+            backup_s3_retry_max_attempts=2)
+        base = ['--config-file', self.conf, '--driver', 's3',
+                '--repository', bucket]
+        _out, err = self.run_cli('verify', '--all', base=base, expect=3)
+        self.assertIn('bucket %s does not exist' % bucket,
+                      self.error_line(err))
+        write_volume(self.volume, size=CHUNK)
+        self.run_cli('backup', 'create', self.volume, base=base)
+        out, _err = self.run_cli('verify', '--all', base=base)
+        self.assertIn('OK', out)
