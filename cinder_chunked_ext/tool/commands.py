@@ -78,10 +78,10 @@ def cmd_backup_create(session, args):
                 progress.plural(record.object_count, 'object'),
                 progress.human_bytes(stored['stored_bytes']))]
     if stored['compression_ratio']:
-        lines[-1] = lines[-1][:-1] + ' (%s of changed data, %.2f:1)' % (
-            progress.human_bytes(stored['changed_bytes']),
+        lines[-1] = lines[-1][:-1] + ' (%scompression %.2f:1).' % (
+            '%s of changed data, ' % progress.human_bytes(
+                stored['changed_bytes']) if record.parent_id else '',
             stored['compression_ratio'])
-        lines[-1] += '.'
     session.out.result(doc, lines)
     return exit_status.OK
 
