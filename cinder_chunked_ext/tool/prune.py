@@ -51,7 +51,10 @@ def add_parser(backup_cmds):
                     'backup per hour, day, ISO week, month or year, in '
                     'UTC) and delete the other available backups. A '
                     'backup a kept incremental backup depends on is '
-                    'always kept.')
+                    'always kept. Backups in other statuses are left '
+                    'alone: an error backup (a failed backup or delete) '
+                    'is kept until someone looks, and keeps its parent; '
+                    '--delete-errors deletes those too.')
     prune.add_argument('--keep-last', type=_count, default=0, metavar='N',
                        help='keep the N newest backups')
     for bucket, period in (('hourly', 'hour'), ('daily', 'day'),
