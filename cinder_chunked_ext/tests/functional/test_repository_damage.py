@@ -618,9 +618,7 @@ class TestTamperedMetadata(DamageTestCase):
             self.target, expect=2 if needle is None else 1)
         line = self.error_line(err)
         if needle is None:
-            # The size the metadata claims is not the target's: refused
-            # before any write (--resize would go on, and stop at the
-            # object).
+            # Not the target's size: refused before any write.
             self.assertIn('--resize', line)
             self.assertEqual(untouched, self.target_bytes())
         else:
