@@ -164,6 +164,7 @@ class Session(object):
         self._catalog = None
         self.repository_override = None
         self.catalog_override = None
+        self._warned = False
 
     # -- configuration ---------------------------------------------------
 
@@ -240,7 +241,7 @@ class Session(object):
     def _warn_shared_catalog(self, path):
         """Point at the catalog earlier versions shared between buckets."""
         shared = os.path.join(user_data_dir(), CATALOG_NAME)
-        if getattr(self, '_warned', False) or os.path.exists(path) or \
+        if self._warned or os.path.exists(path) or \
                 not os.path.exists(shared):
             return
         self._warned = True
