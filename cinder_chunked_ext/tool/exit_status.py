@@ -121,8 +121,8 @@ def _damaged_text(error):
         if '(' in reason else ''
     backup_id = reason.split('metadata of backup ', 1)[-1].split(' ', 1)[0]
     return ('backup %s is damaged: the objects in the repository differ '
-            'from those its metadata lists (%s); nothing was restored from '
-            'it.  verify %s tells more' % (backup_id, detail, backup_id))
+            'from those its metadata lists (%s), so it cannot be '
+            'restored; verify %s tells more' % (backup_id, detail, backup_id))
 
 
 def reported(out, document, lines, failure=None):
