@@ -215,7 +215,7 @@ def cmd_repository_import(session, args):
     try:
         entries = env.scan(args.container or None)
     except exception.ObjectNotFound as e:
-        raise exit_status.NotFoundError(str(e))
+        raise exit_status.NotFoundError(exit_status.reason_of(e))
     store = getattr(driver, 'store', None)
     walks_all = (not args.container and store is not None and
                  store.list_containers() is not None)
