@@ -209,6 +209,7 @@ class Stress(object):
         self.context = fakes.FakeContext(self.env)
         self.volumes = {store: volumes(n) for n, store in enumerate(STORES)}
         self.records = {}
+        self.building = threading.Lock()
         self.barrier = None
         self.met = 0
         self.checks = []
@@ -217,10 +218,15 @@ class Stress(object):
     # -- drivers, records and files ----------------------------------------
 
     def driver(self, store):
-        """A driver of its own, built as the backup manager builds one."""
-        self.conf.set_override('backup_compression_algorithm',
-                               ALGORITHMS[store])
-        return self.classes[store](self.context)
+        """A driver of its own, built as the backup manager builds one.
+
+        The store's compression is set just before: one driver is built
+        at a time, so no other operation's setting can come between.
+        """
+        with self.building:
+            self.conf.set_override('backup_compression_algorithm',
+                                   ALGORITHMS[store])
+            return self.classes[store](self.context)
 
     def record(self, status, **fields):
         """A backup record; it meets the others at its first refresh."""
