@@ -107,6 +107,55 @@ class CleanupKeepsFirstErrorTestCase(base.DriverTestCase):
             RuntimeError, driver.backup, backup,
             io.BytesIO(base.text_bytes(2 * base.CHUNK)))
         self.assertIs(base_error, error)
+        # The abort's own failure is told with it, where Python can.
+        if hasattr(error, 'add_note'):
+            self.assertIn('abort failed', ' '.join(error.__notes__))
+        # The backup cannot pass for complete, and its delete removes
+        # what the failed abort left (its temporary file).
+        names = os.listdir(self.path(backup))
+        self.assertNotIn(backup.service_metadata + '_metadata', names)
+        self.assertEqual(1, len([n for n in names if n.startswith('.tmp-')]))
+        driver.delete_backup(backup)
+        self.assertEqual([], os.listdir(self.path(backup)))
+
+
+class OperationBaseExceptionTestCase(base.DriverTestCase):
+    """A backup whose worker task raises a BaseException fails with it."""
+
+    def setUp(self):
+        super().setUp()
+        if concurrency.eventlet_active():
+            self.skipTest('this process is monkey-patched by eventlet')
+
+    def test_backup_task_base_exception_fails_with_it_nothing_left(self):
+        real = pipeline.analyse_piece
+        calls = []
+        error = Fatal('a worker died')
+
+        def analyse(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 9:       # the first piece of the third object
+                raise error
+            return real(*args, **kwargs)
+        data = base.mixed_volume(chunks=6)
+        with fixtures.MockPatchObject(pipeline, 'analyse_piece', analyse):
+            backup = self.env.new_backup()
+            raised = self.assertRaises(Fatal, self.driver.backup, backup,
+                                       io.BytesIO(data))
+        self.assertIs(error, raised)
+        # Nothing still runs or holds a share of the process's budget,
+        # no temporary file is left and the backup has no metadata, so
+        # it cannot pass for complete; its delete leaves nothing.
+        process = budget.for_settings(self.driver.settings)
+        self.assertEqual(0, process.running)
+        names = os.listdir(self.path(backup))
+        self.assertEqual([], [n for n in names if n.startswith('.tmp')])
+        self.assertNotIn(backup.service_metadata + '_metadata', names)
+        self.driver.delete_backup(backup)
+        self.assertEqual([], os.listdir(self.path(backup)))
+        # The process's shared threads still serve the next operation.
+        after = self.make_backup(data)
+        self.assertEqual(data, self.restore_bytes(after, len(data)))
 
 
 # Run in a fresh interpreter: patching must come before any import.
