@@ -283,7 +283,7 @@ class BackupJob(object):
 
     def _hashed_pieces(self, offset, length):
         """``(start, size, block hashes, data)`` of a chunk's pieces."""
-        piece = self.driver._piece_bytes()
+        piece = self.driver.piece_bytes()
         window = concurrency.OrderedWindow(
             self.pool, lambda: self.op.hash_window_depth(piece))
         try:
@@ -374,7 +374,7 @@ class BackupJob(object):
             data, zero = self.source.load_piece(offset, length)
         # Analysed and encoded piece by piece, as a streamed object is:
         # the stored bytes are the same whichever path made them.
-        step = self.driver._piece_bytes()
+        step = self.driver.piece_bytes()
         view = memoryview(data)
         piece_encoder = compression.parallel_piece_encoder(algorithm)
         results = [pipeline.analyse_piece(view[start:start + step],
@@ -440,7 +440,7 @@ class BackupJob(object):
         upstream restores as well.
         """
         state = compression.StreamedCodec(self.settings.compression, length)
-        piece = self.driver._piece_bytes()
+        piece = self.driver.piece_bytes()
         writer = self.driver.get_object_writer(
             self.container, name, extra_metadata=self.extra_metadata)
         window = concurrency.OrderedWindow(

@@ -277,7 +277,7 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
     #: Of them, objects of one piece or less (None: as many).
     max_concurrent_small_writes = None
     #: True when the writers of ``get_object_writer`` do not hold the
-    #: object until their commit (see :meth:`BackupJob._whole_object_bytes`).
+    #: object until their commit (see :func:`cuts.whole_object_bytes`).
     streams_writes = False
 
     # -- surroundings ------------------------------------------------------
@@ -300,11 +300,16 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
             return own.put_volume_metadata(volume_id, json_metadata)
         return super().put_metadata(volume_id, json_metadata)
 
-    def _piece_bytes(self):
+    # -- the geometry the engine reads (public: the engine's modules use
+    # these and ``settings``; the ``_``-named methods below are upstream's
+    # subclass interface, kept under upstream's names) ----------------------
+
+    def piece_bytes(self):
+        """The unit of work of the pipelines: whole hash blocks, ~4 MiB."""
         block = self.sha_block_size_bytes
         return max(1, PIECE_BYTES // block) * block
 
-    def _full_object_bytes(self):
+    def full_object_bytes(self):
         """The size of a full backup's objects: whole hash blocks."""
         block = self.sha_block_size_bytes
         wanted = self.settings.full_backup_object_bytes

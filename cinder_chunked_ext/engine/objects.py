@@ -122,7 +122,7 @@ def decoded_pieces(driver, backup, container, obj, extra_metadata,
     reader, decoded = concurrency.execute(
         _open_decoded, driver, container, obj, extra_metadata)
     md5 = hashlib.md5(usedforsecurity=False)
-    step = driver._piece_bytes()
+    step = driver.piece_bytes()
     reads = collections.deque()
     digests = collections.deque()
     total = 0
@@ -222,7 +222,7 @@ def is_zero_object(driver, container, obj, extra_metadata):
         return False
     if compression.is_zero_form(obj.compression, obj.length, stored):
         return True
-    if not _decodes_to_zeros(obj, stored, driver._piece_bytes()):
+    if not _decodes_to_zeros(obj, stored, driver.piece_bytes()):
         return False
     compression.remember_zero_form(obj.compression, obj.length, stored)
     return True

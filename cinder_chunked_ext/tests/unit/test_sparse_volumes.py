@@ -480,7 +480,7 @@ class WholeObjectsAtOnceTestCase(testtools.TestCase):
         class Driver(object):
             max_concurrent_small_writes = small
 
-            def _piece_bytes(self):
+            def piece_bytes(self):
                 return 4 * MiB
         driver = Driver()
         driver.settings = settings
