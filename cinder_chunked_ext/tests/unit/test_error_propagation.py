@@ -20,20 +20,17 @@ while cleaning up after an error never replaces the first one.
 """
 
 import io
-import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import fixtures
 import testtools
 
-import cinder_chunked_ext
 from cinder_chunked_ext.engine import budget
 from cinder_chunked_ext.engine import concurrency
 from cinder_chunked_ext.engine import pipeline
 from cinder_chunked_ext.store import posix as posix_store
+from cinder_chunked_ext.tests import patched_process
 from cinder_chunked_ext.tests.unit import test_chunked_backup as base
 
 
@@ -212,13 +209,7 @@ class EventletTestCase(testtools.TestCase):
     """In a monkey-patched interpreter, as cinder-backup runs."""
 
     def test_monkey_patched_base_exceptions_reach_waiters(self):
-        root = os.path.dirname(os.path.dirname(
-            os.path.abspath(cinder_chunked_ext.__file__)))
-        proc = subprocess.run([sys.executable, '-c', EVENTLET_SCRIPT],
-                              cwd=root, capture_output=True, text=True,
-                              timeout=120)
-        self.assertEqual(0, proc.returncode, proc.stderr[-3000:])
-        results = json.loads(proc.stdout.strip().splitlines()[-1])
+        results = patched_process.run_script(EVENTLET_SCRIPT)
         self.assertEqual({'pool_fatal': 'Fatal', 'pool_timeout': 'Timeout',
                           'pool_exit': 'SystemExit', 'pool_after': 42,
                           'lane_fatal': 'Fatal', 'lane_after': 7,
