@@ -293,9 +293,19 @@ class PosixStore(base.ObjectStore):
         self._make_dirs(container)
 
     def _make_dirs(self, container):
+        """Create the container's directories; make each new entry durable.
+
+        A directory a backup creates (``xx``, ``xx/yy``, ``xx/yy/<id>``)
+        is an entry in its parent: until the parent is synced, a crash
+        can lose it, and with it every object of a backup already
+        reported available.  Each parent that gained an entry is synced
+        before the backup writes anything into it.
+        """
+        created = []
         if not os.path.isdir(self.root):
             try:
                 os.makedirs(self.root)
+                created.append(self.root)
             except FileExistsError:
                 pass
             except OSError as e:
@@ -306,6 +316,7 @@ class PosixStore(base.ObjectStore):
             try:
                 os.mkdir(current, DIR_MODE)
                 os.chmod(current, DIR_MODE)
+                created.append(current)
             except FileExistsError:
                 pass
             except OSError as e:
@@ -315,6 +326,12 @@ class PosixStore(base.ObjectStore):
                 raise exception.UnsafePath(
                     path=container,
                     reason='it resolves outside the backup repository')
+        for parent in sorted({os.path.dirname(path) for path in created},
+                             key=len, reverse=True):
+            try:
+                _fsync_dir(parent)
+            except OSError as e:
+                raise classify_os_error(e, 'cannot sync %s' % parent)
 
     def _listing(self, container, missing_ok=False):
         """``(path, sorted names)`` of a container's directory."""
