@@ -195,6 +195,13 @@ class BackupJob(object):
                 self._settle_small_objects()
                 while len(self.commits):
                     self.commits.pop()   # raises the first failed commit
+            except exception.ObjectNotFound:
+                # A forced delete removes the objects (on POSIX, their
+                # directory) under a running backup: a commit then finds
+                # nothing to commit into.  That is the cancellation,
+                # not a failure of the backup.
+                if not self._cancelled(force=True):
+                    raise
             finally:
                 # Nothing may still write once we return or raise.
                 self.small.drain()
