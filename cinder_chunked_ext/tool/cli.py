@@ -145,6 +145,7 @@ import sys
 import traceback
 
 from cinder_chunked_ext.tool import catalog_import
+from cinder_chunked_ext.tool import cinder_db
 from cinder_chunked_ext.tool import commands as handlers
 from cinder_chunked_ext.tool import demo
 from cinder_chunked_ext.tool import exit_status
@@ -324,6 +325,7 @@ def build_parser():
     scan.set_defaults(func=handlers.cmd_repository_scan)
     catalog_import.add_parser(repo_cmds)
     repository_check.add_parser(repo_cmds)
+    cinder_db.add_parser(commands)
 
     sample = commands.add_parser(
         'demo', help='back up, verify and restore a sample volume')
@@ -378,10 +380,12 @@ def main(argv=None):
     :func:`cinder_chunked_ext.tool.session.keep_cinder_out`).  With ``argv``
     (tests, other callers) it leaves the process's imports as they are.
     """
-    if argv is None:
-        session_lib.keep_cinder_out()
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The cinder commands work on Cinder's own database.
+    needs_cinder = getattr(args, 'needs_cinder', False)
+    if argv is None and not needs_cinder:
+        session_lib.keep_cinder_out()
     logging_state = _setup_logging(args)
     out = progress.Output(session_lib.PROG, args.json)
     # Ctrl-C must interrupt even when the parent process ignores SIGINT.
@@ -390,7 +394,7 @@ def main(argv=None):
     try:
         session_lib.quiet_import_engine(args.debug)
         session = session_lib.Session(args, out)
-        if args.func is not demo.cmd_demo:
+        if args.func is not demo.cmd_demo and not needs_cinder:
             session.configure()
         return args.func(session, args)
     except KeyboardInterrupt:
