@@ -28,6 +28,7 @@ import contextlib
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -310,8 +311,21 @@ FileVolumeDriver
         if result.returncode:
             raise ClusterError('cinder-manage db sync failed: %s'
                                % result.stderr.decode()[-3000:])
+        # Four processes write to one SQLite file: with its write-ahead
+        # log, readers and a writer no longer lock each other out (the
+        # API answered 500 "database is locked" while cinder-backup
+        # wrote).  The mode is stored in the file.
+        with contextlib.closing(sqlite3.connect(
+                self._path('cinder.sqlite'))) as db:
+            db.execute('PRAGMA journal_mode=WAL')
+        # The scheduler first: cinder-backup publishes its capabilities
+        # to it once at start (then only every 60 s), and without them
+        # the scheduler finds no backup service.
+        self.start_service('cinder-scheduler')
+        self.wait_for_log('cinder-scheduler', 'Starting cinder-scheduler')
         for name in SERVICES:
-            self.start_service(name)
+            if name not in self.processes:
+                self.start_service(name)
 
     def start_service(self, name):
         process = Process(
@@ -321,6 +335,25 @@ FileVolumeDriver
             self.run_dir)
         self.processes[name] = process
         return process
+
+    def wait_for_log(self, name, text, timeout=120):
+        """Until the service's log holds ``text``, then 2 s more."""
+        deadline = time.monotonic() + timeout
+        while True:
+            process = self.processes[name]
+            try:
+                with open(self.log_path(name), 'rb') as f:
+                    if text.encode() in f.read():
+                        time.sleep(2)
+                        return
+            except FileNotFoundError:
+                pass
+            if not process.alive():
+                raise ClusterError('%s exited: %s'
+                                   % (name, _tail(process.log_path)))
+            if time.monotonic() > deadline:
+                raise ClusterError('%s did not log %r' % (name, text))
+            time.sleep(0.2)
 
     def stop_service(self, name, kill=False):
         process = self.processes.pop(name, None)

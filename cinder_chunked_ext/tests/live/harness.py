@@ -54,6 +54,23 @@ def make_client(api_port):
                                 session=ks_session.Session(auth=auth))
 
 
+def _retry_locked(call, *args, **kwargs):
+    """``call``, again after a 500: SQLite's "database is locked".
+
+    SQLite answers a write that would have to wait for another
+    process's transaction with an immediate error in some cases (a read
+    transaction upgraded to a write); the API turns it into a 500.  The
+    failed request was rolled back, so it can be sent again.
+    """
+    for attempt in range(4):
+        try:
+            return call(*args, **kwargs)
+        except client_exc.ClientException as e:
+            if getattr(e, 'code', None) != 500 or attempt == 3:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+
+
 class Api(object):
     """Waits on the API's resources."""
 
@@ -66,8 +83,10 @@ class Api(object):
             try:
                 services = self.client.services.list()
                 up = {s.binary for s in services if s.state == 'up'}
-                if {'cinder-scheduler', 'cinder-volume',
-                        'cinder-backup'} <= up:
+                # The scheduler places volumes once it has the
+                # volume service's pool.
+                if ({'cinder-scheduler', 'cinder-volume',
+                     'cinder-backup'} <= up and self.client.pools.list()):
                     return
             except Exception:   # the API is not listening yet
                 if time.monotonic() > deadline:
@@ -131,21 +150,21 @@ class Api(object):
             time.sleep(0.3)
 
     def create_volume(self, name):
-        volume = self.client.volumes.create(VOLUME_GB, name=name)
+        volume = _retry_locked(self.client.volumes.create, VOLUME_GB,
+                               name=name)
         return self.wait_volume(volume.id)
 
     def backup(self, volume_id, incremental=False, wait=True, name=None):
-        backup = self.client.backups.create(volume_id,
-                                            incremental=incremental,
-                                            name=name)
+        backup = _retry_locked(self.client.backups.create, volume_id,
+                               incremental=incremental, name=name)
         if wait:
             return self.wait_backup(backup.id)
         return backup
 
     def restore(self, backup_id, volume_id=None):
         """Restore (into a new volume without ``volume_id``); its id."""
-        restore = self.client.restores.restore(backup_id,
-                                               volume_id=volume_id)
+        restore = _retry_locked(self.client.restores.restore, backup_id,
+                                volume_id=volume_id)
         self.wait_backup(backup_id)
         self.wait_volume(restore.volume_id)
         return restore.volume_id
