@@ -239,6 +239,13 @@ class Cluster(object):
             report_interval = 5
             periodic_interval = 10
             service_down_time = 60
+            # The scheduler then picks the backup service of the volume's
+            # host by its service record.  Otherwise it goes by the
+            # capabilities cinder-backup publishes at the end of
+            # init_host -- possibly before its driver's set-up check
+            # finished (a looping call), then only every 60 s: a backup
+            # requested in between fails with "Service not found".
+            backup_use_same_host = True
             ''').format(host=HOST, state=self._path('state'),
                         logs=self.log_dir,
                         transport=self.rabbit.transport_url,
@@ -318,14 +325,8 @@ FileVolumeDriver
         with contextlib.closing(sqlite3.connect(
                 self._path('cinder.sqlite'))) as db:
             db.execute('PRAGMA journal_mode=WAL')
-        # The scheduler first: cinder-backup publishes its capabilities
-        # to it once at start (then only every 60 s), and without them
-        # the scheduler finds no backup service.
-        self.start_service('cinder-scheduler')
-        self.wait_for_log('cinder-scheduler', 'Starting cinder-scheduler')
         for name in SERVICES:
-            if name not in self.processes:
-                self.start_service(name)
+            self.start_service(name)
 
     def start_service(self, name):
         process = Process(
@@ -336,23 +337,33 @@ FileVolumeDriver
         self.processes[name] = process
         return process
 
-    def wait_for_log(self, name, text, timeout=120):
-        """Until the service's log holds ``text``, then 2 s more."""
+    def report_count(self, binary):
+        """The service's ``report_count`` in the database (0: none).
+
+        A service reports only once its ``init_host`` ran and its RPC
+        server listens; the count survives restarts.
+        """
+        try:
+            with contextlib.closing(sqlite3.connect(
+                    self._path('cinder.sqlite'), timeout=30)) as db:
+                row = db.execute(
+                    'SELECT MAX(report_count) FROM services '
+                    'WHERE "binary" = ? AND deleted = 0',
+                    (binary,)).fetchone()
+        except sqlite3.OperationalError:
+            return 0
+        return (row and row[0]) or 0
+
+    def wait_reported(self, name, after, timeout=120):
+        """Until the service reported more than ``after`` times."""
         deadline = time.monotonic() + timeout
-        while True:
+        while self.report_count(name) <= after:
             process = self.processes[name]
-            try:
-                with open(self.log_path(name), 'rb') as f:
-                    if text.encode() in f.read():
-                        time.sleep(2)
-                        return
-            except FileNotFoundError:
-                pass
             if not process.alive():
                 raise ClusterError('%s exited: %s'
                                    % (name, _tail(process.log_path)))
             if time.monotonic() > deadline:
-                raise ClusterError('%s did not log %r' % (name, text))
+                raise ClusterError('%s did not report' % name)
             time.sleep(0.2)
 
     def stop_service(self, name, kill=False):
@@ -371,11 +382,19 @@ FileVolumeDriver
         self.peak_rss[key] = max(self.peak_rss.get(key, 0), rss)
 
     def restart_backup(self, backup_options=None, kill=False):
-        """Stop cinder-backup (SIGKILL with ``kill``), start it again."""
+        """Stop cinder-backup (SIGKILL with ``kill``), start it again.
+
+        Returns once the new process reported: its ``init_host`` (the
+        clean-up of interrupted operations, the capabilities sent to
+        the scheduler) is done and it takes requests.
+        """
         self.stop_service('cinder-backup', kill=kill)
         if backup_options is not None:
             self.write_conf(backup_options)
-        return self.start_service('cinder-backup')
+        count = self.report_count('cinder-backup')
+        process = self.start_service('cinder-backup')
+        self.wait_reported('cinder-backup', count)
+        return process
 
     def backup_rss(self):
         process = self.processes.get('cinder-backup')

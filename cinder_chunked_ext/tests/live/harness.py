@@ -14,7 +14,6 @@
 the stores' listings, the broker's notifications, the service logs and
 the figures recorded for the report."""
 
-import datetime
 import json
 import os
 import random
@@ -93,22 +92,6 @@ class Api(object):
                     raise
             if time.monotonic() > deadline:
                 raise AssertionError('services not up: %s' % services)
-            time.sleep(0.5)
-
-    def wait_backup_service(self, since, timeout=TIMEOUT):
-        """Until cinder-backup reported after ``since`` (UTC)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for service in self.client.services.list(
-                    binary='cinder-backup'):
-                updated = service.updated_at
-                if updated and service.state == 'up':
-                    when = datetime.datetime.fromisoformat(
-                        updated.split('.')[0])
-                    if when >= since:
-                        return
-            if time.monotonic() > deadline:
-                raise AssertionError('cinder-backup did not report')
             time.sleep(0.5)
 
     def wait_volume(self, volume_id, status='available', timeout=TIMEOUT):
