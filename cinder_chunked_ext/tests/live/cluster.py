@@ -289,8 +289,12 @@ FileVolumeDriver
         # The test volume driver is imported from this tree.
         root = os.path.dirname(os.path.dirname(os.path.dirname(
             os.path.dirname(os.path.abspath(__file__)))))
+        # sqlite_site: SQLite transactions that begin IMMEDIATE (see its
+        # sitecustomize).
+        site = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                            'sqlite_site')
         env['PYTHONPATH'] = os.pathsep.join(
-            p for p in (root, env.get('PYTHONPATH')) if p)
+            p for p in (site, root, env.get('PYTHONPATH')) if p)
         for name in ('http_proxy', 'https_proxy', 'HTTP_PROXY',
                      'HTTPS_PROXY'):
             env.pop(name, None)

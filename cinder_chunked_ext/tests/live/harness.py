@@ -31,7 +31,7 @@ GiB = 1024 * MiB
 VOLUME_GB = 1
 DATA_MIB = 96          # mixed content written at the start of a volume
 BIG_MIB = 384          # incompressible data: a backup that runs a while
-OBJECT_SIZE = 8 * MiB  # the drivers' object (chunk) size in these tests
+OBJECT_SIZE = 16 * MiB  # the drivers' object (chunk) size in these tests
 TIMEOUT = 180
 
 
