@@ -35,6 +35,7 @@ idempotent: a second run finds nothing left to do.  ``--dry-run`` prints
 the same lines and changes nothing.  See doc/source/admin/migration.rst.
 """
 
+import importlib.util
 import os
 
 from oslo_config import cfg
@@ -201,9 +202,9 @@ def _upstream_decompressor(algorithm):
     if name in ('none', 'off', 'no', 'zlib', 'gzip', 'bz2', 'bzip2'):
         return None
     if name == 'zstd':
-        try:
-            import zstd  # noqa: F401 - upstream's zstd module
-        except ImportError:
+        # Upstream decompresses with the "zstd" module (ours with
+        # zstandard): it must be importable where upstream runs.
+        if importlib.util.find_spec('zstd') is None:
             return ('compressed with zstd, and upstream\'s "zstd" module '
                     'is not installed here')
         return None
