@@ -47,9 +47,10 @@
    exists, so a failure anywhere before leaves nothing that looks
    restorable.
 
-A backup whose status turns ``deleting``/``deleted`` is cancelled: the
-job stops writing, and the driver deletes what was written.  Progress
-goes out as upstream sends it (:mod:`.notifications`).
+A backup whose status turns ``deleting``/``deleted`` (or whose objects a
+forced delete removed) is cancelled: the job stops writing, and the
+driver deletes what was written.  Progress goes out as upstream sends
+it (:mod:`.notifications`).
 """
 
 import contextlib
@@ -108,12 +109,9 @@ class BackupJob(object):
         self.block_size = driver.sha_block_size_bytes
         self.backup = backup
         self.volume_file = volume_file
-        self.container = None
-        self.prefix = None
-        self.extra_metadata = None
+        self.container = self.prefix = self.extra_metadata = None
+        self.metadata = self.parent_hashes = None
         self.volume_size_bytes = 0
-        self.metadata = None
-        self.parent_hashes = None
         self.hashes = []
         self.next_number = 1
         self.bytes_done = 0
@@ -123,8 +121,7 @@ class BackupJob(object):
         # the volume, the operation's budget and pool, the windows of
         # object commits and of whole small objects, and the two lanes.
         self.source = self.op = self.pool = self.progress = None
-        self.commits = self.small = None
-        self.md5_lane = self.out_lane = None
+        self.commits = self.small = self.md5_lane = self.out_lane = None
         self.whole_object_bytes = 0
 
     @property
@@ -187,6 +184,11 @@ class BackupJob(object):
                 self._settle_small_objects()
                 while len(self.commits):
                     self.commits.pop()   # raises the first failed commit
+            except exception.ObjectNotFound:
+                # A forced delete removed the objects (on POSIX, their
+                # directory) under us: the cancellation, not a failure.
+                if not self._cancelled(force=True):
+                    raise
             finally:
                 # Nothing may still write once we return or raise.
                 self.small.drain()

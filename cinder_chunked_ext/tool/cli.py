@@ -157,6 +157,7 @@ import sys
 import traceback
 
 from cinder_chunked_ext.tool import catalog_import
+from cinder_chunked_ext.tool import cinder_db
 from cinder_chunked_ext.tool import commands as handlers
 from cinder_chunked_ext.tool import demo
 from cinder_chunked_ext.tool import exit_status
@@ -385,6 +386,7 @@ def build_parser():
     scan.set_defaults(func=handlers.cmd_repository_scan)
     catalog_import.add_parser(repo_cmds)
     repository_check.add_parser(repo_cmds)
+    cinder_db.add_parser(commands)
 
     sample = commands.add_parser(
         'demo', help='back up, verify and restore a sample volume')
@@ -412,8 +414,6 @@ def main(argv=None):
     :func:`cinder_chunked_ext.tool.session.keep_cinder_out`).  With ``argv``
     (tests, other callers) it leaves the process's imports as they are.
     """
-    if argv is None:
-        session_lib.keep_cinder_out()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -421,6 +421,10 @@ def main(argv=None):
         words = sys.argv[1:] if argv is None else list(argv)
         e.report(progress.Output(session_lib.PROG, '--json' in words))
         return exit_status.USAGE
+    # The cinder commands work on Cinder's own database.
+    needs_cinder = getattr(args, 'needs_cinder', False)
+    if argv is None and not needs_cinder:
+        session_lib.keep_cinder_out()
     logging_state = progress.setup_logging(args, session_lib.PROG)
     out = progress.Output(session_lib.PROG, args.json)
     # Ctrl-C must interrupt even when the parent process ignores SIGINT.
@@ -429,7 +433,7 @@ def main(argv=None):
     try:
         session_lib.quiet_import_engine(args.debug)
         session = session_lib.Session(args, out)
-        if args.func is not demo.cmd_demo:
+        if args.func is not demo.cmd_demo and not needs_cinder:
             session.configure()
             if not getattr(args, 'creates_repository', False):
                 repository_lib.require(session,
