@@ -71,9 +71,20 @@ def zero_md5(length):
     return md5.hexdigest()
 
 
+# A memoryview compared with bytes goes element by element (about a
+# sixth of memcmp's speed): views are compared in copies of this size.
+_ZERO_TEST_STEP = 256 * 1024
+
+
 def is_zero(data):
     """True when ``data`` is all zero bytes (memcmp speed)."""
-    return data == zeros(len(data))
+    if not isinstance(data, memoryview):
+        return data == zeros(len(data))
+    for start in range(0, len(data), _ZERO_TEST_STEP):
+        part = data[start:start + _ZERO_TEST_STEP].tobytes()
+        if part != zeros(len(part)):
+            return False
+    return True
 
 
 def block_hashes(data, block_size, zero=False):

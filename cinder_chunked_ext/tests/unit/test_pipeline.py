@@ -59,6 +59,17 @@ class BlockHashesTestCase(testtools.TestCase):
                     for off in range(0, size, BLOCK)]
         self.assertEqual(expected, pipeline.block_hashes(data, BLOCK))
 
+    @ddt.data(0, 1, 256 * 1024, 256 * 1024 + 1, 600 * 1024)
+    def test_is_zero_memoryview_same_answer_as_bytes(self, size):
+        zero = bytes(size)
+        self.assertTrue(pipeline.is_zero(memoryview(zero)))
+        self.assertTrue(pipeline.is_zero(memoryview(zero + b'x')[:size]))
+        for spot in {0, size // 2, size - 1} if size else ():
+            data = bytearray(size)
+            data[spot] = 1
+            self.assertFalse(pipeline.is_zero(bytes(data)))
+            self.assertFalse(pipeline.is_zero(memoryview(bytes(data))))
+
     @ddt.data(BLOCK, 4 * BLOCK, 2 * BLOCK + 10)
     def test_block_hashes_zero_shortcut_same_as_hashing(self, size):
         data = bytes(size)
