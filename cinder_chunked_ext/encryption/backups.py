@@ -147,13 +147,15 @@ class BackupEncryption(object):
 
     # -- documents ------------------------------------------------------------
 
-    def seal_document(self, backup, name, pieces):
+    def seal_document(self, backup, name, pieces, is_sha256file=False):
         """The pieces to store as ``name``: an envelope when encrypted."""
         created = self._new.get(backup['id'])
         if created is None:
             return pieces
         data_key, ref = created
-        return documents.seal(data_key, name, backup['id'], ref, pieces)
+        return documents.seal(
+            data_key, name, backup['id'], ref, pieces,
+            documents.SHA256FILE_FIELDS if is_sha256file else None)
 
     def open_document(self, backup, name, raw, holds_objects):
         """The plaintext of the document ``raw`` stored as ``name``.

@@ -24,7 +24,8 @@ encrypted::
 ``version`` is one that upstream Cinder's ``DRIVER_VERSION_MAPPING``
 does not know, so upstream's restore refuses the backup ("No support to
 restore backup version") instead of writing ciphertext to a volume; its
-incremental backups find no ``sha256s`` and fail before writing.
+incremental backups read an empty ``sha256s`` and a ``chunk_size`` of 0
+in the sha256file's envelope and refuse ("Do a full backup").
 
 The document is encrypted with AES-256-GCM under a key derived (HKDF)
 from the backup's data key and the envelope's random salt; the
@@ -97,12 +98,24 @@ def is_sealed(raw):
     return _parse(raw) is not None
 
 
-def seal(data_key, name, backup_id, key_ref, pieces):
-    """The envelope of ``pieces`` (bytes) as a list of bytes pieces."""
+# What a sha256file envelope also says, for upstream Cinder only: asked
+# for an incremental backup on top of it, upstream reads ``sha256s`` and
+# then refuses "Hash block size has changed since the last backup ...
+# Do a full backup." instead of failing on a missing key.
+SHA256FILE_FIELDS = {'chunk_size': 0, 'sha256s': []}
+
+
+def seal(data_key, name, backup_id, key_ref, pieces, plain_fields=None):
+    """The envelope of ``pieces`` (bytes) as a list of bytes pieces.
+
+    ``plain_fields`` are stored (and authenticated) in clear beside the
+    sealed document, for readers that do not know envelopes.
+    """
     salt = os.urandom(SALT_BYTES)
     header = {'version': VERSION, 'backup_id': backup_id, 'cipher': CIPHER,
               'key': key_ref,
               'salt': base64.b64encode(salt).decode('ascii')}
+    header.update(plain_fields or {})
     encryptor = Cipher(algorithms.AES(_document_key(data_key, salt)),
                        modes.GCM(_NONCE)).encryptor()
     encryptor.authenticate_additional_data(_aad(name, header))

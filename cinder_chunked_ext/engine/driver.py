@@ -407,7 +407,9 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
         """Write one of ``backup``'s JSON documents (sealed if encrypted)."""
         self._write_object_fully(
             container, name,
-            self.encryption.seal_document(backup, name, pieces))
+            self.encryption.seal_document(
+                backup, name, pieces,
+                is_sha256file=name == self._sha256_filename(backup)))
 
     def _bind_prefix(self, backup, prefix):
         """``backup``'s objects are named ``prefix``*: seal them if needed."""
