@@ -312,8 +312,7 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
     def encryption(self):
         """The :class:`BackupEncryption` of this driver's backups."""
         if self._encryption is None:
-            own = getattr(self.context, 'chunked_environment', None)
-            password_keys = getattr(own, 'password_keys', None)
+            password_keys = getattr(self.context, 'password_keys', None)
             if password_keys is not None:
                 # The standalone tool with a password: it encrypts.
                 sources = encryption.KeySources(password_keys)

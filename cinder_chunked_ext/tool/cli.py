@@ -16,6 +16,7 @@ Usage::
 
     cinder-chunked-backup [--repository PATH] [--catalog PATH]
                           [--driver posix|nfs|s3|swift] [--config-file FILE]
+                          [--password-file FILE]
                           [--compression ALGO] [--json] [--verbose]
                           [--debug] COMMAND ...
 
@@ -61,6 +62,11 @@ or is empty) creates a sparse file of the volume's size; ``--existing``
 overwrites TARGET in place.  ``restore --from-repository`` and
 ``verify --from-repository`` use no catalog: the backup and its parents
 are read from the repository (``repository scan`` lists them).
+With ``--password-file FILE`` (or ``$CINDER_CHUNKED_BACKUP_PASSWORD_FILE``)
+``backup create`` encrypts (AES-256-GCM, a key per backup wrapped under
+a key derived from the password with scrypt), and every command reads
+encrypted backups; a wrong password fails (exit 1) before any target is
+created or written.
 
 This module holds the parser and :func:`main`; the handlers of the
 core commands are in :mod:`cinder_chunked_ext.tool.commands`, the
@@ -148,6 +154,7 @@ from cinder_chunked_ext.tool import catalog_import
 from cinder_chunked_ext.tool import commands as handlers
 from cinder_chunked_ext.tool import demo
 from cinder_chunked_ext.tool import exit_status
+from cinder_chunked_ext.tool import password as password_lib
 from cinder_chunked_ext.tool import progress
 from cinder_chunked_ext.tool import prune
 from cinder_chunked_ext.tool import repository_check
@@ -219,6 +226,11 @@ def build_parser():
     parser.add_argument('--config-file', metavar='FILE', action='append',
                         help='a cinder.conf-style file with the drivers\' '
                              'options; may be repeated')
+    parser.add_argument('--password-file', metavar='FILE',
+                        default=os.environ.get(password_lib.ENV) or None,
+                        help='encrypt new backups and decrypt encrypted '
+                             'ones with the password on the first line of '
+                             'FILE (default: $%s)' % password_lib.ENV)
     parser.add_argument('--compression', metavar='ALGO',
                         help='backup_compression_algorithm: none, zlib, '
                              'gzip, bz2, bzip2 or zstd')
