@@ -172,3 +172,27 @@ def open_sealed(raw, name, backup_id, key_for):
             reason='the encrypted document %s failed authentication: it '
                    'was modified or moved, or the key is not the one it '
                    'was sealed with' % name)
+
+
+def reseal(raw, name, data_key, new_key_ref):
+    """The envelope ``raw`` again, its key reference now ``new_key_ref``.
+
+    For a change of password: the document and the data key stay, the
+    envelope is sealed again (the key reference is authenticated).
+    """
+    envelope = _parse(raw)
+    backup_id = envelope.get('backup_id', '?') if envelope else '?'
+    plain = open_sealed(raw, name, backup_id, lambda _ref: data_key)
+    plain_fields = {key: value for key, value in envelope.items()
+                    if key not in _ENVELOPE_FIELDS}
+    return seal(data_key, name, backup_id, new_key_ref, [plain],
+                plain_fields)
+
+
+def backup_id_of(raw):
+    envelope = _parse(raw)
+    return envelope.get('backup_id', '?') if envelope else None
+
+
+_ENVELOPE_FIELDS = ('version', 'backup_id', 'cipher', 'key', 'salt',
+                    'sealed')

@@ -176,17 +176,21 @@ class PasswordKeys(object):
         return known
 
     def new_key(self, backup_id):
+        data_key = os.urandom(KEY_BYTES)
+        return data_key, self.wrap(data_key)
+
+    def wrap(self, data_key):
+        """The reference of ``data_key`` wrapped under this password."""
         if self._salt is None:
             self._salt = os.urandom(16)
         wrapping = self._wrapping_key(self._salt, SCRYPT_N, SCRYPT_R,
                                       SCRYPT_P)
-        data_key = os.urandom(KEY_BYTES)
         nonce = os.urandom(12)
         wrapped = aead.AESGCM(wrapping).encrypt(nonce, data_key, _WRAP_AAD)
-        return data_key, {'manager': self.name, 'kdf': 'scrypt',
-                          'n': SCRYPT_N, 'r': SCRYPT_R, 'p': SCRYPT_P,
-                          'salt': _b64(self._salt), 'nonce': _b64(nonce),
-                          'wrapped': _b64(wrapped)}
+        return {'manager': self.name, 'kdf': 'scrypt',
+                'n': SCRYPT_N, 'r': SCRYPT_R, 'p': SCRYPT_P,
+                'salt': _b64(self._salt), 'nonce': _b64(nonce),
+                'wrapped': _b64(wrapped)}
 
     def get_key(self, ref, backup_id):
         try:
@@ -213,16 +217,3 @@ class PasswordKeys(object):
     def delete_key(self, ref, backup_id):
         """Nothing to do: the key lives only in the backup's envelopes."""
         return False
-
-    def rewrap(self, ref, backup_id, new_keys):
-        """``ref`` re-wrapped under ``new_keys``' password (rotation)."""
-        data_key = self.get_key(ref, backup_id)
-        if new_keys._salt is None:
-            new_keys._salt = os.urandom(16)
-        wrapping = new_keys._wrapping_key(new_keys._salt, SCRYPT_N,
-                                          SCRYPT_R, SCRYPT_P)
-        nonce = os.urandom(12)
-        wrapped = aead.AESGCM(wrapping).encrypt(nonce, data_key, _WRAP_AAD)
-        return {'manager': PASSWORD, 'kdf': 'scrypt', 'n': SCRYPT_N,
-                'r': SCRYPT_R, 'p': SCRYPT_P, 'salt': _b64(new_keys._salt),
-                'nonce': _b64(nonce), 'wrapped': _b64(wrapped)}

@@ -51,6 +51,7 @@ Commands::
     repository scan [--container NAME ...]
     repository import [--container NAME ...] [--overwrite]
     repository check [--container NAME ...] [--delete] [--grace DURATION]
+    repository rekey --new-password-file FILE [--container NAME ...]
     demo [--workdir DIR] [--size SIZE] [--keep]
 
 VOLUME is a file or a block device (``-`` or a FIFO need ``--size``).
@@ -157,6 +158,7 @@ from cinder_chunked_ext.tool import exit_status
 from cinder_chunked_ext.tool import password as password_lib
 from cinder_chunked_ext.tool import progress
 from cinder_chunked_ext.tool import prune
+from cinder_chunked_ext.tool import rekey
 from cinder_chunked_ext.tool import repository_check
 from cinder_chunked_ext.tool import session as session_lib
 
@@ -336,6 +338,7 @@ def build_parser():
     scan.set_defaults(func=handlers.cmd_repository_scan)
     catalog_import.add_parser(repo_cmds)
     repository_check.add_parser(repo_cmds)
+    rekey.add_parser(repo_cmds)
 
     sample = commands.add_parser(
         'demo', help='back up, verify and restore a sample volume')

@@ -136,3 +136,29 @@ class CliEncryptionTestCase(test_cli.CliTestCase):
         metadata = os.path.join(self.repo, doc['container'],
                                 doc['service_metadata'] + '_metadata')
         self.assertIn(b'"version": "1.0.0"', self.read(metadata))
+
+    def test_rekey_changes_password_data_untouched(self):
+        full = self.create()
+        test_cli.overwrite(self.volume, 5, b'changed')
+        incr = self.create('--incremental')
+        data = self.read(self.volume)
+        objects = {path: self.read(path) for path in self.repository_files()
+                   if not path.endswith(('_metadata', '_sha256file'))}
+        new = os.path.join(self.tmp, 'new-password')
+        with open(new, 'wb') as f:
+            f.write(b'a new password\n')
+        doc, _err = self.run_json('repository', 'rekey',
+                                  '--new-password-file', new)
+        self.assertEqual(2, doc['counts']['rekeyed'])
+        self.assertEqual(objects, {path: self.read(path) for path in objects})
+        new_base = self.base_args(password=False) + ['--password-file', new]
+        target = os.path.join(self.tmp, 'rekeyed.img')
+        self.run_cli('restore', incr['id'], target, base=new_base)
+        self.assertEqual(data, self.read(target))
+        out, _err = self.run_cli('verify', full['id'], expect=1)
+        self.assertIn('the password is wrong', out)
+        # Run again (as after an interruption): nothing left to do.
+        doc, _err = self.run_json('repository', 'rekey',
+                                  '--new-password-file', new)
+        self.assertEqual(2, doc['counts']['already'])
+        self.assertEqual(0, doc['counts']['rekeyed'])
