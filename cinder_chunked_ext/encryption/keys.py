@@ -31,13 +31,16 @@ never the key.  Nothing here logs key material.
 
 import base64
 import hashlib
+import logging
 import os
+import re
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import aead
 
 from cinder_chunked_ext import exception
 from cinder_chunked_ext import locks
+from cinder_chunked_ext.store import redaction
 
 KEY_BYTES = 32
 KEY_MANAGER = 'castellan'
@@ -52,6 +55,47 @@ _SCRYPT_MAX_N = 2 ** 20
 _SCRYPT_MAX_R = 32
 _SCRYPT_MAX_P = 16
 _WRAP_AAD = b'cinder-chunked-ext data key v1'
+
+
+# keystoneauth logs every request body at DEBUG, and storing a secret in
+# Barbican sends it base64-encoded in the body's "payload".
+_PAYLOAD = re.compile(r'''(["']payload["']\s*:\s*["'])[^"']*''')
+KEY_MANAGER_LOGGERS = ('keystoneauth', 'barbicanclient', 'castellan')
+# Made before the first request, so that the filter is on them when
+# keystoneauth logs it (a logger's filter does not see its children's).
+_REQUEST_LOGGERS = ('keystoneauth.session', 'keystoneauth.session.request',
+                    'keystoneauth.session.body',
+                    'keystoneauth.session.response')
+
+
+class PayloadRedactor(logging.Filter):
+    """Masks the ``payload`` of secrets in key manager clients' logs."""
+
+    def filter(self, record):
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa - a broken record is not ours to fix
+            return True
+        if 'payload' in message:
+            clean = _PAYLOAD.sub(r'\1' + redaction.MASK, message)
+            if clean != message:
+                record.msg = clean
+                record.args = None
+        return True
+
+
+_REDACTOR = PayloadRedactor()
+
+
+def protect_key_manager_logs():
+    """Attach the payload redactor to the key manager clients' loggers.
+
+    Called before and after each key manager call: the libraries make
+    some of their loggers on first use.
+    """
+    for name in _REQUEST_LOGGERS:
+        logging.getLogger(name)
+    redaction.protect_loggers(_REDACTOR, KEY_MANAGER_LOGGERS)
 
 
 def _b64(data):
@@ -112,21 +156,27 @@ class KeyManagerKeys(object):
         secret = symmetric_key.SymmetricKey(
             'AES', KEY_BYTES * 8, data_key,
             name='cinder-chunked-backup %s' % backup_id)
+        protect_key_manager_logs()
         try:
             key_id = manager.store(self._context, secret)
         except _key_manager_errors() as e:
             raise _unavailable(backup_id, 'the key manager did not store '
                                'a new key: %s' % e)
+        finally:
+            protect_key_manager_logs()
         return data_key, {'manager': self.name, 'id': key_id}
 
     def get_key(self, ref, backup_id):
         manager = self._api(backup_id)
+        protect_key_manager_logs()
         try:
             secret = manager.get(self._context, ref['id'])
             data_key = secret.get_encoded()
         except _key_manager_errors() as e:
             raise _unavailable(backup_id, 'the key manager did not return '
                                'key %s: %s' % (ref['id'], e))
+        finally:
+            protect_key_manager_logs()
         if not isinstance(data_key, bytes) or len(data_key) != KEY_BYTES:
             raise _unavailable(backup_id, 'key %s is not a 256-bit key'
                                % ref['id'])

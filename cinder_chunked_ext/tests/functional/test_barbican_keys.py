@@ -21,10 +21,13 @@ that sends the project in ``X-Project-Id``, as Keystone's middleware
 would have set it.
 """
 
+import base64
 import io
+import logging
 import os
 import uuid
 
+import fixtures
 from keystoneauth1 import plugin
 from oslo_config import cfg
 from oslo_context import context as oslo_context
@@ -127,3 +130,15 @@ class BarbicanKeysTestCase(base.EncryptedDriverTestCase):
         self.assertRaises(exception.BackupKeyUnavailable, self.restore,
                           backup, target, True, self.make_driver())
         self.assertEqual([], target.writes)
+
+    def test_no_key_in_debug_logs(self):
+        logger = self.useFixture(fixtures.FakeLogger(level=logging.DEBUG))
+        data = base.marked_volume()
+        backup = self.make_backup(data)
+        self.restore_bytes(backup, len(data), driver=self.make_driver())
+        from castellan import key_manager
+        key = key_manager.API(cfg.CONF).get(
+            self.context, self.key_id(backup)).get_encoded()
+        self.assertIn('POST', logger.output)     # requests were logged
+        self.assertNotIn(base64.b64encode(key).decode(), logger.output)
+        self.assertNotIn(key.hex(), logger.output)
