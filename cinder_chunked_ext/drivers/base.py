@@ -91,7 +91,9 @@ class StoreBackedDriver(chunked.ChunkedBackupDriver):
         try:
             raw = self._read_object_fully(container,
                                           self._metadata_filename(backup))
-        except exception.ObjectNotFound:
+        except (exception.ObjectNotFound, exception.UnsafePath):
+            # Nothing there, or nothing the store may touch: no key to
+            # find (the delete below treats the objects the same way).
             return
         except exception.StoreError as e:
             if self.encryption.enabled:
