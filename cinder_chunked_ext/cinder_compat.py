@@ -220,3 +220,63 @@ def register_common_opts(conf, opts):
         import cinder.common.config  # noqa: F401 - registers them
     else:
         conf.register_opts(opts)
+
+
+# -- Cinder's database, for ``cinder-chunked-backup cinder adopt/release`` --
+
+class BackupRecord(object):
+    """What the adopt/release commands need of one ``backups`` row."""
+
+    __slots__ = ('id', 'status', 'service', 'parent_id', 'volume_id',
+                 'host', 'container', 'prefix', 'num_dependent_backups')
+
+    def __init__(self, **fields):
+        for name in self.__slots__:
+            setattr(self, name, fields.get(name))
+
+
+def open_cinder_database(config_files):
+    """Load Cinder's configuration; an admin context on its database.
+
+    Cinder's own configuration object and database API are used, so
+    the ``[database]`` section of ``cinder.conf`` applies as it does to
+    the services.
+    """
+    if not HAVE_CINDER:
+        raise ConfigNotFound(path='cinder (the package is not installed)')
+    from oslo_config import cfg
+
+    from cinder.common import config  # noqa: F401 - registers options
+    from cinder import context
+    from cinder.db import api as db_api  # noqa: F401 - database options
+    from cinder import objects
+    objects.register_all()
+    cfg.CONF(args=[], project='cinder', prog='cinder-chunked-backup',
+             default_config_files=list(config_files),
+             default_config_dirs=[])
+    return context.get_admin_context()
+
+
+def cinder_backup_records(context):
+    """Every backup that is not deleted, as :class:`BackupRecord`."""
+    from cinder import objects
+    return [BackupRecord(id=b.id, status=b.status, service=b.service,
+                         parent_id=b.parent_id, volume_id=b.volume_id,
+                         host=b.host, container=b.container,
+                         prefix=b.service_metadata,
+                         num_dependent_backups=b.num_dependent_backups)
+            for b in objects.BackupList.get_all(context)]
+
+
+def cinder_set_backup_service(context, backup_id, old, new, statuses):
+    """Record ``new`` as the backup's service, compare-and-swap.
+
+    The row changes only if it still names ``old`` and its status is
+    one of ``statuses``, in one UPDATE: a running cinder-backup that
+    changed the backup in the meantime wins.  True when it changed.
+    """
+    from cinder import objects
+    backup = objects.Backup.get_by_id(context, backup_id)
+    return bool(backup.conditional_update(
+        {'service': new},
+        {'service': old, 'status': list(statuses), 'deleted': False}))

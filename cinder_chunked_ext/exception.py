@@ -76,6 +76,18 @@ class UnsafePath(cinder_compat.InvalidBackup):
     message = 'Invalid backup: unsafe path %(path)r: %(reason)s'
 
 
+class UnsafePrefix(cinder_compat.InvalidBackup):
+    """An object prefix that would name another backup's objects.
+
+    Deleting a backup removes every object its prefix lists: an empty
+    prefix, or one that is not the backup's own, would take other
+    backups' objects with it.
+    """
+
+    message = ('Invalid backup: backup %(backup_id)s: object prefix '
+               '%(prefix)r refused: %(reason)s')
+
+
 class CorruptBackup(cinder_compat.InvalidBackup):
     """The repository holds something the format does not allow."""
 

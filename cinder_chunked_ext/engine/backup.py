@@ -47,9 +47,10 @@
    exists, so a failure anywhere before leaves nothing that looks
    restorable.
 
-A backup whose status turns ``deleting``/``deleted`` is cancelled: the
-job stops writing, and the driver deletes what was written.  Progress
-goes out as upstream sends it (:mod:`.notifications`).
+A backup whose status turns ``deleting``/``deleted`` (or whose objects a
+forced delete removed) is cancelled: the job stops writing, and the
+driver deletes what was written.  Progress goes out as upstream sends
+it (:mod:`.notifications`).
 """
 
 import contextlib
@@ -108,12 +109,9 @@ class BackupJob(object):
         self.block_size = driver.sha_block_size_bytes
         self.backup = backup
         self.volume_file = volume_file
-        self.container = None
-        self.prefix = None
-        self.extra_metadata = None
+        self.container = self.prefix = self.extra_metadata = None
+        self.metadata = self.parent_hashes = None
         self.volume_size_bytes = 0
-        self.metadata = None
-        self.parent_hashes = None
         self.hashes = []
         self.next_number = 1
         self.bytes_done = 0
@@ -123,8 +121,7 @@ class BackupJob(object):
         # the volume, the operation's budget and pool, the windows of
         # object commits and of whole small objects, and the two lanes.
         self.source = self.op = self.pool = self.progress = None
-        self.commits = self.small = None
-        self.md5_lane = self.out_lane = None
+        self.commits = self.small = self.md5_lane = self.out_lane = None
         self.whole_object_bytes = 0
 
     @property
@@ -187,6 +184,11 @@ class BackupJob(object):
                 self._settle_small_objects()
                 while len(self.commits):
                     self.commits.pop()   # raises the first failed commit
+            except exception.ObjectNotFound:
+                # A forced delete removed the objects (on POSIX, their
+                # directory) under us: the cancellation, not a failure.
+                if not self._cancelled(force=True):
+                    raise
             finally:
                 # Nothing may still write once we return or raise.
                 self.small.drain()
@@ -283,7 +285,7 @@ class BackupJob(object):
 
     def _hashed_pieces(self, offset, length):
         """``(start, size, block hashes, data)`` of a chunk's pieces."""
-        piece = self.driver._piece_bytes()
+        piece = self.driver.piece_bytes()
         window = concurrency.OrderedWindow(
             self.pool, lambda: self.op.hash_window_depth(piece))
         try:
@@ -374,7 +376,7 @@ class BackupJob(object):
             data, zero = self.source.load_piece(offset, length)
         # Analysed and encoded piece by piece, as a streamed object is:
         # the stored bytes are the same whichever path made them.
-        step = self.driver._piece_bytes()
+        step = self.driver.piece_bytes()
         view = memoryview(data)
         piece_encoder = compression.parallel_piece_encoder(algorithm)
         results = [pipeline.analyse_piece(view[start:start + step],
@@ -440,7 +442,7 @@ class BackupJob(object):
         upstream restores as well.
         """
         state = compression.StreamedCodec(self.settings.compression, length)
-        piece = self.driver._piece_bytes()
+        piece = self.driver.piece_bytes()
         writer = self.driver.get_object_writer(
             self.container, name, extra_metadata=self.extra_metadata)
         window = concurrency.OrderedWindow(

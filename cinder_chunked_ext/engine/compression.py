@@ -409,58 +409,30 @@ def open_decoding_reader(name, source, source_block=1024 * 1024):
 # Zero objects no larger than this have their encodings remembered.
 ZERO_OBJECT_LIMIT = 64 * 1024 * 1024
 # Stored forms remembered, all codecs and lengths together.
-_ZERO_FORMS_KEPT = 64
+_ZERO_FORMS_KEPT = 256
 _zero_forms = collections.OrderedDict()    # (family, length, bytes) -> None
 _zero_forms_lock = locks.native_lock()
-_seeded = set()
 
 
-def _seed_zero_forms(fam, length, piece):
-    """Our encoding of ``length`` zeros, and upstream's for zlib.
-
-    Ours is made as a backup makes it: in pieces of ``piece`` bytes.
-    """
-    encoder = new_object_encoder(fam, length)
-    piece_encoder = parallel_piece_encoder(fam)
-    parts = [encoder.start()]
-    for start in range(0, length, piece):
-        zero = pipeline.zeros(min(piece, length - start))
-        parts.append(encoder.feed(
-            zero, piece_encoder(zero, True) if piece_encoder else None,
-            True))
-    parts.append(encoder.finish())
-    forms = [b''.join(parts)]
-    if fam == 'zlib':
-        # Upstream: zlib.compress(data) at the default level.
-        forms.append(zlib.compress(pipeline.zeros(length)))
-    return forms
-
-
-def is_zero_form(name, length, stored, piece=4 * 1024 * 1024):
+def is_zero_form(name, length, stored):
     """True when ``stored`` is a known encoding of ``length`` zero bytes.
 
-    Each codec encodes N zero bytes the same way every time: ours (and
-    upstream's zlib.compress) are computed once per length; other forms
-    (another library's zstd frame, say) are remembered once an object in
-    that form has decoded to zeros (:func:`remember_zero_form`).  Then
-    the object restores without being decoded.  ``piece`` is the size of
-    the pieces our backups encode.
+    Each codec encodes N zero bytes the same way every time: a form is
+    remembered once an object in that form has decoded to zeros
+    (:func:`remember_zero_form`), and objects stored the same way are
+    then restored without being decoded.  Raw data is simply tested.
     """
     fam = family(name)
     if fam is None:
         return len(stored) == length and pipeline.is_zero(stored)
     if length > ZERO_OBJECT_LIMIT:
         return False
-    key = (fam, length)
+    key = (fam, length, bytes(stored))
     with _zero_forms_lock:
-        seeded = key in _seeded
-    if not seeded and fam != 'bz2':    # bzip2 of zeros is slow to make
-        for form in _seed_zero_forms(fam, length, piece):
-            remember_zero_form(name, length, form)
-        with _zero_forms_lock:
-            _seeded.add(key)
-    with _zero_forms_lock:
-        return (fam, length, bytes(stored)) in _zero_forms
+        if key not in _zero_forms:
+            return False
+        _zero_forms.move_to_end(key)
+        return True
 
 
 def remember_zero_form(name, length, stored):

@@ -30,7 +30,7 @@ HOLE_OBJECT_BYTES = 1024 ** 2
 
 def pieces(driver, offset, length):
     """``(offset, length)`` of the pieces of ``[offset, offset + length)``."""
-    step = driver._piece_bytes()
+    step = driver.piece_bytes()
     end = offset + length
     for start in range(offset, end, step):
         yield start, min(step, end - start)
@@ -44,7 +44,7 @@ def full_objects(driver, source, offset, length):
     ``HOLE_OBJECT_BYTES`` meet (at hash block boundaries), so that a
     restore finds those holes as zero objects it need not decode.
     """
-    step = driver._full_object_bytes()
+    step = driver.full_object_bytes()
     end = offset + length
     cuts = {offset, end}
     if source.holes_known and step < length:
@@ -73,10 +73,10 @@ def whole_object_bytes(driver, incremental, share):
     stores its changed runs in objects of at most a piece, from the
     buffers it hashed.
     """
-    piece = driver._piece_bytes()
+    piece = driver.piece_bytes()
     if incremental or not driver.streams_writes:
         return piece
-    full = driver._full_object_bytes()
+    full = driver.full_object_bytes()
     if 4 * full <= share:
         return max(piece, full)
     return piece
@@ -92,7 +92,7 @@ def whole_objects_at_once(driver, size, writes_at_once, share):
     in flight (an object and its stored form each); pieces within half
     of it, as an incremental backup hashes pieces beside them.
     """
-    if size <= driver._piece_bytes():
+    if size <= driver.piece_bytes():
         # Beside the pieces being hashed: half of the share.
         by_memory = max(1, share // 2 // (2 * size))
         small = driver.max_concurrent_small_writes or writes_at_once
@@ -110,5 +110,5 @@ def commits_at_once(driver, writes_at_once, share):
     """
     if driver.streams_writes:
         return writes_at_once
-    held = max(1, share // (4 * driver._full_object_bytes()))
+    held = max(1, share // (4 * driver.full_object_bytes()))
     return min(writes_at_once, held)

@@ -39,6 +39,7 @@ from cinder_chunked_ext.engine import compression
 from cinder_chunked_ext.engine import concurrency
 from cinder_chunked_ext.engine import environment
 from cinder_chunked_ext.engine import manifest
+from cinder_chunked_ext.engine import prefixes
 from cinder_chunked_ext.engine import restore as restore_path
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.store import sealed
@@ -297,7 +298,7 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
     #: Of them, objects of one piece or less (None: as many).
     max_concurrent_small_writes = None
     #: True when the writers of ``get_object_writer`` do not hold the
-    #: object until their commit (see :meth:`BackupJob._whole_object_bytes`).
+    #: object until their commit (see :func:`cuts.whole_object_bytes`).
     streams_writes = False
 
     # -- surroundings ------------------------------------------------------
@@ -337,11 +338,16 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
             return own.put_volume_metadata(volume_id, json_metadata)
         return super().put_metadata(volume_id, json_metadata)
 
-    def _piece_bytes(self):
+    # -- the geometry the engine reads (public: the engine's modules use
+    # these and ``settings``; the ``_``-named methods below are upstream's
+    # subclass interface, kept under upstream's names) ----------------------
+
+    def piece_bytes(self):
+        """The unit of work of the pipelines: whole hash blocks, ~4 MiB."""
         block = self.sha_block_size_bytes
         return max(1, PIECE_BYTES // block) * block
 
-    def _full_object_bytes(self):
+    def full_object_bytes(self):
         """The size of a full backup's objects: whole hash blocks."""
         block = self.sha_block_size_bytes
         wanted = self.settings.full_backup_object_bytes
@@ -467,7 +473,12 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
     # -- delete --------------------------------------------------------------
 
     def delete_backup(self, backup):
-        """Delete every object of ``backup`` (found by its prefix)."""
+        """Delete every object of ``backup`` (found by its prefix).
+
+        A prefix that is empty or not the backup's own, or a listing that
+        holds objects not of this backup, is refused before anything is
+        deleted (see :mod:`cinder_chunked_ext.engine.prefixes`).
+        """
         container = backup['container']
         prefix = backup['service_metadata']
         LOG.debug('Deleting backup %(id)s: container %(container)s, prefix '
@@ -475,6 +486,7 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
                                   'prefix': prefix})
         if container is None or prefix is None:
             return
+        self._refuse_foreign(backup, prefixes.check, backup['id'], prefix)
         try:
             names = concurrency.execute(self.get_container_entries,
                                         container, prefix)
@@ -486,6 +498,8 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
                                     'container': container,
                                     'prefix': prefix})
             names = []
+        self._refuse_foreign(backup, prefixes.check_listing, backup['id'],
+                             prefix, names)
         for name in names:
             concurrency.execute(self.delete_object, container, name)
             concurrency.cooperative_yield()
@@ -494,7 +508,9 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
                             'delete_leftovers', None)
         if leftovers is not None:
             try:
-                removed = concurrency.execute(leftovers, container, prefix)
+                removed = concurrency.execute(
+                    leftovers, container, prefix,
+                    lambda name: prefixes.owns(prefix, name))
             except Exception as e:
                 LOG.warning('Could not remove the temporary files of '
                             'backup %(id)s in container %(container)s: '
@@ -508,8 +524,25 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
         LOG.info('Deleted backup %(id)s (%(count)d objects).',
                  {'id': backup['id'], 'count': len(names)})
 
+    @staticmethod
+    def _refuse_foreign(backup, check, *args):
+        try:
+            check(*args)
+        except exception.UnsafePrefix as e:
+            LOG.error('Refusing to delete backup %(id)s in container '
+                      '%(container)s: %(error)s',
+                      {'id': backup['id'], 'container': backup['container'],
+                       'error': e})
+            raise
+
     def import_record(self, backup, driver_info):
-        """Refuse an imported record whose container is unsafe."""
+        """Refuse an imported record whose container is unsafe.
+
+        Cinder's manager calls this with ``driver_info`` alone, before it
+        copies the record's fields (``service_metadata`` included) into
+        ``backup``: an empty or foreign prefix cannot be seen here, and
+        :meth:`delete_backup` is where it is refused.
+        """
         self.validate_container(backup['container'])
         return super().import_record(backup, driver_info)
 

@@ -331,18 +331,72 @@ _ZERO_MARK = b'Infinity'
 _ZERO_MARK_VALUE = json.loads(_ZERO_MARK)
 
 
+# One JSON token: a string, a structural character or a bare literal.
+_TOKEN_RE = re.compile(
+    rb'\s*("[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\],:]|[^\s{}\[\],:"]+)', re.S)
+_SHA256S_KEY = b'"sha256s"'
+
+
+def _sha256s_span(raw):
+    """``(start, end)``: bytes of the top-level ``sha256s`` list, or None.
+
+    The document is read token by token up to the list's ``[`` (a few
+    tokens in a document as written: its keys are sorted), so that a
+    ``"sha256s"`` inside a string or a nested object is not taken for
+    it.  ``end`` is the first ``]`` after it: the list holds only
+    strings, and if one of them holds a ``]`` the span is shorter than
+    the list, never longer.  None when the document is not shaped so.
+    """
+    depth = 0
+    pos = 0
+    previous = key = None
+    while True:
+        match = _TOKEN_RE.match(raw, pos)
+        if match is None:
+            return None
+        token = match.group(1)
+        pos = match.end()
+        if token in (b'{', b'['):
+            if (token == b'[' and depth == 1 and key == _SHA256S_KEY and
+                    previous == b':'):
+                end = raw.find(b']', pos)
+                return None if end < 0 else (pos, end)
+            depth += 1
+        elif token in (b'}', b']'):
+            depth -= 1
+            if depth <= 0:
+                return None
+        elif depth == 1 and previous in (b'{', b','):
+            key = token     # an object key of the top level
+        previous = token
+
+
 def _mark_zero_hashes(raw, zero_block):
     """``(raw, zero)``: the zero block's hash replaced by a marker.
 
-    Only in bytes that hold no marker already (json reads ``Infinity``
+    Only inside the top-level ``sha256s`` list: a name, a description
+    or any other field equal to that hash keeps its text.  And only when
+    no marker follows the list's start already (json reads ``Infinity``
     as a number, which is no hash: such a document stays as it is and
     fails its checks as before).  ``zero`` is the hash to put back, or
     None when nothing was replaced.
     """
-    if not zero_block or not isinstance(raw, bytes) or _ZERO_MARK in raw:
+    if not zero_block or not isinstance(raw, bytes):
         return raw, None
+    span = _sha256s_span(raw)
+    if span is None:
+        return raw, None
+    start, end = span
     zero = pipeline.zero_sha256(zero_block)
     quoted = b'"' + zero.encode('ascii') + b'"'
-    if quoted not in raw:
+    if raw.find(quoted, start, end) < 0 or raw.find(_ZERO_MARK, start) >= 0:
         return raw, None
-    return raw.replace(quoted, _ZERO_MARK), zero
+    marked = raw.replace(quoted, _ZERO_MARK)
+    head, tail = raw[:start], raw[end:]
+    if quoted not in head and quoted not in tail:
+        return marked, zero         # the usual case: no copy more
+    # Put back the text before and after the list (both short).
+    inner = memoryview(marked)[
+        len(head.replace(quoted, _ZERO_MARK)):
+        len(marked) - len(tail.replace(quoted, _ZERO_MARK))]
+    return b''.join((head, inner, tail)), zero

@@ -122,7 +122,7 @@ def decoded_pieces(driver, backup, container, obj, extra_metadata,
     reader, decoded = concurrency.execute(
         _open_decoded, driver, container, obj, extra_metadata)
     md5 = hashlib.md5(usedforsecurity=False)
-    step = driver._piece_bytes()
+    step = driver.piece_bytes()
     reads = collections.deque()
     digests = collections.deque()
     total = 0
@@ -206,10 +206,11 @@ def is_zero_object(driver, container, obj, extra_metadata):
 
     Only a compressed object whose recorded MD5 is that of zeros is
     considered; its stored form (a few KiB) is read and compared with
-    the known encodings of that many zeros
+    the encodings of that many zeros seen before
     (:func:`compression.is_zero_form`).  An unknown form is decoded in
-    memory once and remembered if it is zeros.  False sends the object
-    down the ordinary path, which reports any damage.  A worker's job.
+    memory (zeros expand fast, and only a test for zeros follows, no
+    MD5) and remembered if it is zeros.  False sends the object down the
+    ordinary path, which reports any damage.  A worker's job.
     """
     if (compression.family(obj.compression) is None or
             obj.length > compression.ZERO_OBJECT_LIMIT or
@@ -219,10 +220,9 @@ def is_zero_object(driver, container, obj, extra_metadata):
                               ZERO_FORM_MAX_BYTES)
     if stored is None:
         return False
-    if compression.is_zero_form(obj.compression, obj.length, stored,
-                                driver._piece_bytes()):
+    if compression.is_zero_form(obj.compression, obj.length, stored):
         return True
-    if not _decodes_to_zeros(obj, stored, driver._piece_bytes()):
+    if not _decodes_to_zeros(obj, stored, driver.piece_bytes()):
         return False
     compression.remember_zero_form(obj.compression, obj.length, stored)
     return True

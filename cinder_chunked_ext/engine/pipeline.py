@@ -25,6 +25,8 @@ import functools
 import hashlib
 import typing
 
+from cinder_chunked_ext import locks
+
 
 @functools.lru_cache(maxsize=8)
 def zeros(length):
@@ -37,15 +39,35 @@ def zero_sha256(length):
     return hashlib.sha256(zeros(length)).hexdigest()
 
 
-@functools.lru_cache(maxsize=64)
+# MD5 states after 0, 1, 2, ... steps of ``ZERO_MD5_STEP`` zero bytes.
+ZERO_MD5_STEP = 4 * 1024 ** 2
+_zero_md5_states = [hashlib.md5(usedforsecurity=False)]
+_zero_md5_lock = locks.native_lock()
+
+
+def _zero_md5_state(steps):
+    """A copy of the MD5 state after ``steps`` steps of zeros."""
+    with _zero_md5_lock:
+        while len(_zero_md5_states) <= steps:
+            state = _zero_md5_states[-1].copy()
+            state.update(zeros(ZERO_MD5_STEP))
+            _zero_md5_states.append(state)
+        return _zero_md5_states[steps].copy()
+
+
+@functools.lru_cache(maxsize=256)
 def zero_md5(length):
-    """MD5 of ``length`` zero bytes, computed once per length."""
-    md5 = hashlib.md5(usedforsecurity=False)
-    left = length
-    while left:
-        step = min(left, 4 * 1024 * 1024)
-        md5.update(zeros(step))
-        left -= step
+    """MD5 of ``length`` zero bytes.
+
+    Started from the remembered state of the largest multiple of
+    ``ZERO_MD5_STEP`` below it: a new length hashes at most that many
+    zeros, however long it is (objects cut where holes begin have
+    lengths of their own, and restores ask for each).
+    """
+    steps, rest = divmod(length, ZERO_MD5_STEP)
+    md5 = _zero_md5_state(steps)
+    if rest:
+        md5.update(zeros(rest))
     return md5.hexdigest()
 
 

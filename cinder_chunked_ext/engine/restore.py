@@ -243,7 +243,7 @@ class LayerRestore(object):
         return objects.decoded_pieces(
             self.driver, self.backup, self.container, obj,
             self.extra_metadata, decode_lane=decode_lane, md5_lane=md5_lane,
-            depth=self.op.lane_depth(self.driver._piece_bytes()))
+            depth=self.op.lane_depth(self.driver.piece_bytes()))
 
     def _fetch_verified(self, obj, lanes=None):
         """All of ``obj``'s data, decompressed and checked (a worker's job).
@@ -255,7 +255,7 @@ class LayerRestore(object):
                                self.container, obj, self.extra_metadata):
             if self.volume_is_new:
                 return []
-            step = self.driver._piece_bytes()
+            step = self.driver.piece_bytes()
             return [pipeline.zeros(min(step, obj.length - start))
                     for start in range(0, obj.length, step)]
         return list(self._decoded(obj, lanes))
@@ -291,7 +291,7 @@ class LayerRestore(object):
         write_lane = lanes[2]
         writes = collections.deque()
         offset = obj.offset
-        depth = self.op.lane_depth(self.driver._piece_bytes())
+        depth = self.op.lane_depth(self.driver.piece_bytes())
         try:
             for data in self._decoded(obj, lanes):
                 if not write:

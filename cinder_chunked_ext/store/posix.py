@@ -293,9 +293,19 @@ class PosixStore(base.ObjectStore):
         self._make_dirs(container)
 
     def _make_dirs(self, container):
+        """Create the container's directories; make each new entry durable.
+
+        A directory a backup creates (``xx``, ``xx/yy``, ``xx/yy/<id>``)
+        is an entry in its parent: until the parent is synced, a crash
+        can lose it, and with it every object of a backup already
+        reported available.  Each parent that gained an entry is synced
+        before the backup writes anything into it.
+        """
+        created = []
         if not os.path.isdir(self.root):
             try:
                 os.makedirs(self.root)
+                created.append(self.root)
             except FileExistsError:
                 pass
             except OSError as e:
@@ -306,6 +316,7 @@ class PosixStore(base.ObjectStore):
             try:
                 os.mkdir(current, DIR_MODE)
                 os.chmod(current, DIR_MODE)
+                created.append(current)
             except FileExistsError:
                 pass
             except OSError as e:
@@ -315,6 +326,12 @@ class PosixStore(base.ObjectStore):
                 raise exception.UnsafePath(
                     path=container,
                     reason='it resolves outside the backup repository')
+        for parent in sorted({os.path.dirname(path) for path in created},
+                             key=len, reverse=True):
+            try:
+                _fsync_dir(parent)
+            except OSError as e:
+                raise classify_os_error(e, 'cannot sync %s' % parent)
 
     def _listing(self, container, missing_ok=False):
         """``(path, sorted names)`` of a container's directory."""
@@ -350,18 +367,28 @@ class PosixStore(base.ObjectStore):
         except OSError as e:
             raise classify_os_error(e, 'cannot delete %s' % path)
 
-    def delete_leftovers(self, container, prefix):
+    def delete_leftovers(self, container, prefix, owns=None):
         """Remove the temporary files of unfinished writes of ``prefix*``.
 
         A writer stopped before its commit (SIGKILL, a crash, a power
         loss) leaves its ``.tmp-<id>-<name>`` file behind; deleting the
-        backup removes them with its objects.  Returns the names removed.
+        backup removes them with its objects.  ``owns(name)``, when
+        given, must also accept the object a file was for (the engine
+        passes the backup's own object names).  An empty prefix, which
+        would take every writer's files, is refused.  Returns the names
+        removed.
         """
+        if not prefix:
+            raise exception.UnsafePrefix(
+                backup_id='?', prefix=prefix,
+                reason='an empty prefix names every object of the '
+                       'container; nothing was deleted')
         path, names = self._listing(container, missing_ok=True)
         removed = []
         for name in names:
             target = self.unfinished_object_name(name)
-            if target is None or not target.startswith(prefix):
+            if target is None or not target.startswith(prefix) or (
+                    owns is not None and not owns(target)):
                 continue
             try:
                 os.remove(os.path.join(path, name))

@@ -14,7 +14,9 @@
 
 It drives the same drivers as cinder-backup without a running Cinder:
 ``cli`` parses the command line, ``session`` loads configuration and a
-driver, ``operations`` backs up and restores volume files, ``catalog``
+driver, ``repository`` checks that the repository a run reads is
+there (only ``backup create`` makes one) and keeps its directories
+tidy, ``operations`` backs up and restores volume files, ``catalog``
 is the SQLite record of backups, ``verify`` checks backups without
 restoring them, ``recovery`` finds backups in a repository when no
 catalog survives, ``progress`` and ``exit_status`` are what the tool

@@ -42,6 +42,8 @@ from cinder_chunked_ext import locks
 
 GiB = 1024 ** 3
 SCHEMA_VERSION = 1
+#: The shortest backup ID prefix accepted for an ID.
+MIN_PREFIX = 4
 
 # Backup statuses, spelled as Cinder's objects.fields.BackupStatus.
 CREATING = 'creating'
@@ -339,7 +341,7 @@ class Catalog(object):
         row = self._row(id_or_prefix)
         if row is not None:
             return CatalogBackup(self, row)
-        if len(id_or_prefix) >= 4:
+        if len(id_or_prefix) >= MIN_PREFIX:
             pattern = (id_or_prefix.replace('\\', '\\\\')
                        .replace('%', '\\%').replace('_', '\\_') + '%')
             rows = self._query("SELECT * FROM backups WHERE id LIKE ? "

@@ -17,7 +17,10 @@ readable) gives the fields the repository holds: id, volume id,
 container, object prefix, parent id, creation time, name, description
 and object count; the volume's size comes from the backup's chain (its
 full backup's objects tile the volume).  A backup the catalog does not
-know is recorded ``available``, parents before children.
+know is recorded ``available``, parents before children.  A backup whose
+object prefix is not its own (empty, or not ending with
+``_backup_<its id>``: deleting it would delete other backups' objects) is
+reported as refused and never recorded.
 
 A backup the catalog knows is compared field by field with the
 repository (and its status with ``available``).  A record that agrees is
@@ -30,6 +33,7 @@ backup the repository does not hold are reported, never removed.
 import datetime
 
 from cinder_chunked_ext import cinder_compat
+from cinder_chunked_ext.engine import prefixes
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.tool import catalog as catalog_lib
 from cinder_chunked_ext.tool import exit_status
@@ -117,15 +121,26 @@ def import_entries(cat, entries, driver_name, overwrite=False,
     ``covered(container)`` tells whether the scan looked at a container:
     only available records there are reported missing from it.
     """
-    readable = [e for e in entries if e.record is not None]
-    by_id = {e.record.id: e.record for e in readable}
     report = {'added': [], 'unchanged': [], 'disagreements': [],
-              'unreadable': [], 'not_in_repository': []}
+              'unreadable': [], 'refused': [], 'not_in_repository': []}
+    readable = []
     for entry in entries:
         if entry.record is None:
             report['unreadable'].append({
                 'container': entry.container, 'prefix': entry.prefix,
                 'error': entry.error})
+            continue
+        problem = prefixes.problem(entry.record.id,
+                                   entry.record.service_metadata)
+        if problem is None:
+            readable.append(entry)
+        else:
+            report['refused'].append({
+                'container': entry.container, 'prefix': entry.prefix,
+                'id': entry.record.id,
+                'error': 'object prefix %r of backup %s: %s' % (
+                    entry.prefix, entry.record.id, problem)})
+    by_id = {e.record.id: e.record for e in readable}
     for record in _parents_first(list(by_id.values())):
         fields = repository_fields(record, by_id, driver_name)
         try:
@@ -200,7 +215,7 @@ def cmd_repository_import(session, args):
     try:
         entries = env.scan(args.container or None)
     except exception.ObjectNotFound as e:
-        raise exit_status.NotFoundError(str(e))
+        raise exit_status.NotFoundError(exit_status.reason_of(e))
     store = getattr(driver, 'store', None)
     walks_all = (not args.container and store is not None and
                  store.list_containers() is not None)
@@ -216,11 +231,13 @@ def cmd_repository_import(session, args):
     report['repository'] = session.repository_text()
     report['catalog'] = cat.path
     lines = ['%s found in the %s repository: %d added to catalog %s, %d '
-             'already recorded, %d disagreeing, %d unreadable.' % (
+             'already recorded, %d disagreeing, %d unreadable%s.' % (
                  progress.plural(len(entries), 'backup'),
                  session.repository_text(), len(report['added']), cat.path,
                  len(report['unchanged']), len(report['disagreements']),
-                 len(report['unreadable']))]
+                 len(report['unreadable']),
+                 ', %d refused' % len(report['refused'])
+                 if report['refused'] else '')]
     lines.extend('  added      %s' % backup_id
                  for backup_id in report['added'])
     for item in report['disagreements']:
@@ -232,6 +249,9 @@ def cmd_repository_import(session, args):
                 for name, values in sorted(item['fields'].items()))))
     for item in report['unreadable']:
         lines.append('  UNREADABLE %s/%s: %s' % (
+            item['container'], item['prefix'], item['error']))
+    for item in report['refused']:
+        lines.append('  REFUSED    %s/%s: %s' % (
             item['container'], item['prefix'], item['error']))
     for backup_id in report['not_in_repository']:
         lines.append('  MISSING    %s: available in the catalog, not found '

@@ -14,7 +14,7 @@
 
 Usage::
 
-    cinder-chunked-backup [--repository PATH] [--catalog PATH]
+    cinder-chunked-backup [--version] [--repository PATH] [--catalog PATH]
                           [--driver posix|nfs|s3|swift] [--config-file FILE]
                           [--password-file FILE]
                           [--compression ALGO] [--json] [--verbose]
@@ -24,15 +24,19 @@ Global options come before the command (``--json``, ``--verbose`` and
 ``--debug`` are also accepted after it).  The drivers are the ones
 cinder-backup loads, with the same options: ``--config-file cinder.conf``
 points the tool at the repository a cloud writes to.  Without a
-configuration file the POSIX repository is
-``$XDG_DATA_HOME/cinder-chunked-backup/repository``
+configuration file (nor ``$CINDER_CHUNKED_BACKUP_REPOSITORY``) the POSIX
+repository is ``$XDG_DATA_HOME/cinder-chunked-backup/repository``
 (``~/.local/share/...``).  ``--repository`` is the directory
 (``backup_posix_path``) for posix, the share (``backup_share``) for nfs,
 the bucket (``backup_s3_store_bucket``) for s3 and the container
 (``backup_swift_container``) for swift, whose account the configuration
 names (``backup_swift_auth = single_user``).  Backups are recorded
-in an SQLite catalog: ``<repository>/catalog.sqlite3`` for posix, else
-``$XDG_DATA_HOME/cinder-chunked-backup/catalog.sqlite3``.
+in an SQLite catalog (``--catalog``, else ``$CINDER_CHUNKED_BACKUP_CATALOG``):
+``<repository>/catalog.sqlite3`` for posix, else one file per repository
+in ``$XDG_DATA_HOME/cinder-chunked-backup/catalogs/``.  Only
+``backup create`` makes a missing repository; every other command
+fails (status 3) when it is missing or not a directory, bucket or
+container.
 
 Commands::
 
@@ -41,13 +45,14 @@ Commands::
                   [--volume-id ID] [--size SIZE]
     backup list [--volume-id ID] [--status STATUS]
     backup show ID
-    backup delete ID [--force]
+    backup delete ID [ID ...] [--force]
     backup prune --keep-last N | --keep-hourly N | --keep-daily N |
                  --keep-weekly N | --keep-monthly N | --keep-yearly N ...
-                 [--volume-id ID] [--dry-run]
-    restore ID TARGET [--new | --existing]
-    restore --from-repository CONTAINER PREFIX TARGET [--new | --existing]
-    verify ID | verify --all | verify --from-repository CONTAINER PREFIX
+                 [--volume-id ID] [--delete-errors] [--dry-run]
+    restore ID TARGET [--new | --existing [--resize]]
+    restore --from-repository {ID | CONTAINER PREFIX} TARGET [...]
+    verify ID [ID ...] | verify --all
+    verify --from-repository {ID | CONTAINER PREFIX}
     repository scan [--container NAME ...]
     repository import [--container NAME ...] [--overwrite]
     repository check [--container NAME ...] [--delete] [--grace DURATION]
@@ -60,9 +65,11 @@ same volume; a volume is named by ``--volume-id``, by default a uuid5 of
 its real path.  An ID may be abbreviated to a unique prefix (4 or more
 characters).  ``restore --new`` (the default when TARGET does not exist
 or is empty) creates a sparse file of the volume's size; ``--existing``
-overwrites TARGET in place.  ``restore --from-repository`` and
+overwrites TARGET in place, and refuses a file of another size unless
+``--resize``.  ``restore --from-repository`` and
 ``verify --from-repository`` use no catalog: the backup and its parents
-are read from the repository (``repository scan`` lists them).
+are read from the repository (``repository scan`` lists them).  Times
+are printed in UTC (``2026-01-02 03:04:05 UTC``); JSON has ISO 8601.
 With ``--password-file FILE`` (or ``$CINDER_CHUNKED_BACKUP_PASSWORD_FILE``)
 ``backup create`` encrypts (AES-256-GCM, a key per backup wrapped under
 a key derived from the password with scrypt), and every command reads
@@ -89,13 +96,17 @@ Each command prints one JSON object on stdout:
   ``volume_size_bytes``, ``object_count``, ``container``,
   ``service_metadata`` (the object name prefix), ``name``,
   ``description``, ``created_at``, ``availability_zone``, ``driver``,
-  ``source``, ``fail_reason``; ``backup create`` adds ``seconds``;
+  ``source``, ``fail_reason``; ``backup create`` adds ``seconds``,
+  ``repository``, ``stored_bytes``, ``changed_bytes`` and
+  ``compression_ratio``;
   ``backup show`` adds ``children`` (ids of backups based on it).
 * ``backup list``: ``{"backups": [backup, ...]}``, oldest first.
-* ``backup delete``: ``{"id": ID, "deleted": true}``.
+* ``backup delete``: ``{"id": ID, "deleted": true}``; with several IDs
+  ``{"deleted": [ids], "not_deleted": [ids]}``.
 * ``restore``: ``backup_id``, ``target``, ``mode`` (new or existing),
   ``size_bytes``, ``chain`` (ids, the requested backup first, its full
-  backup last), ``source`` (catalog or repository), ``seconds``.
+  backup last), ``source`` (catalog or repository), ``seconds``,
+  ``target_note`` (null, or what happened to a target of another size).
 * ``verify``: ``{"ok": bool, "backups": [report, ...]}``; a *report* has
   ``backup_id``, ``ok``, ``chain``, ``objects_checked``,
   ``bytes_checked`` and ``problems``, a list of ``{"backup_id",
@@ -116,7 +127,7 @@ Each command prints one JSON object on stdout:
   ``catalog``.
 * ``repository check``: ``repository``, ``containers``, ``delete``,
   ``grace_seconds`` and ``findings``, a list of ``{"kind"`` (incomplete,
-  unlisted, temporary, missing, unreadable), ``"container"``,
+  unlisted, temporary, empty, missing, unreadable), ``"container"``,
   ``"prefix"``, ``"backup_id"``, ``"objects"``, ``"temporary"``,
   ``"bytes"``, ``"age_seconds"``, ``"catalog_status"``, ``"detail"``,
   ``"action"}``.
@@ -129,18 +140,19 @@ Exit status
 ===========
 
 * 0: success.
-* 1: the operation failed, or verification found a problem (a damaged
-  or incomplete repository, a store error, an I/O error).
+* 1: the operation failed, or verification or repository check found
+  a problem (a damaged backup, a store error, an I/O error).
 * 2: usage error or a request refused as invalid (bad option or
   configuration, a backup others depend on, a wrong status).
-* 3: not found (the volume file, a backup id, a configuration file, a
-  backup in the repository).
+* 3: not found (the repository, the volume file, a backup id, a
+  configuration file, a backup in the repository).
 * 130: interrupted (Ctrl-C or SIGTERM); a backup in progress is marked
   ``error`` and its objects are removed.
 
 Errors are one line on stderr.  ``--debug`` adds tracebacks and debug
 logs; ``--verbose`` adds the engine's progress logs.  A progress bar
-(throughput and ETA) is drawn on stderr when it is a terminal.
+(throughput and ETA) is drawn on stderr when it is a terminal; when it
+is not, ``--verbose`` logs the same line every 10 seconds.
 """
 
 import argparse
@@ -152,6 +164,7 @@ import sys
 import traceback
 
 from cinder_chunked_ext.tool import catalog_import
+from cinder_chunked_ext.tool import cinder_db
 from cinder_chunked_ext.tool import commands as handlers
 from cinder_chunked_ext.tool import demo
 from cinder_chunked_ext.tool import exit_status
@@ -159,6 +172,7 @@ from cinder_chunked_ext.tool import password as password_lib
 from cinder_chunked_ext.tool import progress
 from cinder_chunked_ext.tool import prune
 from cinder_chunked_ext.tool import rekey
+from cinder_chunked_ext.tool import repository as repository_lib
 from cinder_chunked_ext.tool import repository_check
 from cinder_chunked_ext.tool import session as session_lib
 
@@ -192,9 +206,24 @@ def _epilog():
     return text.replace('``', '')
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a usage error to :func:`main` (``--json`` prints it too)."""
+
+    def error(self, message):
+        raise exit_status.ArgumentError(self, message)
+
+
+def _version():
+    from importlib import metadata
+    try:
+        return metadata.version('cinder_chunked_ext')
+    except metadata.PackageNotFoundError:
+        return 'unknown (not installed)'
+
+
 def _parser_with(flags):
     """An ArgumentParser class whose instances inherit ``flags``."""
-    class Parser(argparse.ArgumentParser):
+    class Parser(_Parser):
         def __init__(self, *args, **kwargs):
             kwargs.setdefault('parents', [flags])
             kwargs.setdefault('formatter_class',
@@ -204,25 +233,35 @@ def _parser_with(flags):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=session_lib.PROG,
         description='Back up, verify and restore volumes with the '
                     'cinder_chunked_ext drivers, without a running '
                     'Cinder.',
         epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--version', action='version',
+                        version='%(prog)s ' + _version())
     parser.add_argument('--repository', metavar='PATH',
                         help='the repository: directory for posix '
                              '(backup_posix_path), share for nfs '
                              '(backup_share), bucket for s3 '
                              '(backup_s3_store_bucket), container for '
-                             'swift (backup_swift_container)')
+                             'swift (backup_swift_container); default: '
+                             '$%s, else the configuration file, else %s '
+                             'for posix' % (session_lib.REPOSITORY_ENV,
+                                            os.path.join(
+                                                '$XDG_DATA_HOME',
+                                                session_lib.APP_DIR,
+                                                'repository')))
     parser.add_argument('--catalog', metavar='PATH',
-                        help='the SQLite catalog of backups (default: '
-                             '<repository>/%s for posix, else %s)'
-                             % (session_lib.CATALOG_NAME, os.path.join(
-                                 '$XDG_DATA_HOME', session_lib.APP_DIR,
-                                 session_lib.CATALOG_NAME)))
+                        help='the SQLite catalog of backups; default: '
+                             '$%s, else <repository>/%s for posix, else '
+                             'one file per repository in %s'
+                             % (session_lib.CATALOG_ENV,
+                                session_lib.CATALOG_NAME, os.path.join(
+                                    '$XDG_DATA_HOME', session_lib.APP_DIR,
+                                    session_lib.CATALOGS_DIR)))
     parser.add_argument('--driver', choices=session_lib.DRIVERS,
                         help='backup driver (default: posix)')
     parser.add_argument('--config-file', metavar='FILE', action='append',
@@ -254,8 +293,8 @@ def build_parser():
                                      parser_class=_parser_with(flags))
     commands.required = True
 
-    backup = commands.add_parser('backup', help='create, list, show and '
-                                                'delete backups')
+    backup = commands.add_parser('backup', help='create, list, show, '
+                                                'delete and prune backups')
     backup_cmds = backup.add_subparsers(dest='backup_command',
                                         metavar='ACTION')
     backup_cmds.required = True
@@ -276,19 +315,29 @@ def build_parser():
     create.add_argument('--size', type=parse_size,
                         help='size of a stream volume (FIFO, stdin): at '
                              'most this many bytes are read')
-    create.set_defaults(func=handlers.cmd_backup_create)
+    create.set_defaults(func=handlers.cmd_backup_create,
+                        creates_repository=True)
 
     listing = backup_cmds.add_parser('list', help='list the catalog')
-    listing.add_argument('--volume-id')
-    listing.add_argument('--status')
+    listing.add_argument('--volume-id', metavar='ID',
+                         help='only the backups of this volume (as backup '
+                              'list --json shows it)')
+    listing.add_argument('--status', choices=handlers.STATUSES,
+                         help='only the backups in this status')
     listing.set_defaults(func=handlers.cmd_backup_list)
 
     show = backup_cmds.add_parser('show', help='show one backup')
-    show.add_argument('id', metavar='ID')
+    show.add_argument('id', metavar='ID',
+                      help='backup ID, or a unique prefix of 4 or more '
+                           'characters')
     show.set_defaults(func=handlers.cmd_backup_show)
 
-    delete = backup_cmds.add_parser('delete', help='delete one backup')
-    delete.add_argument('id', metavar='ID')
+    delete = backup_cmds.add_parser('delete', help='delete backups')
+    delete.add_argument('ids', metavar='ID', nargs='+',
+                        help='backup ID, or a unique prefix of 4 or more '
+                             'characters; several are deleted newest '
+                             'first, so an incremental backup goes '
+                             'before its parent')
     delete.add_argument('--force', action='store_true',
                         help='also delete a backup in another status than '
                              'available or error')
@@ -297,16 +346,24 @@ def build_parser():
 
     restore = commands.add_parser(
         'restore', help='restore a backup to a file or device',
-        usage='%(prog)s [--new | --existing] ID TARGET\n'
-              '       %(prog)s [--new | --existing] --from-repository '
-              'CONTAINER PREFIX TARGET')
+        usage='%(prog)s [--new | --existing [--resize]] ID TARGET\n'
+              '       %(prog)s [--new | --existing [--resize]] '
+              '--from-repository {ID | CONTAINER PREFIX} TARGET')
     restore.add_argument('args', nargs='+', metavar='ID TARGET',
-                         help='backup id and target (only the target with '
-                              '--from-repository)')
-    restore.add_argument('--from-repository', nargs=2,
-                         metavar=('CONTAINER', 'PREFIX'),
-                         help='restore from the repository alone (no '
-                              'catalog), as listed by repository scan')
+                         help='backup ID (or a unique prefix of 4 or more '
+                              'characters) and target; with '
+                              '--from-repository, ID or CONTAINER PREFIX, '
+                              'then TARGET')
+    restore.add_argument('--from-repository', action='store_true',
+                         help='read the backup and its parents from the '
+                              'repository alone (no catalog): give its ID '
+                              'or the CONTAINER PREFIX repository scan '
+                              'prints')
+    restore.add_argument('--resize', action='store_true',
+                         help='with --existing: make a TARGET file of '
+                              'another size exactly the size of the '
+                              'backup\'s volume (without it, a size '
+                              'mismatch is refused)')
     modes = restore.add_mutually_exclusive_group()
     modes.add_argument('--new', action='store_true',
                        help='TARGET must not exist or be empty; it is '
@@ -317,21 +374,26 @@ def build_parser():
 
     verify = commands.add_parser(
         'verify', help='check a backup chain against its checksums')
-    verify.add_argument('id', metavar='ID', nargs='?')
+    verify.add_argument('ids', metavar='ID', nargs='*',
+                        help='backup ID, or a unique prefix of 4 or more '
+                             'characters (several may be given); with '
+                             '--from-repository, ID or CONTAINER PREFIX')
     verify.add_argument('--all', action='store_true',
                         help='every available backup of the catalog')
-    verify.add_argument('--from-repository', nargs=2,
-                        metavar=('CONTAINER', 'PREFIX'),
+    verify.add_argument('--from-repository', action='store_true',
                         help='a backup found in the repository (no '
-                             'catalog)')
+                             'catalog), by ID or by the CONTAINER PREFIX '
+                             'repository scan prints')
     verify.set_defaults(func=handlers.cmd_verify)
 
     repository = commands.add_parser(
-        'repository', help='find backups in a repository (no catalog)')
+        'repository', help='scan, import and check a repository')
     repo_cmds = repository.add_subparsers(dest='repository_command',
                                           metavar='ACTION')
     repo_cmds.required = True
-    scan = repo_cmds.add_parser('scan', help='list the backups found')
+    scan = repo_cmds.add_parser(
+        'scan', help='list the backups a repository holds (read from it, '
+                     'not from the catalog)')
     scan.add_argument('--container', action='append',
                       help='list this container (default: the whole '
                            'POSIX repository, or the configured bucket)')
@@ -339,6 +401,7 @@ def build_parser():
     catalog_import.add_parser(repo_cmds)
     repository_check.add_parser(repo_cmds)
     rekey.add_parser(repo_cmds)
+    cinder_db.add_parser(commands)
 
     sample = commands.add_parser(
         'demo', help='back up, verify and restore a sample volume')
@@ -354,33 +417,6 @@ def build_parser():
     return parser
 
 
-def _setup_logging(args):
-    level = logging.WARNING
-    if args.verbose:
-        level = logging.INFO
-    if args.debug:
-        level = logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
-    if args.verbose or args.debug:
-        handler.setFormatter(logging.Formatter(
-            '%(asctime)s %(levelname)s %(name)s: %(message)s'))
-    else:
-        # Warnings read like the tool's own one-line messages.
-        handler.setFormatter(logging.Formatter(
-            session_lib.PROG + ': %(levelname)s: %(message)s'))
-    root = logging.getLogger()
-    previous = (list(root.handlers), root.level)
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    return previous
-
-
-def _restore_logging(previous):
-    root = logging.getLogger()
-    root.handlers[:], level = previous
-    root.setLevel(level)
-
-
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt()
 
@@ -393,11 +429,18 @@ def main(argv=None):
     :func:`cinder_chunked_ext.tool.session.keep_cinder_out`).  With ``argv``
     (tests, other callers) it leaves the process's imports as they are.
     """
-    if argv is None:
-        session_lib.keep_cinder_out()
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging_state = _setup_logging(args)
+    try:
+        args = parser.parse_args(argv)
+    except exit_status.ArgumentError as e:
+        words = sys.argv[1:] if argv is None else list(argv)
+        e.report(progress.Output(session_lib.PROG, '--json' in words))
+        return exit_status.USAGE
+    # The cinder commands work on Cinder's own database.
+    needs_cinder = getattr(args, 'needs_cinder', False)
+    if argv is None and not needs_cinder:
+        session_lib.keep_cinder_out()
+    logging_state = progress.setup_logging(args, session_lib.PROG)
     out = progress.Output(session_lib.PROG, args.json)
     # Ctrl-C must interrupt even when the parent process ignores SIGINT.
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -405,8 +448,11 @@ def main(argv=None):
     try:
         session_lib.quiet_import_engine(args.debug)
         session = session_lib.Session(args, out)
-        if args.func is not demo.cmd_demo:
+        if args.func is not demo.cmd_demo and not needs_cinder:
             session.configure()
+            if not getattr(args, 'creates_repository', False):
+                repository_lib.require(session,
+                                       getattr(args, 'container', None))
         return args.func(session, args)
     except KeyboardInterrupt:
         out.error('interrupted', exit_status.INTERRUPTED)
@@ -433,6 +479,6 @@ def main(argv=None):
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
-        _restore_logging(logging_state)
+        progress.restore_logging(logging_state)
         with contextlib.suppress(Exception):
             sys.stdout.flush()

@@ -23,6 +23,9 @@ from cinder_chunked_ext.tool import exit_status
 from cinder_chunked_ext.tool import operations
 from cinder_chunked_ext.tool import progress
 
+#: The statuses a catalog record can have (``backup list --status``).
+STATUSES = ('creating', 'available', 'error', 'deleting', 'restoring')
+
 
 # -- backup ----------------------------------------------------------------
 
@@ -58,21 +61,42 @@ def cmd_backup_create(session, args):
         session, args.volume, incremental=args.incremental, name=args.name,
         description=args.description, container=args.container,
         volume_id=args.volume_id, size=args.size)
+    stored = operations.stored_sizes(session, record)
     doc = backup_json(record)
     doc['seconds'] = round(seconds, 3)
+    doc['repository'] = session.repository_text()
+    doc.update(stored)
     size = record.volume_size_bytes or 0
     kind = ('incremental backup (parent %s)' % record.parent_id
             if record.parent_id else 'full backup')
-    session.out.result(doc, [
-        'Backup %s created: %s of %s: %s read, %s written, %.1f s '
-        '(%s/s).' % (record.id, kind, record.source_path,
-                     progress.human_bytes(size),
-                     progress.plural(record.object_count, 'object'), seconds,
-                     progress.human_bytes(size / seconds if seconds else 0))])
+    lines = ['Backup %s created in the %s repository, container %s: '
+             '%s of %s.' % (record.id, session.repository_text(),
+                            record.container, kind, record.source_path),
+             '  %s read in %.1f s (%s/s); %s written, %s stored.'
+             % (progress.human_bytes(size), seconds,
+                progress.human_bytes(size / seconds if seconds else 0),
+                progress.plural(record.object_count, 'object'),
+                progress.human_bytes(stored['stored_bytes']))]
+    if stored['compression_ratio']:
+        lines[-1] = lines[-1][:-1] + ' (%scompression %.2f:1).' % (
+            '%s of changed data, ' % progress.human_bytes(
+                stored['changed_bytes']) if record.parent_id else '',
+            stored['compression_ratio'])
+    session.out.result(doc, lines)
     return exit_status.OK
 
 
+def known_volume(session, volume_id):
+    """Refuse (status 3) a ``--volume-id`` the catalog does not know."""
+    if volume_id is not None and \
+            not session.catalog().list(volume_id=volume_id):
+        raise exit_status.NotFoundError(
+            'no backup of volume %s in catalog %s (backup list --json '
+            'shows the volume IDs)' % (volume_id, session.catalog_path()))
+
+
 def cmd_backup_list(session, args):
+    known_volume(session, args.volume_id)
     cat = session.catalog()
     records = cat.list(volume_id=args.volume_id, status=args.status)
     lines = []
@@ -84,14 +108,16 @@ def cmd_backup_list(session, args):
                          'incr' if r.parent_id else 'full',
                          progress.human_bytes(r.volume_size_bytes),
                          str(r.object_count),
-                         r.created_at.strftime('%Y-%m-%d %H:%M:%S'),
+                         progress.human_time(r.created_at),
                          r.display_name or '-', r.source_path or '-'))
         widths = [max(len(row[i]) for row in rows) for i in range(7)]
         for row in rows:
             lines.append('  '.join(cell.ljust(widths[i]) if i < 7 else cell
                                    for i, cell in enumerate(row)).rstrip())
     else:
-        lines.append('No backups in catalog %s.' % cat.path)
+        lines.append('No %sbackups in catalog %s.'
+                     % ('%s ' % args.status if args.status else '',
+                        cat.path))
     session.out.result({'backups': [backup_json(r) for r in records]},
                        lines)
     return exit_status.OK
@@ -101,34 +127,77 @@ def cmd_backup_show(session, args):
     record = session.resolve(args.id)
     children = session.catalog().children(record.id)
     doc = backup_json(record, children)
+    shown = dict(doc, created_at=progress.human_time(record.created_at))
     lines = ['%-20s %s' % (key + ':', '-' if value is None else
                            (', '.join(value) or '-')
                            if isinstance(value, list) else value)
-             for key, value in doc.items()]
+             for key, value in shown.items()]
     session.out.result(doc, lines)
     return exit_status.OK
 
 
 def cmd_backup_delete(session, args):
+    """Delete one or more backups: checked first, deleted newest first.
+
+    Every ID is resolved and checked before anything is deleted; a
+    backup whose dependents are all in the list goes after them.
+    """
     from cinder_chunked_ext.tool import catalog
-    record = session.resolve(args.id)
-    session.check_record_driver(record)
-    dependents = [c for c in session.catalog().children(record.id)
-                  if c.status != catalog.DELETED]
-    if dependents:
-        raise exit_status.UsageError(
-            'backup %s has dependent incremental backups (%s); delete them '
-            'first' % (record.id, ', '.join(c.id for c in dependents)))
-    if record.status not in (catalog.AVAILABLE, catalog.ERROR) and \
-            not args.force:
-        raise exit_status.UsageError(
-            'backup %s is %s; only available or error backups can be '
-            'deleted (or use --force)' % (record.id, record.status))
+    records = []
+    for backup_id in args.ids:
+        record = session.resolve(backup_id)
+        if record.id not in {r.id for r in records}:
+            records.append(record)
+    chosen = {r.id for r in records}
+    for record in records:
+        session.check_record_driver(record)
+        dependents = [c for c in session.catalog().children(record.id)
+                      if c.status != catalog.DELETED and c.id not in chosen]
+        if dependents:
+            raise exit_status.UsageError(
+                'backup %s has dependent incremental backups (%s); delete '
+                'them first (or with it, in one command); nothing was '
+                'deleted' % (record.id, ', '.join(c.id for c in dependents)))
+        if record.status not in (catalog.AVAILABLE, catalog.ERROR) and \
+                not args.force:
+            raise exit_status.UsageError(
+                'backup %s is %s; only available or error backups can be '
+                'deleted (or use --force); nothing was deleted'
+                % (record.id, record.status))
     driver = session.driver(session.environment())
-    operations.delete_backup(session, driver, record)
-    session.out.result({'id': record.id, 'deleted': True},
-                       ['Backup %s deleted.' % record.id])
-    return exit_status.OK
+    deleted = []
+    failure = None
+    for record in _children_first(records):
+        try:
+            operations.delete_backup(session, driver, record)
+        except Exception as e:  # noqa - reported after what was done
+            if len(records) == 1:
+                raise
+            failure = 'deleting backup %s failed: %s' % (
+                record.id, progress.one_line(e))
+            break
+        deleted.append(record.id)
+    if len(records) == 1 and failure is None:
+        doc = {'id': deleted[0], 'deleted': True}
+    else:
+        doc = {'deleted': deleted,
+               'not_deleted': [r.id for r in records
+                               if r.id not in deleted]}
+    return exit_status.reported(session.out, doc, [
+        'Backup %s deleted.' % backup_id for backup_id in deleted], failure)
+
+
+def _children_first(records):
+    """``records`` ordered so that no backup goes before its child."""
+    ordered = []
+    left = list(records)
+    while left:
+        parents = {r.parent_id for r in left}
+        ready = [r for r in left if r.id not in parents] or left[:1]
+        for record in ready:
+            ordered.append(record)
+            left.remove(record)
+    return ordered
 
 
 # -- restore ---------------------------------------------------------------
@@ -141,23 +210,36 @@ def _restore_mode(args):
     return 'auto'
 
 
+def _from_repository(session, words, command):
+    """``(driver, record)`` of ``ID`` or ``CONTAINER PREFIX``."""
+    if len(words) not in (1, 2):
+        raise exit_status.UsageError(
+            '%s --from-repository takes a backup ID or CONTAINER PREFIX '
+            '(as repository scan prints them)%s' % (
+                command, ', then TARGET' if command == 'restore' else ''))
+    return session.repository_backup(*words)
+
+
 def cmd_restore(session, args):
     from cinder_chunked_ext.tool import catalog
     mode = _restore_mode(args)
+    if args.resize and mode != 'existing':
+        raise exit_status.UsageError('--resize goes with --existing')
     if args.from_repository:
-        if len(args.args) != 1:
-            raise exit_status.UsageError('restore --from-repository '
-                                         'CONTAINER PREFIX needs exactly one '
-                                         'TARGET')
-        target = args.args[0]
-        driver, record = session.repository_backup(*args.from_repository)
+        if len(args.args) not in (2, 3):
+            raise exit_status.UsageError(
+                'restore --from-repository needs a backup ID (or CONTAINER '
+                'PREFIX) and a TARGET')
+        target = args.args[-1]
+        driver, record = _from_repository(session, args.args[:-1],
+                                          'restore')
         source = 'repository'
         size_bytes = None
     else:
         if len(args.args) != 2:
             raise exit_status.UsageError(
                 'restore needs a backup ID and a TARGET (or '
-                '--from-repository CONTAINER PREFIX TARGET)')
+                '--from-repository ID TARGET)')
         backup_id, target = args.args
         record = session.resolve(backup_id)
         session.check_record_driver(record)
@@ -169,14 +251,16 @@ def cmd_restore(session, args):
         source = 'catalog'
         size_bytes = record.volume_size_bytes
     done = operations.restore_backup(session, driver, record, target, mode,
-                                     size_bytes)
+                                     size_bytes, resize=args.resize)
     done['source'] = source
-    session.out.result(done, [
-        'Restored backup %s (%s) to %s (%s, %s target) in %.1f s.'
-        % (record.id, 'full' if len(done['chain']) == 1 else
-           'incremental, chain of %d' % len(done['chain']), target,
-           progress.human_bytes(done['size_bytes']), done['mode'],
-           done['seconds'])])
+    lines = ['Restored backup %s (%s) to %s (%s, %s target) in %.1f s.'
+             % (record.id, 'full' if len(done['chain']) == 1 else
+                'incremental, chain of %d' % len(done['chain']), target,
+                progress.human_bytes(done['size_bytes']), done['mode'],
+                done['seconds'])]
+    if done.get('target_note'):
+        lines.append('  ' + done['target_note'])
+    session.out.result(done, lines)
     return exit_status.OK
 
 
@@ -185,18 +269,20 @@ def cmd_restore(session, args):
 def cmd_verify(session, args):
     from cinder_chunked_ext.tool import catalog
     if args.from_repository:
-        if args.id or args.all:
-            raise exit_status.UsageError('verify takes an ID, --all or '
-                                         '--from-repository CONTAINER PREFIX')
-        driver, record = session.repository_backup(*args.from_repository)
+        if args.all:
+            raise exit_status.UsageError('verify takes IDs, --all or '
+                                         '--from-repository ID')
+        driver, record = _from_repository(session, args.ids, 'verify')
         records = [record]
     else:
-        if bool(args.id) == bool(args.all):
-            raise exit_status.UsageError('verify takes a backup ID or --all')
+        if bool(args.ids) == bool(args.all):
+            raise exit_status.UsageError(
+                'verify takes a backup ID or --all (several IDs may be '
+                'given)')
         if args.all:
             records = session.catalog().list(status=catalog.AVAILABLE)
         else:
-            records = [session.resolve(args.id)]
+            records = [session.resolve(i) for i in args.ids]
         for record in records:
             session.check_record_driver(record)
         driver = session.driver(session.environment())
@@ -218,7 +304,8 @@ def cmd_verify(session, args):
                                        'backup %s' % p.backup_id, p.reason)
                          for p in report.problems)
     if not reports:
-        lines.append('No available backups to verify.')
+        lines.append('No available backups to verify in catalog %s.'
+                     % session.catalog_path())
     session.out.result({'ok': ok, 'backups': [r.to_json() for r in reports]},
                        lines)
     if not ok:
@@ -237,7 +324,7 @@ def cmd_repository_scan(session, args):
     try:
         entries = env.scan(args.container or None)
     except exception.ObjectNotFound as e:
-        raise exit_status.NotFoundError(str(e))
+        raise exit_status.NotFoundError(exit_status.reason_of(e))
     cat = session.catalog()
     found = []
     for entry in entries:
@@ -270,11 +357,11 @@ def cmd_repository_scan(session, args):
                 item['container'], item['prefix'], item['error']))
             continue
         lines.append('  %s  %s  %s%s' % (
-            item['id'], item['created_at'],
+            item['id'], progress.human_time(item['created_at']),
             'incremental of %s' % item['parent_id'] if item['parent_id']
             else 'full', '' if item['in_catalog'] else '  (not in catalog)'))
-        lines.append('      restore --from-repository %s %s TARGET'
-                     % (item['container'], item['prefix']))
+        lines.append('      restore --from-repository %s TARGET'
+                     % item['id'])
     session.out.result({'repository': session.repository_text(),
                         'backups': found}, lines)
     return exit_status.OK

@@ -106,6 +106,9 @@ def cmd_demo(session, args):
     if doc['ok']:
         lines = ['Demo succeeded: the restored volume is identical to the '
                  'original.']
+        if doc.get('workdir_removed'):
+            lines.append('Removed the demo directory %s (--keep or '
+                         '--workdir keeps it).' % workdir)
     else:
         lines = ['Demo FAILED: the restored volume differs from the '
                  'original (files kept in %s).' % workdir]

@@ -39,6 +39,25 @@ class UsageError(CliError):
     exit_code = USAGE
 
 
+class ArgumentError(UsageError):
+    """The command line does not parse (raised by the parser)."""
+
+    def __init__(self, parser, message):
+        super().__init__(message)
+        self.parser = parser
+
+    def report(self, out):
+        """Usage and the error on stderr; in JSON mode the error object."""
+        import json
+        self.parser.print_usage(out.stderr)
+        out.stderr.write('%s: error: %s\n' % (self.parser.prog, self))
+        out.stderr.flush()
+        if out.json_mode:
+            out.stdout.write(json.dumps({'error': str(self),
+                                         'exit_code': self.exit_code}) + '\n')
+            out.stdout.flush()
+
+
 class NotFoundError(CliError):
     exit_code = NOT_FOUND
 
@@ -51,6 +70,16 @@ def classify(error):
     """
     from cinder_chunked_ext import cinder_compat
     from cinder_chunked_ext import exception
+    if isinstance(error, exception.StoreConfigurationError):
+        return USAGE, 'configuration: %s' % reason_of(error)
+    if isinstance(error, exception.ObjectNotFound):
+        return FAILED, 'not found in the repository: %s' % reason_of(error)
+    if isinstance(error, exception.StoreError):
+        return FAILED, 'repository: %s' % reason_of(error)
+    if isinstance(error, exception.InvalidBackup):
+        text = _damaged_text(error)
+        if text:
+            return FAILED, text
     if isinstance(error, cfg.ConfigFilesNotFoundError):
         return NOT_FOUND, str(error)
     if isinstance(error, cfg.Error):
@@ -71,6 +100,29 @@ def classify(error):
     if isinstance(error, sqlite3.Error):
         return FAILED, 'catalog: %s' % error
     return None
+
+
+def reason_of(error):
+    """The engine's reason, without its exception class's wording."""
+    kwargs = getattr(error, 'kwargs', None) or {}
+    return str(kwargs.get('reason') or error)
+
+
+#: The engine's words when a layer's objects differ from its metadata.
+_OBJECT_LIST = 'restore_backup aborted, actual object list does not match'
+
+
+def _damaged_text(error):
+    """Operator wording for the engine's object-list refusal, or None."""
+    reason = reason_of(error)
+    if not reason.startswith(_OBJECT_LIST):
+        return None
+    detail = reason[reason.find('(') + 1:reason.rfind(')')] \
+        if '(' in reason else ''
+    backup_id = reason.split('metadata of backup ', 1)[-1].split(' ', 1)[0]
+    return ('backup %s is damaged: the objects in the repository differ '
+            'from those its metadata lists (%s), so it cannot be '
+            'restored; verify %s tells more' % (backup_id, detail, backup_id))
 
 
 def reported(out, document, lines, failure=None):

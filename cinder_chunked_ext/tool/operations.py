@@ -33,6 +33,7 @@ from cinder_chunked_ext.engine import objects
 from cinder_chunked_ext.tool import exit_status
 from cinder_chunked_ext.tool import progress
 from cinder_chunked_ext.tool import records
+from cinder_chunked_ext.tool import repository
 
 LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
@@ -102,6 +103,9 @@ def create_backup(session, volume_path, incremental=False, name=None,
         else:
             source = os.path.realpath(volume_path)
         volume_id = volume_id or catalog.volume_id_for_path(volume_path)
+        if repository.create_posix(session):
+            session.out.say('Created the repository %s.'
+                            % session.repository_name())
         env = session.environment(create=True)
         cat = env.catalog
         driver = session.driver(env)
@@ -160,6 +164,38 @@ def create_backup(session, volume_path, incremental=False, name=None,
         return record, seconds
 
 
+def stored_sizes(session, record):
+    """What a backup occupies in the store, and how well it compressed.
+
+    ``stored_bytes``: every object of the backup (data, ``_sha256file``,
+    ``_metadata``) as stored; ``changed_bytes``: the volume data its
+    objects hold (all of it for a full backup, what changed for an
+    incremental one); ``compression_ratio``: ``changed_bytes`` over the
+    data objects' stored size.  ``None`` where the store cannot tell.
+    """
+    from cinder_chunked_ext import exception
+    sizes = {'stored_bytes': None, 'changed_bytes': None,
+             'compression_ratio': None}
+    try:
+        driver = session.driver(session.environment())
+        metadata = driver._read_metadata(record)
+        infos = driver.store.list_object_info(record.container,
+                                              record.service_metadata)
+    except (exception.StoreError, AttributeError) as e:
+        LOG.debug('No stored size for backup %s: %s', record.id, e)
+        return sizes
+    stored = {i.name: i.size for i in infos}
+    if any(size is None for size in stored.values()):
+        return sizes
+    changed = sum(o.length for o in metadata.objects)
+    data = sum(stored.get(o.name, 0) for o in metadata.objects)
+    sizes['stored_bytes'] = sum(stored.values())
+    sizes['changed_bytes'] = changed
+    if data:
+        sizes['compression_ratio'] = round(changed / data, 2)
+    return sizes
+
+
 def _backup_failed(driver, record, error):
     """Mark a failed or interrupted backup and remove what it wrote."""
     from cinder_chunked_ext.tool import catalog
@@ -189,6 +225,23 @@ def _backup_failed(driver, record, error):
 
 # -- delete ----------------------------------------------------------------
 
+def _check_listing(driver, record):
+    """Refuse a prefix that also lists objects not of ``record``.
+
+    Done before the ``_metadata`` object goes, so that a refused delete
+    removes nothing; a listing that fails is left to the driver's
+    delete, which warns and goes on.
+    """
+    from cinder_chunked_ext.engine import prefixes
+    from cinder_chunked_ext import exception
+    try:
+        names = driver.get_container_entries(record.container,
+                                             record.service_metadata)
+    except exception.StoreError:
+        return
+    prefixes.check_listing(record.id, record.service_metadata, names)
+
+
 def delete_backup(session, driver, record):
     """Delete a backup's objects, then its record.
 
@@ -196,13 +249,19 @@ def delete_backup(session, driver, record):
     SIGKILL, a crash) then never leaves a backup that looks complete
     without all of its objects; what remains is objects with no metadata,
     which ``repository check`` finds, and a record left ``deleting``.
+    A prefix that is not the backup's own is refused before anything is
+    deleted, and the record is left ``error`` with the reason.
     """
     from cinder_chunked_ext.engine import manifest
+    from cinder_chunked_ext.engine import prefixes
     from cinder_chunked_ext.tool import catalog
     record.status = catalog.DELETING
     record.save()
     try:
+        if record.container is not None:
+            prefixes.check(record.id, record.service_metadata)
         if record.container and record.service_metadata:
+            _check_listing(driver, record)
             driver.delete_object(
                 record.container,
                 manifest.metadata_name(record.service_metadata))
@@ -213,6 +272,12 @@ def delete_backup(session, driver, record):
         record.save()
         raise
     session.catalog().remove(record.id)
+    try:
+        repository.remove_empty_container(driver, record.container)
+    except Exception as e:  # noqa - the backup is gone; check finds it
+        LOG.warning('Backup %s was deleted but its directory could not be '
+                    'removed (repository check --delete removes empty '
+                    'directories): %s', record.id, progress.one_line(e))
 
 
 # -- restore ---------------------------------------------------------------
@@ -227,8 +292,37 @@ def _restore_plan(driver, chain):
     return plan
 
 
-def _open_target(target, mode, size_bytes):
-    """``(file, is_new, created)`` for the restore target."""
+def _device_size(target):
+    with open(target, 'rb') as device:
+        return device.seek(0, os.SEEK_END)
+
+
+def _existing_note(target, kind, actual, size_bytes, resize):
+    """Refuse a target of another size; else what the restore leaves."""
+    if actual == size_bytes:
+        return None
+    if kind == 'device':
+        if actual < size_bytes:
+            raise exit_status.UsageError(
+                'restore target %s (%d bytes) is smaller than the backup\'s '
+                '%d-byte volume' % (target, actual, size_bytes))
+        return ('The last %s of device %s (after byte %d) were left as they '
+                'were.' % (progress.human_bytes(actual - size_bytes), target,
+                           size_bytes))
+    if not resize:
+        raise exit_status.UsageError(
+            'restore target %s is %d bytes and the backup\'s volume %d '
+            'bytes; --existing --resize makes it %d bytes (%s)'
+            % (target, actual, size_bytes, size_bytes,
+               'its last %d bytes are cut off' % (actual - size_bytes)
+               if actual > size_bytes else 'it grows'))
+    return ('%s was %s %d bytes to %d bytes, the volume\'s size.'
+            % (target, 'cut from' if actual > size_bytes else 'grown from',
+               actual, size_bytes))
+
+
+def _open_target(target, mode, size_bytes, resize=False):
+    """``(file, is_new, created, note)`` for the restore target."""
     kind = None
     if os.path.exists(target):
         st = os.stat(target)
@@ -251,14 +345,21 @@ def _open_target(target, mode, size_bytes):
                                             % directory)
         handle = open(target, 'r+b' if kind else 'xb')
         handle.truncate(size_bytes)
-        return handle, True, kind is None
+        return handle, True, kind is None, None
     if kind is None:
         raise exit_status.NotFoundError(
             'restore target %s does not exist (--existing)' % target)
-    return open(target, 'r+b'), False, False
+    actual = (_device_size(target) if kind == 'device'
+              else os.path.getsize(target))
+    note = _existing_note(target, kind, actual, size_bytes, resize)
+    handle = open(target, 'r+b')
+    if kind != 'device' and actual != size_bytes:
+        handle.truncate(size_bytes)
+    return handle, False, False, note
 
 
-def restore_backup(session, driver, record, target, mode, size_bytes):
+def restore_backup(session, driver, record, target, mode, size_bytes,
+                   resize=False):
     """Restore ``record`` (and its chain) to ``target``; return details."""
     from cinder_chunked_ext import cinder_compat
     from cinder_chunked_ext.tool import catalog
@@ -268,7 +369,8 @@ def restore_backup(session, driver, record, target, mode, size_bytes):
         from cinder_chunked_ext.tool import recovery
         size_bytes = recovery.volume_size_bytes(chain)
     _check_within(chain, size_bytes)
-    volume, is_new, created = _open_target(target, mode, size_bytes)
+    volume, is_new, created, note = _open_target(target, mode, size_bytes,
+                                                 resize)
     bar = progress.ProgressBar('restore %s' % record.id[:8], 0,
                                stream=session.out.stderr)
     meter = progress.RestoreMeter(plan, bar)
@@ -308,7 +410,8 @@ def restore_backup(session, driver, record, target, mode, size_bytes):
             'mode': 'new' if is_new else 'existing',
             'size_bytes': size_bytes,
             'chain': [layer['id'] for layer in chain],
-            'seconds': round(time.monotonic() - started, 3)}
+            'seconds': round(time.monotonic() - started, 3),
+            'target_note': note}
 
 
 def _check_within(chain, size_bytes):
@@ -374,6 +477,7 @@ def verify_backups(session, driver, records):
     reports = []
     try:
         for record in records:
+            bar.label = 'verify %s' % record.id[:8]
             reports.append(verifier.verify(record))
     finally:
         bar.close()

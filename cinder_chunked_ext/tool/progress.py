@@ -19,7 +19,9 @@ how far the engine has got through a volume file.  Nothing here imports
 the engine or Cinder.
 """
 
+import datetime
 import json
+import logging
 import os
 import shutil
 import sys
@@ -48,6 +50,28 @@ def human_seconds(seconds):
     return '%d:%02d' % (seconds // 60, seconds % 60)
 
 
+LOG = logging.getLogger('cinder_chunked_ext.tool.progress')
+
+
+def human_time(value):
+    """``2026-12-04 21:34:54 UTC``: how the tool prints every time.
+
+    ``value`` is a datetime (naive ones are UTC, as the catalog and the
+    engine write them) or ISO 8601 text; ``-`` for ``None``; text that
+    does not parse is returned as it is.
+    """
+    if value is None or value == '':
+        return '-'
+    if isinstance(value, str):
+        try:
+            value = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if value.tzinfo is not None:
+        value = value.astimezone(datetime.timezone.utc)
+    return value.strftime('%Y-%m-%d %H:%M:%S UTC')
+
+
 def plural(number, noun):
     """``1 object``, ``2 objects``."""
     return '%d %s%s' % (number, noun, '' if number == 1 else 's')
@@ -56,6 +80,38 @@ def plural(number, noun):
 def one_line(text):
     """``text`` with every run of white space made one space."""
     return ' '.join(str(text).split())
+
+
+def setup_logging(args, prog):
+    """Log on stderr as ``--verbose``/``--debug`` ask; the previous state."""
+    level = logging.WARNING
+    if args.verbose:
+        level = logging.INFO
+    if args.debug:
+        level = logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    if args.verbose or args.debug:
+        # The tool's one form of time: UTC, and it says so.
+        formatter = logging.Formatter(
+            '%(asctime)s UTC %(levelname)s %(name)s: %(message)s',
+            datefmt='%Y-%m-%d %H:%M:%S')
+        formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
+    else:
+        # Warnings read like the tool's own one-line messages.
+        handler.setFormatter(logging.Formatter(
+            prog + ': %(levelname)s: %(message)s'))
+    root = logging.getLogger()
+    previous = (list(root.handlers), root.level)
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    return previous
+
+
+def restore_logging(previous):
+    root = logging.getLogger()
+    root.handlers[:], level = previous
+    root.setLevel(level)
 
 
 class Output(object):
@@ -103,13 +159,17 @@ class ProgressBar(object):
     """``label  [#####-----]  45%  29.0 MiB/64.0 MiB  35.2 MiB/s  ETA 0:01``.
 
     Drawn on ``stream`` only when it is a terminal, at most ten times a
-    second; silent otherwise.
+    second.  Otherwise the same line is logged (INFO, so ``--verbose``
+    shows it) every :attr:`LOG_INTERVAL` seconds, and once at the end,
+    so that a cron log shows a long job moving.
     """
 
     WIDTH = 20
     INTERVAL = 0.1
+    LOG_INTERVAL = 10.0
 
-    def __init__(self, label, total, stream=None, enabled=None):
+    def __init__(self, label, total, stream=None, enabled=None,
+                 clock=time.monotonic):
         self.label = label
         self.total = total or 0
         self.stream = stream or sys.stderr
@@ -117,24 +177,32 @@ class ProgressBar(object):
             enabled = _isatty(self.stream)
         self.enabled = enabled
         self.done = 0
-        self.started = time.monotonic()
+        self._clock = clock
+        self.started = clock()
         self._drawn_at = None
+        self._logged_at = self.started
 
     def update(self, done):
         self.done = done
+        now = self._clock()
         if not self.enabled:
+            if now - self._logged_at >= self.LOG_INTERVAL:
+                self._log(now)
             return
-        now = time.monotonic()
         if self._drawn_at is not None and now - self._drawn_at < \
                 self.INTERVAL:
             return
         self._draw(now)
 
+    def _log(self, now):
+        self._logged_at = now
+        LOG.info('%s', '  '.join(p for p in self._parts(now) if p))
+
     def add(self, count):
         self.update(self.done + count)
 
-    def _draw(self, now):
-        self._drawn_at = now
+    def _parts(self, now):
+        """``[label, bar, amount, rate, ETA or elapsed]``."""
         elapsed = max(now - self.started, 1e-6)
         rate = self.done / elapsed
         bar = None
@@ -153,10 +221,15 @@ class ProgressBar(object):
                 (self.total - self.done) / rate))
         else:
             tail.append('%s elapsed' % human_seconds(elapsed))
+        return [self.label, bar, amount] + tail
+
+    def _draw(self, now):
+        self._drawn_at = now
+        label, bar, amount, *tail = self._parts(now)
         columns = shutil.get_terminal_size((80, 24)).columns - 1
         # The bar goes first, then the label, when the terminal is narrow.
-        for parts in ([self.label, bar, amount] + tail,
-                      [self.label, amount] + tail, [amount] + tail):
+        for parts in ([label, bar, amount] + tail,
+                      [label, amount] + tail, [amount] + tail):
             line = '  '.join(p for p in parts if p)
             if len(line) <= columns:
                 break
@@ -164,8 +237,12 @@ class ProgressBar(object):
         self.stream.flush()
 
     def close(self):
-        if self.enabled and self._drawn_at is not None:
-            self._draw(time.monotonic())
+        if not self.enabled:
+            if self._clock() - self.started >= self.LOG_INTERVAL:
+                self._log(self._clock())
+            return
+        if self._drawn_at is not None:
+            self._draw(self._clock())
             self.stream.write('\n')
             self.stream.flush()
 

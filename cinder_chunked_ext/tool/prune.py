@@ -13,8 +13,13 @@
 """``backup prune``: apply a retention policy to the catalog's backups.
 
 The policy (:mod:`cinder_chunked_ext.tool.retention`) is applied to each
-volume's ``available`` backups.  Backups in other statuses are never
-deleted here; an ``error`` or ``creating`` incremental keeps its parent.
+volume's ``available`` backups.  Backups in other statuses are left
+alone (``leave`` in the output), and an ``error`` or ``creating``
+incremental keeps its parent: an ``error`` backup holds what a failed
+backup or delete could not remove, and is kept until someone looks.
+``--delete-errors`` deletes the ``error`` backups too (those no backup
+left in the catalog depends on), so that they no longer keep their
+parents.
 The run is refused, before anything is deleted, when a backup of a
 volume it would delete backups of is being created or restored (a
 volume whose backups are all kept is not in the way).  A record left
@@ -46,7 +51,10 @@ def add_parser(backup_cmds):
                     'backup per hour, day, ISO week, month or year, in '
                     'UTC) and delete the other available backups. A '
                     'backup a kept incremental backup depends on is '
-                    'always kept.')
+                    'always kept. Backups in other statuses are left '
+                    'alone: an error backup (a failed backup or delete) '
+                    'is kept until someone looks, and keeps its parent; '
+                    '--delete-errors deletes those too.')
     prune.add_argument('--keep-last', type=_count, default=0, metavar='N',
                        help='keep the N newest backups')
     for bucket, period in (('hourly', 'hour'), ('daily', 'day'),
@@ -58,6 +66,11 @@ def add_parser(backup_cmds):
                                 'most recent %ss that have one' % period)
     prune.add_argument('--volume-id',
                        help='only this volume (default: every volume)')
+    prune.add_argument('--delete-errors', action='store_true',
+                       help='also delete the backups in status error (a '
+                            'failed backup or delete); without it they '
+                            'are left, and an error incremental keeps '
+                            'its parent')
     prune.add_argument('--dry-run', action='store_true',
                        help='say what would be deleted; delete nothing')
     prune.set_defaults(func=cmd_backup_prune)
@@ -90,12 +103,13 @@ def _entry(record, reasons=None):
     return doc
 
 
-def plan_volumes(records, policy):
+def plan_volumes(records, policy, delete_errors=False):
     """``{volume_id: {'keep', 'delete', 'resume', 'other'}}`` of records.
 
     ``keep`` holds ``(record, reasons)``; ``delete`` and ``resume``
-    (records left ``deleting``) records to delete, newest first;
-    ``other`` records prune leaves alone.
+    (records left ``deleting``, and with ``delete_errors`` those in
+    ``error``) records to delete, newest first; ``other`` records prune
+    leaves alone.
     """
     volumes = collections.OrderedDict()
     for record in records:
@@ -103,9 +117,15 @@ def plan_volumes(records, policy):
     plans = collections.OrderedDict()
     for volume_id, items in volumes.items():
         available = [r for r in items if r.status == 'available']
-        resume = [r for r in items if r.status == 'deleting']
-        other = [r for r in items if r.status not in ('available',
-                                                      'deleting')]
+        gone = ('deleting', 'error') if delete_errors else ('deleting',)
+        resume = [r for r in items if r.status in gone]
+        other = [r for r in items if r.status != 'available' and
+                 r.status not in gone]
+        # An error backup something else still depends on stays.
+        parents = {r.parent_id for r in items if r not in resume}
+        other += [r for r in resume
+                  if r.status == 'error' and r.id in parents]
+        resume = [r for r in resume if r not in other]
         pinned = [(r.parent_id, 'parent of %s (%s)' % (r.id, r.status))
                   for r in other if r.parent_id]
         decisions = retention.plan(available, policy, pinned)
@@ -138,9 +158,11 @@ def cmd_backup_prune(session, args):
         raise exit_status.UsageError(
             'backup prune needs at least one --keep-* option with a count '
             'above 0 (it never deletes every backup of a volume)')
+    from cinder_chunked_ext.tool import commands
+    commands.known_volume(session, args.volume_id)
     cat = session.catalog()
     records = cat.list(volume_id=args.volume_id)
-    plans = plan_volumes(records, policy)
+    plans = plan_volumes(records, policy, args.delete_errors)
     touched = {volume_id for volume_id, p in plans.items()
                if p['delete'] or p['resume']}
     _refuse_busy(records, touched)
@@ -168,19 +190,24 @@ def cmd_backup_prune(session, args):
         lines.append('Volume %s:' % volume_id)
         for record, reasons in p['keep']:
             lines.append('  keep    %s  %s  %s' % (
-                record.id, record.created_at.isoformat(), ', '.join(reasons)))
+                record.id, progress.human_time(record.created_at),
+                ', '.join(reasons)))
         for record in p['delete']:
             lines.append('  delete  %s  %s%s' % (
-                record.id, record.created_at.isoformat(),
+                record.id, progress.human_time(record.created_at),
                 '' if args.dry_run or record.id in deleted
                 else '  (not deleted)'))
         for record in p['resume']:
-            lines.append('  delete  %s  %s  (left deleting by an interrupted '
-                         'delete)' % (record.id,
-                                      record.created_at.isoformat()))
+            lines.append('  delete  %s  %s  (%s)' % (
+                record.id, progress.human_time(record.created_at),
+                'left deleting by an interrupted delete'
+                if record.status == 'deleting' else record.status))
         for record in p['other']:
-            lines.append('  leave   %s  %s  (%s)' % (
-                record.id, record.created_at.isoformat(), record.status))
+            lines.append('  leave   %s  %s  (%s%s)' % (
+                record.id, progress.human_time(record.created_at),
+                record.status, '; --delete-errors deletes it'
+                if record.status == 'error' and not args.delete_errors
+                else ''))
     if not plans:
         lines.append('No backups in catalog %s.' % cat.path)
     planned = sum(len(p['delete']) + len(p['resume']) for p in plans.values())
@@ -196,7 +223,7 @@ def _delete_all(session, cat, driver, plans, deleted):
         keep_ids = {r.id for r, _reasons in volume_plan['keep']}
         for record in volume_plan['resume'] + volume_plan['delete']:
             record.refresh()
-            if record.status not in ('available', 'deleting'):
+            if record.status not in ('available', 'deleting', 'error'):
                 continue    # another process took it meanwhile
             # A backup created since the plan may depend on this one.
             late = [c.id for c in cat.children(record.id)

@@ -25,6 +25,9 @@ Every object named like a backup's (``<prefix>-NNNNN``,
 ``temporary``
     what an unfinished write left (a POSIX ``.tmp-*`` file, an S3
     multipart upload never completed);
+``empty``
+    a directory of a POSIX repository that holds no file: what a backup
+    deleted by an earlier version left (``xx/yy/<id>``);
 ``missing``, ``unreadable``
     a complete backup with a listed object missing, or whose
     ``_metadata`` cannot be read: damaged backups, reported only
@@ -32,8 +35,13 @@ Every object named like a backup's (``<prefix>-NNNNN``,
 
 Objects named otherwise are not ours and are never touched.
 
-``--delete`` removes incomplete backups, unlisted objects and temporary
-files older than the grace period, never the reported-only kinds.  An
+The check fails (status 1) when it finds a damaged backup: ``missing``,
+``unreadable``, or ``incomplete`` while the catalog says ``available``.
+Leftovers alone (the other kinds) are listed and the status is 0.
+
+``--delete`` removes incomplete backups, unlisted objects, temporary
+files and empty directories older than the grace period, never the
+reported-only kinds.  An
 incomplete backup's age is that of its newest object or temporary file,
 so a backup still writing is never harmed, however long ago it started;
 and its ``_metadata`` is looked for once more just before it goes.  An
@@ -50,14 +58,16 @@ import time
 import typing
 
 from cinder_chunked_ext import exception
+from cinder_chunked_ext.store import base as store_base
 from cinder_chunked_ext.tool import exit_status
 from cinder_chunked_ext.tool import progress
+from cinder_chunked_ext.tool import repository
 
 OBJECT_NAME = re.compile(
     r'^(?P<prefix>.*_backup_(?P<id>[^/]+?))'
     r'(?P<kind>_metadata|_sha256file|-\d{5,})$')
 METADATA = '_metadata'
-DELETABLE = ('incomplete', 'unlisted', 'temporary')
+DELETABLE = ('incomplete', 'unlisted', 'temporary', 'empty')
 DEFAULT_GRACE = '1h'
 
 
@@ -93,9 +103,20 @@ class Finding:
     detail: str = ''
     catalog_status: typing.Optional[str] = None
     action: str = 'listed'
+    #: Of an empty directory: its last change (seconds since the epoch).
+    modified: typing.Optional[float] = None
+
+    @property
+    def damaged(self):
+        """A backup that cannot be restored, not a leftover."""
+        return self.kind in ('missing', 'unreadable') or (
+            self.kind == 'incomplete' and self.catalog_status == 'available')
 
     def age(self, now):
         """Seconds since the newest write, or None when unknown."""
+        if self.kind == 'empty':
+            return None if self.modified is None else max(
+                0.0, now - self.modified)
         times = [i.modified for i in self.objects + self.temporary]
         if not times or any(t is None for t in times):
             return None
@@ -183,7 +204,8 @@ def examine(store, container, load_metadata):
         if missing:
             findings.append(Finding(
                 kind='missing', container=container, prefix=prefix,
-                backup_id=backup_id, objects=[],
+                backup_id=backup_id,
+                objects=[store_base.ObjectInfo(name=n) for n in missing],
                 detail='%s listed but missing (%s)' % (
                     progress.plural(len(missing), 'object'),
                     ', '.join(n[len(prefix):] if n.startswith(prefix)
@@ -196,7 +218,21 @@ def examine(store, container, load_metadata):
     return findings
 
 
+def examine_directories(store):
+    """``empty`` findings of a POSIX store; none for another store."""
+    from cinder_chunked_ext.store import posix
+    if not isinstance(store, posix.PosixStore):
+        return []
+    return [Finding(kind='empty', container=container, prefix=None,
+                    backup_id=None, objects=[], modified=mtime,
+                    detail='an empty directory a deleted backup left')
+            for container, mtime in repository.empty_directories(store)]
+
+
 def _delete(store, catalog, finding):
+    if finding.kind == 'empty':
+        repository.remove_empty_tree(store, finding.container)
+        return 'deleted'
     if finding.kind == 'incomplete':
         # Finished meanwhile?  Then it is a backup, not a leftover.
         try:
@@ -217,6 +253,8 @@ def _delete(store, catalog, finding):
         store.delete_unfinished(finding.container, info)
     for info in finding.objects:
         store.delete_object(finding.container, info.name)
+    if repository.posix_store(store=store) is not None:
+        repository.remove_empty_dirs(store, finding.container)
     return 'deleted'
 
 
@@ -240,7 +278,7 @@ def _finding_lines(finding, now):
     """Two lines: what was found and done, then where."""
     facts = [finding.detail]
     count = len(finding.objects) + len(finding.temporary)
-    if count:
+    if count and finding.kind != 'missing':
         facts.append(progress.plural(count, 'object'))
     age = finding.age(now)
     if count and age is not None:
@@ -248,13 +286,15 @@ def _finding_lines(finding, now):
     if finding.catalog_status:
         facts.append('catalog: %s' % finding.catalog_status)
     head = ('backup %s' % finding.backup_id if finding.backup_id
+            else 'a directory' if finding.kind == 'empty'
             else 'a temporary file')
     return ['  %-10s %s: %s; %s' % (finding.kind.upper(), head,
                                     ', '.join(facts), finding.action),
             '             in %s: %s' % (
                 finding.container,
                 finding.prefix or ', '.join(i.handle or i.name
-                                            for i in finding.temporary))]
+                                            for i in finding.temporary) or
+                '(the directory itself)')]
 
 
 def add_parser(repo_cmds):
@@ -298,8 +338,10 @@ def cmd_repository_check(session, args):
         findings = []
         for container in containers:
             findings.extend(examine(store, container, load_metadata))
+        if not args.container:
+            findings.extend(examine_directories(store))
     except exception.ObjectNotFound as e:
-        raise exit_status.NotFoundError(str(e))
+        raise exit_status.NotFoundError(exit_status.reason_of(e))
     now = time.time()
     failure = None
     for finding in findings:
@@ -307,8 +349,7 @@ def cmd_repository_check(session, args):
         age = finding.age(now)
         if finding.kind not in DELETABLE:
             finding.action = 'reported only: a damaged backup'
-        elif finding.kind == 'incomplete' and \
-                finding.catalog_status == 'available':
+        elif finding.damaged:
             finding.action = ('reported only: the catalog says available; '
                               'a damaged backup')
         elif not args.delete:
@@ -338,4 +379,8 @@ def cmd_repository_check(session, args):
         session.repository_text())]
     for finding in findings:
         lines.extend(_finding_lines(finding, now))
+    damaged = sorted({f.backup_id for f in findings if f.damaged})
+    if damaged and failure is None:
+        failure = ('the repository holds damaged backups (%s): verify '
+                   'tells more' % ', '.join(damaged))
     return exit_status.reported(session.out, doc, lines, failure)

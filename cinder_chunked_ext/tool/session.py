@@ -21,8 +21,10 @@ runs on the package's stand-ins for Cinder) and inside
 :func:`quiet_import_engine`; nothing here imports it at module level.
 """
 
+import hashlib
 import logging
 import os
+import re
 import sys
 import warnings
 
@@ -36,6 +38,18 @@ PROG = 'cinder-chunked-backup'
 APP_DIR = 'cinder-chunked-backup'
 CATALOG_NAME = 'catalog.sqlite3'
 WITH_CINDER_ENV = 'CINDER_CHUNKED_BACKUP_WITH_CINDER'
+#: Environment variables read when --repository / --catalog are not given.
+REPOSITORY_ENV = 'CINDER_CHUNKED_BACKUP_REPOSITORY'
+CATALOG_ENV = 'CINDER_CHUNKED_BACKUP_CATALOG'
+CATALOGS_DIR = 'catalogs'
+# Options that tell two object stores apart (same bucket name, two
+# endpoints), per driver.
+ENDPOINT_OPTIONS = {
+    's3': ('backup_s3_endpoint_url',),
+    'swift': ('backup_swift_url', 'backup_swift_auth_url',
+              'backup_swift_user', 'backup_swift_project',
+              'backup_swift_tenant'),
+}
 # What --repository sets, per driver.
 REPOSITORY_OPTION = {
     'posix': 'backup_posix_path',
@@ -57,6 +71,22 @@ def user_data_dir():
 
 def default_repository():
     return os.path.join(user_data_dir(), 'repository')
+
+
+def default_catalog(driver_name, repository, endpoint=''):
+    """The catalog of a repository that cannot hold one (nfs, s3, swift).
+
+    One file per repository, so that two buckets (or containers, or
+    shares) never share a catalog: ``catalogs/<driver>-<name>-<hash>``
+    under :func:`user_data_dir`, the hash covering the driver, the
+    endpoint and the name as given.
+    """
+    name = repository or ''
+    safe = re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('._-')[:64]
+    digest = hashlib.sha256('\n'.join(
+        (driver_name, endpoint or '', name)).encode('utf-8')).hexdigest()
+    return os.path.join(user_data_dir(), CATALOGS_DIR, '%s-%s-%s.sqlite3'
+                        % (driver_name, safe or 'default', digest[:10]))
 
 
 def keep_cinder_out():
@@ -136,6 +166,7 @@ class Session(object):
         self.repository_override = None
         self.catalog_override = None
         self.password_keys = None
+        self._warned = False
 
     # -- configuration ---------------------------------------------------
 
@@ -153,7 +184,8 @@ class Session(object):
             files.append(os.path.abspath(path))
         CONF(args=[], project='cinder', prog=PROG,
              default_config_files=files, default_config_dirs=[])
-        repository = self.repository_override or args.repository
+        repository = (self.repository_override or args.repository or
+                      os.environ.get(REPOSITORY_ENV) or None)
         option = REPOSITORY_OPTION[self.driver_name]
         if repository:
             if self.driver_name == 'posix':
@@ -181,18 +213,47 @@ class Session(object):
         if not self.args.catalog:
             self.catalog_override = os.path.join(workdir, CATALOG_NAME)
 
+    def repository_name(self):
+        """The directory, share, bucket or container of the run."""
+        return getattr(CONF, REPOSITORY_OPTION[self.driver_name], None)
+
     def repository_text(self):
-        option = REPOSITORY_OPTION[self.driver_name]
-        return '%s %s' % (self.driver_name, getattr(CONF, option, None))
+        return '%s %s' % (self.driver_name, self.repository_name())
+
+    def _endpoint(self):
+        values = []
+        for name in ENDPOINT_OPTIONS.get(self.driver_name, ()):
+            try:
+                values.append(str(getattr(CONF, name) or ''))
+            except cfg.NoSuchOptError:
+                values.append('')
+        return '\n'.join(values)
 
     def catalog_path(self):
         if self.catalog_override:
             return self.catalog_override
-        if self.args.catalog:
-            return os.path.abspath(os.path.expanduser(self.args.catalog))
+        given = self.args.catalog or os.environ.get(CATALOG_ENV)
+        if given:
+            return os.path.abspath(os.path.expanduser(given))
         if self.driver_name == 'posix':
             return os.path.join(CONF.backup_posix_path, CATALOG_NAME)
-        return os.path.join(user_data_dir(), CATALOG_NAME)
+        path = default_catalog(self.driver_name, self.repository_name(),
+                               self._endpoint())
+        self._warn_shared_catalog(path)
+        return path
+
+    def _warn_shared_catalog(self, path):
+        """Point at the catalog earlier versions shared between buckets."""
+        shared = os.path.join(user_data_dir(), CATALOG_NAME)
+        if self._warned or os.path.exists(path) or \
+                not os.path.exists(shared):
+            return
+        self._warned = True
+        LOG.warning('The catalog of the %s repository is now %s; %s, the '
+                    'catalog earlier versions shared between every bucket, '
+                    'container and share, is not read: pass --catalog %s '
+                    'to use it.', self.repository_text(), path, shared,
+                    shared)
 
     def catalog(self, create=False):
         from cinder_chunked_ext.tool import catalog
@@ -224,8 +285,12 @@ class Session(object):
         try:
             return self.catalog().resolve(backup_id)
         except exception.BackupNotFound:
-            raise exit_status.NotFoundError('no backup %s in catalog %s'
-                                            % (backup_id, self.catalog_path()))
+            raise exit_status.NotFoundError(
+                'no backup %s in catalog %s%s' % (
+                    backup_id, self.catalog_path(),
+                    '' if len(backup_id) >= catalog.MIN_PREFIX else
+                    ' (an ID prefix needs at least %d characters)'
+                    % catalog.MIN_PREFIX))
         except catalog.AmbiguousBackupId as e:
             raise exit_status.UsageError(str(e))
 
@@ -239,10 +304,17 @@ class Session(object):
         env.attach(driver)
         return env, driver
 
-    def repository_backup(self, container, prefix):
-        """``(driver, record)`` of a backup found in the repository."""
+    def repository_backup(self, container, prefix=None):
+        """``(driver, record)`` of a backup found in the repository.
+
+        ``container`` and ``prefix`` as ``repository scan`` prints them,
+        or, alone, a backup ID or a unique prefix of one (4 or more
+        characters).
+        """
         from cinder_chunked_ext.tool import recovery
         env, driver = self.repository_driver()
+        if prefix is None:
+            return driver, self._repository_backup_by_id(env, container)
         try:
             record = env.load(container, prefix)
         except recovery.NotInRepository:
@@ -250,3 +322,31 @@ class Session(object):
                 'no backup with prefix %s in container %s of the %s '
                 'repository' % (prefix, container, self.repository_text()))
         return driver, record
+
+    def _repository_backup_by_id(self, env, backup_id):
+        from cinder_chunked_ext.tool import catalog
+        if len(backup_id) < catalog.MIN_PREFIX:
+            raise exit_status.UsageError(
+                'backup ID prefix %s is too short: it needs at least %d '
+                'characters' % (backup_id, catalog.MIN_PREFIX))
+        matches = [e for e in env.scan()
+                   if e.record is not None and
+                   e.record.id.startswith(backup_id)]
+        exact = [e for e in matches if e.record.id == backup_id]
+        matches = exact or matches
+        if not matches:
+            raise exit_status.NotFoundError(
+                'no backup %s in the %s repository (repository scan lists '
+                'the backups it holds)' % (backup_id,
+                                           self.repository_text()))
+        if len({e.record.id for e in matches}) > 1:
+            raise exit_status.UsageError(
+                'backup ID prefix %s is ambiguous in the repository: %s'
+                % (backup_id, ', '.join(sorted({e.record.id
+                                                for e in matches}))))
+        if len(matches) > 1:
+            raise exit_status.UsageError(
+                'backup %s is in the repository more than once (%s): give '
+                'CONTAINER PREFIX' % (matches[0].record.id, '; '.join(
+                    '%s %s' % (e.container, e.prefix) for e in matches)))
+        return matches[0].record

@@ -218,3 +218,18 @@ def overwrite(data, offset, new):
     if offset + len(new) > len(data):
         raise ValueError('overwrite beyond the end of the data')
     return data[:offset] + new + data[offset + len(new):]
+
+
+def larger_than_raw(size, text_bytes=2 * KiB, seed=17):
+    """``size`` bytes whose compressed form is a little larger than raw.
+
+    A short run of text opens otherwise random data: the first 4 MiB
+    piece of an object compresses (by a few hundred bytes), so a
+    streamed object is stored compressed, while the framing that zlib's
+    stored blocks and zstd's raw blocks add to the random rest of a
+    16 MiB object costs more than that: the stored form is several
+    hundred bytes larger than the data.  Upstream recorded such an
+    object as ``none``; since issue 17 ours records the algorithm.
+    """
+    text = volume_data('t', text_bytes, seed)
+    return text + random.Random(seed).randbytes(size - text_bytes)

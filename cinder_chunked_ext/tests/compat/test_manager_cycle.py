@@ -53,8 +53,8 @@ def _changed(data):
     return base.overwrite(data, 3 * CHUNK, b'changed')
 
 
-class ManagerCycleTestCase(base.CinderDBTestCase):
-    """create -> incremental -> restore (new and old volume) -> delete."""
+class ManagerTestCase(base.CinderDBTestCase):
+    """Cinder's backup manager with our driver; helpers, no tests."""
 
     def setUp(self):
         super().setUp()
@@ -146,6 +146,10 @@ class ManagerCycleTestCase(base.CinderDBTestCase):
         return [name for name in self.repository_files()
                 if os.path.basename(name).startswith(
                     backup.service_metadata)]
+
+
+class ManagerCycleTestCase(ManagerTestCase):
+    """create -> incremental -> restore (new and old volume) -> delete."""
 
     def test_driver_setup_by_manager_initializes(self):
         from oslo_service import loopingcall

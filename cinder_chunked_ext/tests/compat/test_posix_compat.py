@@ -478,8 +478,8 @@ class UpstreamZeroObjectsTestCase(PosixCompatTestCase):
         self.conf.config(workers=1, group=chunked.PIPELINE_GROUP)
         self.assertRestores(data, backup, 'upstream zero objects,',
                             drivers=[OURS], new=(False,))
-        # Five zero objects: upstream's zlib form is known from the
-        # start; another library's zstd frame once it has been decoded.
+        # Five zero objects: each form is known once an object in it has
+        # been decoded to zeros.
         self.assertEqual(5, len(self.forms))
         self.assertGreaterEqual(self.forms.count(True), 4)
         restored = self.restore(OURS, backup, len(data), False)
@@ -593,3 +593,45 @@ class CinderInterfaceTestCase(base.CompatTestCase):
         wrapped = concurrency.tpool_wrap(marker)
         theirs = cinder_utils.tpool_wrap(marker)
         self.assertEqual(type(theirs), type(wrapped))
+
+
+@ddt.ddt
+class PieceSizedIncrementalTestCase(PosixCompatTestCase):
+    """An incremental's long changed run, in objects of a piece each.
+
+    Since issue 17 an incremental backup stores each run of changed
+    blocks from the very buffers it hashed, in objects of at most one
+    piece (4 MiB; two hash blocks here), where upstream wrote one
+    object per run and chunk: a new object shape for upstream's restore.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.piece = 2 * BLOCK
+        self.useFixture(fixtures.MockPatchObject(chunked, 'PIECE_BYTES',
+                                                 self.piece))
+
+    @ddt.data('none', 'zlib', 'bz2', 'zstd')
+    def test_long_run_piece_objects_restored_by_upstream(self, algorithm):
+        self.conf.config(backup_compression_algorithm=algorithm)
+        v0 = _volume(seed=31)
+        # One run of 19 changed blocks over three chunks (3 + 8 + 8 of
+        # them), text and random data, and a short run at the end.  Each
+        # run is cut into pieces from its own start: upstream wrote 4
+        # objects here, ours are 11.
+        v1 = base.overwrite(v0, 5 * BLOCK,
+                            base.volume_data('trtrrttrrtrttrrtrtr', BLOCK, 32))
+        v1 = base.overwrite(v1, len(v1) - 10, b'\x02' * 10)
+        full = self.back_up(UPSTREAM, v0)
+        incr = self.back_up(OURS, v1, parent=full)
+
+        spans = [(fields['offset'], fields['length'])
+                 for _name, fields in _objects(self.metadata(incr))]
+        expected = ([(5 * BLOCK, 2 * BLOCK), (7 * BLOCK, BLOCK)] +
+                    [(CHUNK + n * self.piece, self.piece)
+                     for n in range(2 * CHUNK // self.piece)] +
+                    [(4 * CHUNK + 3 * BLOCK, TAIL)])
+        self.assertEqual(expected, spans)
+        self.assertEqual(len(expected), incr.object_count)
+        self.assertRestores(v1, incr, 'piece-sized objects,',
+                            drivers=[UPSTREAM])

@@ -20,14 +20,19 @@ notifier.  Skipped when Cinder is not importable, unless
 ``CINDER_CHUNKED_REQUIRE_CINDER=1``, where that is a failure.
 """
 
+import json
 import os
 import subprocess
 import sys
 from unittest import mock
 
 import ddt
+import fixtures
 import testtools
+from testtools import content
 
+from cinder_chunked_ext.engine import driver as chunked
+from cinder_chunked_ext.tests.compat import base
 from cinder_chunked_ext.tests.functional import test_s3_driver as functional
 
 try:
@@ -192,3 +197,55 @@ class OptionsTestCase(testtools.TestCase):
                                 capture_output=True, text=True, timeout=120)
         self.assertEqual(0, result.returncode, result.stderr[-2000:])
         self.assertEqual('volumebackups 52428800', result.stdout.strip())
+
+
+@ddt.ddt
+class NewObjectShapesTestCase(CompatTestCase):
+    """Objects of shapes ours writes since issue 17; upstream restores.
+
+    * A streamed object (larger than a piece: S3 writers hold what they
+      upload) decides at its first piece whether it is compressed, so a
+      text start and a random rest give an object recorded as
+      compressed whose stored form is larger than the data (upstream
+      recorded ``none`` then).
+    * An incremental stores a long changed run in objects of a piece.
+    """
+
+    @ddt.data('zlib', 'zstd')
+    def test_compressed_object_larger_than_raw_restored_by_upstream(
+            self, algorithm):
+        self.use_compression(algorithm)
+        self.conf.config(backup_s3_object_size=16 * base.MiB)
+        data = base.larger_than_raw(16 * base.MiB)
+        backup = self.backup(data)
+        (key,) = self.data_keys(backup)
+        meta = json.loads(self.client.get_object(
+            Bucket=self.s3.bucket,
+            Key=backup.service_metadata + '_metadata')['Body'].read())
+        (fields,) = [f for entry in meta['objects'] for f in entry.values()]
+        self.assertEqual((0, len(data), algorithm),
+                         (fields['offset'], fields['length'],
+                          fields['compression']))
+        stored = self.client.head_object(Bucket=self.s3.bucket,
+                                         Key=key)['ContentLength']
+        self.assertGreater(stored, len(data))
+        self.addDetailUniqueName('sizes', content.text_content(
+            '%s: %d bytes stored for %d' % (algorithm, stored, len(data))))
+        self.assertEqual(data, self.restore(backup, len(data),
+                                            driver=self.upstream()))
+
+    @ddt.data('zlib', 'zstd', 'none')
+    def test_long_changed_run_piece_objects_restored_by_upstream(
+            self, algorithm):
+        self.use_compression(algorithm)
+        self.useFixture(fixtures.MockPatchObject(chunked, 'PIECE_BYTES',
+                                                 BLOCK))
+        data1 = self.volume_data()
+        full = self.backup(data1, driver=self.upstream())
+        data2 = data1[:BLOCK] + os.urandom(9 * BLOCK) + data1[10 * BLOCK:]
+        incr = self.backup(data2, parent=full)
+        # Blocks 1 to 9 over three objects of 4 blocks: 9 objects of a
+        # block (upstream would write 3).
+        self.assertEqual(9, incr.object_count)
+        self.assertEqual(data2, self.restore(incr, len(data2),
+                                             driver=self.upstream()))

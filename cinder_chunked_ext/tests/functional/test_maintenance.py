@@ -398,9 +398,15 @@ class TestCheck(MaintenanceTestCase):
             f.write(b'partial')
         return good, unfinished, damaged, temp
 
+    def check_damaged(self, *args):
+        """``repository check`` of a repository with a damaged backup."""
+        doc, err = self.run_json('repository', 'check', *args, expect=1)
+        self.assertIn('damaged', doc['error'])
+        return doc, err
+
     def test_check_lists_each_kind_deletes_only_old_leftovers(self):
         good, unfinished, damaged, temp = self.setup_repository()
-        doc, _err = self.run_json('repository', 'check')
+        doc, _err = self.check_damaged()
         found = {(f['kind'], f['backup_id']): f for f in doc['findings']}
         self.assertEqual({('unlisted', good['id']),
                           ('temporary', good['id']),
@@ -420,7 +426,7 @@ class TestCheck(MaintenanceTestCase):
                             for f in doc['findings']))
 
         # Young: nothing is deleted.
-        doc, _err = self.run_json('repository', 'check', '--delete')
+        doc, _err = self.check_damaged('--delete')
         self.assertEqual(4, len(doc['findings']))
         self.assertTrue(os.path.exists(temp))
         self.assertTrue(os.path.exists(self.object_path(good, 99)))
@@ -428,7 +434,7 @@ class TestCheck(MaintenanceTestCase):
         # Two hours old: the leftovers go, damaged backups stay.  The
         # unfinished one is recorded available (damaged, not unfinished).
         self.age(self.repo, 2 * HOUR)
-        doc, _err = self.run_json('repository', 'check', '--delete')
+        doc, _err = self.check_damaged('--delete')
         actions = {(f['kind'], f['backup_id']): f['action']
                    for f in doc['findings']}
         self.assertEqual('deleted', actions[('unlisted', good['id'])])
@@ -446,16 +452,14 @@ class TestCheck(MaintenanceTestCase):
         # Once the catalog no longer claims it, the unfinished one goes.
         self.sql("UPDATE backups SET status = 'creating' WHERE id = ?",
                  unfinished['id'])
-        doc, _err = self.run_json('repository', 'check', '--delete',
-                                  '--grace', '30m')
+        doc, _err = self.check_damaged('--delete', '--grace', '30m')
         actions = {(f['kind'], f['backup_id']): f['action']
                    for f in doc['findings']}
         self.assertEqual('deleted',
                          actions[('incomplete', unfinished['id'])])
         self.assertEqual([], self.backup_files(unfinished))
         self.assertEqual('error', self.records()[unfinished['id']].status)
-        doc, _err = self.run_json('repository', 'check', '--delete',
-                                  '--grace', '0')
+        doc, _err = self.check_damaged('--delete', '--grace', '0')
         self.assertEqual([('missing', damaged['id'])],
                          [(f['kind'], f['backup_id'])
                           for f in doc['findings']])
@@ -626,9 +630,7 @@ class TestCheckS3(MaintenanceTestCase):
         client = server.client()
         dead_prefix = dead['service_metadata']
         client.delete_object(Bucket=bucket, Key=dead_prefix + '_metadata')
-        conn = sqlite3.connect(os.path.join(
-            self.env['XDG_DATA_HOME'], 'cinder-chunked-backup',
-            session.CATALOG_NAME))
+        conn = sqlite3.connect(test_cli.only_catalog(self.env))
         conn.execute("UPDATE backups SET status = 'creating' WHERE id = ?",
                      (dead['id'],))
         conn.commit()
@@ -703,9 +705,7 @@ class TestCheckSwift(MaintenanceTestCase):
         conn = server.connection()
         dead_prefix = dead['service_metadata']
         conn.delete_object(container, dead_prefix + '_metadata')
-        catalog = sqlite3.connect(os.path.join(
-            self.env['XDG_DATA_HOME'], 'cinder-chunked-backup',
-            session.CATALOG_NAME))
+        catalog = sqlite3.connect(test_cli.only_catalog(self.env))
         catalog.execute("UPDATE backups SET status = 'creating' "
                         'WHERE id = ?', (dead['id'],))
         catalog.commit()

@@ -615,12 +615,12 @@ class TestTamperedMetadata(DamageTestCase):
         _out, err = self.run_cli(
             'restore', '--existing', '--from-repository',
             self.full['container'], self.full['service_metadata'],
-            self.target, expect=1)
+            self.target, expect=2 if needle is None else 1)
         line = self.error_line(err)
         if needle is None:
-            # Stops at the object; writes nothing of it nor beyond.
-            self.assert_names(line, self.object_name(self.full, 5))
-            self.assert_written_up_to(self.full_data, OBJECTS - 1)
+            # Not the target's size: refused before any write.
+            self.assertIn('--resize', line)
+            self.assertEqual(untouched, self.target_bytes())
         else:
             self.assertIn(needle, line)
             self.assertEqual(untouched, self.target_bytes())

@@ -15,10 +15,6 @@
 import dataclasses
 import gc
 import io
-import json
-import os
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -27,11 +23,11 @@ import weakref
 import fixtures
 import testtools
 
-import cinder_chunked_ext
 from cinder_chunked_ext.engine import budget
 from cinder_chunked_ext.engine import concurrency
 from cinder_chunked_ext.engine import driver as chunked
 from cinder_chunked_ext.store import posix as posix_store
+from cinder_chunked_ext.tests import patched_process
 from cinder_chunked_ext.tests.unit import test_chunked_backup as base
 
 MiB = 1024 ** 2
@@ -229,14 +225,8 @@ class IdleWorkersTestCase(testtools.TestCase):
     """A worker waiting for its next task holds nothing of the last."""
 
     def test_monkey_patched_idle_worker_releases_task_buffers(self):
-        root = os.path.dirname(os.path.dirname(
-            os.path.abspath(cinder_chunked_ext.__file__)))
-        proc = subprocess.run([sys.executable, '-c', IDLE_WORKERS_SCRIPT],
-                              cwd=root, capture_output=True, text=True,
-                              timeout=120)
-        self.assertEqual(0, proc.returncode, proc.stderr[-3000:])
         self.assertEqual([True, True],
-                         json.loads(proc.stdout.strip().splitlines()[-1]))
+                         patched_process.run_script(IDLE_WORKERS_SCRIPT))
 
     def test_native_idle_lane_releases_task_buffers(self):
         with concurrency.WorkerPool(2) as pool:

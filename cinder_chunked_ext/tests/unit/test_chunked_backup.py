@@ -761,8 +761,8 @@ class DeleteTestCase(DriverTestCase):
         self.assertIn('timeout', logger.output)
 
     def test_delete_backup_missing_container_succeeds(self):
-        backup = self.env.new_backup(container='never/created',
-                                     service_metadata='volume_x_backup_y')
+        backup = self.env.new_backup(container='never/created')
+        backup.service_metadata = 'volume_x_1_backup_%s' % backup.id
         logger = self.useFixture(fixtures.FakeLogger(level=logging.WARNING))
         self.driver.delete_backup(backup)
         self.assertIn('Could not list', logger.output)

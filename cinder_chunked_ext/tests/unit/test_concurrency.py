@@ -206,8 +206,8 @@ class NativeEngineTestCase(base.DriverTestCase):
         driver.settings = dataclasses.replace(
             driver.settings, max_bytes_in_flight=base.PIECE)
         with budget.for_settings(driver.settings).operation() as op:
-            self.assertEqual(1, op.window_depth(driver._piece_bytes()))
-            self.assertEqual(1, op.lane_depth(driver._piece_bytes()))
+            self.assertEqual(1, op.window_depth(driver.piece_bytes()))
+            self.assertEqual(1, op.lane_depth(driver.piece_bytes()))
         data = base.mixed_volume(chunks=4, tail=10)
         backup = self.make_backup(data, driver=driver)
         self.assertEqual(base.sha256_list(data), self.sha256s(backup))

@@ -20,20 +20,17 @@ while cleaning up after an error never replaces the first one.
 """
 
 import io
-import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import fixtures
 import testtools
 
-import cinder_chunked_ext
 from cinder_chunked_ext.engine import budget
 from cinder_chunked_ext.engine import concurrency
 from cinder_chunked_ext.engine import pipeline
 from cinder_chunked_ext.store import posix as posix_store
+from cinder_chunked_ext.tests import patched_process
 from cinder_chunked_ext.tests.unit import test_chunked_backup as base
 
 
@@ -107,6 +104,55 @@ class CleanupKeepsFirstErrorTestCase(base.DriverTestCase):
             RuntimeError, driver.backup, backup,
             io.BytesIO(base.text_bytes(2 * base.CHUNK)))
         self.assertIs(base_error, error)
+        # The abort's own failure is told with it, where Python can.
+        if hasattr(error, 'add_note'):
+            self.assertIn('abort failed', ' '.join(error.__notes__))
+        # The backup cannot pass for complete, and its delete removes
+        # what the failed abort left (its temporary file).
+        names = os.listdir(self.path(backup))
+        self.assertNotIn(backup.service_metadata + '_metadata', names)
+        self.assertEqual(1, len([n for n in names if n.startswith('.tmp-')]))
+        driver.delete_backup(backup)
+        self.assertEqual([], os.listdir(self.path(backup)))
+
+
+class OperationBaseExceptionTestCase(base.DriverTestCase):
+    """A backup whose worker task raises a BaseException fails with it."""
+
+    def setUp(self):
+        super().setUp()
+        if concurrency.eventlet_active():
+            self.skipTest('this process is monkey-patched by eventlet')
+
+    def test_backup_task_base_exception_fails_with_it_nothing_left(self):
+        real = pipeline.analyse_piece
+        calls = []
+        error = Fatal('a worker died')
+
+        def analyse(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 9:       # the first piece of the third object
+                raise error
+            return real(*args, **kwargs)
+        data = base.mixed_volume(chunks=6)
+        with fixtures.MockPatchObject(pipeline, 'analyse_piece', analyse):
+            backup = self.env.new_backup()
+            raised = self.assertRaises(Fatal, self.driver.backup, backup,
+                                       io.BytesIO(data))
+        self.assertIs(error, raised)
+        # Nothing still runs or holds a share of the process's budget,
+        # no temporary file is left and the backup has no metadata, so
+        # it cannot pass for complete; its delete leaves nothing.
+        process = budget.for_settings(self.driver.settings)
+        self.assertEqual(0, process.running)
+        names = os.listdir(self.path(backup))
+        self.assertEqual([], [n for n in names if n.startswith('.tmp')])
+        self.assertNotIn(backup.service_metadata + '_metadata', names)
+        self.driver.delete_backup(backup)
+        self.assertEqual([], os.listdir(self.path(backup)))
+        # The process's shared threads still serve the next operation.
+        after = self.make_backup(data)
+        self.assertEqual(data, self.restore_bytes(after, len(data)))
 
 
 # Run in a fresh interpreter: patching must come before any import.
@@ -163,13 +209,7 @@ class EventletTestCase(testtools.TestCase):
     """In a monkey-patched interpreter, as cinder-backup runs."""
 
     def test_monkey_patched_base_exceptions_reach_waiters(self):
-        root = os.path.dirname(os.path.dirname(
-            os.path.abspath(cinder_chunked_ext.__file__)))
-        proc = subprocess.run([sys.executable, '-c', EVENTLET_SCRIPT],
-                              cwd=root, capture_output=True, text=True,
-                              timeout=120)
-        self.assertEqual(0, proc.returncode, proc.stderr[-3000:])
-        results = json.loads(proc.stdout.strip().splitlines()[-1])
+        results = patched_process.run_script(EVENTLET_SCRIPT)
         self.assertEqual({'pool_fatal': 'Fatal', 'pool_timeout': 'Timeout',
                           'pool_exit': 'SystemExit', 'pool_after': 42,
                           'lane_fatal': 'Fatal', 'lane_after': 7,

@@ -25,21 +25,21 @@ catch the next such lock:
   builds the stores and the budget, and finds every lock they hold
   native;
 * the failure seen: eight tpool threads recognising zero objects at once
-  (``compression.is_zero_form``) finish, under patching.
+  (``compression.remember_zero_form``/``is_zero_form``) finish, under
+  patching (a check of the scenario once seen to hang; on this eventlet
+  it does not fail reliably with a green lock, the two checks above do).
 """
 
 import ast
-import json
 import os
 import pkgutil
-import subprocess
-import sys
 import textwrap
 
 import testtools
 
 import cinder_chunked_ext
 from cinder_chunked_ext import locks
+from cinder_chunked_ext.tests import patched_process
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(cinder_chunked_ext.__file__))
 SYNC_NAMES = ('Lock', 'RLock', 'Condition', 'Semaphore', 'BoundedSemaphore',
@@ -153,6 +153,7 @@ ZERO_FORMS_SCRIPT = textwrap.dedent('''
         for k in range(40):
             length = 512 * (1 + n + 8 * k)
             stored = compression.compress('zlib', bytes(length))
+            compression.remember_zero_form('zlib', length, stored)
             found = found and compression.is_zero_form('zlib', length,
                                                        stored)
         return found
@@ -161,16 +162,6 @@ ZERO_FORMS_SCRIPT = textwrap.dedent('''
                for n in range(8)]
     print(json.dumps([t.wait() for t in threads]))
 ''')
-
-
-def _run_script(script):
-    result = subprocess.run(
-        [sys.executable, '-c', script], capture_output=True, text=True,
-        timeout=TIMEOUT, cwd=os.path.dirname(PACKAGE_DIR))
-    if result.returncode:
-        raise AssertionError('script failed (%d): %s' % (result.returncode,
-                                                         result.stderr))
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 class NativeLockTestCase(testtools.TestCase):
@@ -211,10 +202,12 @@ class PatchedProcessTestCase(testtools.TestCase):
     """In a monkey-patched interpreter, as cinder-backup runs."""
 
     def test_monkey_patched_every_lock_held_native(self):
-        report = _run_script(PATCHED_SCRIPT)
+        report = patched_process.run_script(PATCHED_SCRIPT,
+                                            TIMEOUT)
         self.assertEqual([], report['green'], report)
         self.assertIn('S3Store', report['checked'], report['skipped'])
         self.assertIn('swift ConnectionPool', report['checked'])
 
     def test_monkey_patched_zero_forms_eight_tpool_threads_finish(self):
-        self.assertEqual([True] * 8, _run_script(ZERO_FORMS_SCRIPT))
+        found = patched_process.run_script(ZERO_FORMS_SCRIPT, TIMEOUT)
+        self.assertEqual([True] * 8, found)

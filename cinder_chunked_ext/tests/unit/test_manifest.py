@@ -23,6 +23,7 @@ import testtools
 from cinder_chunked_ext.engine import manifest
 from cinder_chunked_ext.engine import pipeline
 from cinder_chunked_ext import exception
+from cinder_chunked_ext.tests.unit import test_chunked_backup as tcb
 
 MD5 = '0123456789abcdef0123456789abcdef'
 SHA = 'ab' * 32
@@ -66,6 +67,10 @@ def _sha_doc(**changes):
 
 def _dump(doc):
     return json.dumps(doc, sort_keys=True, indent=2).encode('utf-8')
+
+
+#: The SHA-256 of 32768 zero bytes, the default hash block.
+ZERO = 'c35020473aed1b4642cd726cad727b63fff2824ad68cedd7ffb73c7cbd890479'
 
 
 class NamesTestCase(testtools.TestCase):
@@ -319,14 +324,48 @@ class Sha256FileTestCase(testtools.TestCase):
         self.assertIn('sha256file', str(exc))
 
 
+@ddt.ddt
 class Sha256FileZeroHashesTestCase(testtools.TestCase):
     """The zero block's hash is parsed into one shared string."""
 
-    def _doc(self, sha256s, chunk_size=32768, name=None):
-        return manifest.Sha256File(
-            backup_id='b', volume_id='v', backup_name=name,
-            backup_description=None, created_at='2026-11-29 00:00:00',
-            chunk_size=chunk_size, sha256s=sha256s).to_json()
+    def _doc(self, sha256s, chunk_size=32768, name=None, **fields):
+        values = dict(backup_id='b', volume_id='v', backup_name=name,
+                      backup_description=None,
+                      created_at='2026-11-29 00:00:00')
+        values.update(fields)
+        return manifest.Sha256File(chunk_size=chunk_size, sha256s=sha256s,
+                                   **values).to_json()
+
+    @ddt.data(
+        {'name': ZERO},
+        {'backup_description': ZERO},
+        {'name': ZERO, 'backup_description': ZERO, 'volume_id': ZERO,
+         'backup_id': ZERO, 'created_at': ZERO},
+        {'name': 'x"' + ZERO},
+        {'backup_description': 'x"%s", "sha256s": ["%s"' % (ZERO, ZERO)},
+        {'volume_id': ZERO + '"'})
+    def test_from_json_field_equal_zero_hash_fields_kept(self, fields):
+        other = 'ab' * 32
+        raw = self._doc([ZERO, other, ZERO], **fields)
+        parsed = manifest.Sha256File.from_json(raw, zero_block=32768)
+        self.assertEqual(manifest.Sha256File.from_json(raw), parsed)
+        self.assertEqual([ZERO, other, ZERO], parsed.sha256s)
+        self.assertIs(parsed.sha256s[0], parsed.sha256s[2])
+        self.assertEqual(fields.get('name'), parsed.backup_name)
+        for key, value in fields.items():
+            if key != 'name':
+                self.assertEqual(value, getattr(parsed, key))
+
+    def test_from_json_compact_document_name_zero_hash_fields_kept(self):
+        # Written by another tool: no indentation, keys in another order.
+        doc = {'sha256s': [ZERO, ZERO], 'backup_name': ZERO,
+               'nested': {'sha256s': [ZERO]}, 'version': '1.0.0',
+               'backup_id': 'b', 'volume_id': 'v', 'chunk_size': 32768}
+        raw = json.dumps(doc, separators=(',', ':')).encode()
+        parsed = manifest.Sha256File.from_json(raw, zero_block=32768)
+        self.assertEqual(ZERO, parsed.backup_name)
+        self.assertEqual([ZERO, ZERO], parsed.sha256s)
+        self.assertIs(parsed.sha256s[0], parsed.sha256s[1])
 
     def test_zero_hashes_shared_same_list(self):
         zero = pipeline.zero_sha256(32768)
@@ -358,3 +397,20 @@ class Sha256FileZeroHashesTestCase(testtools.TestCase):
         self.assertRaises(exception.CorruptBackup,
                           manifest.Sha256File.from_json, raw,
                           zero_block=32768)
+
+
+class ZeroHashNameTestCase(tcb.DriverTestCase):
+    """A backup named with the zero block's hash stays a parent."""
+
+    def test_incremental_parent_named_zero_hash_restores_identical(self):
+        zero = pipeline.zero_sha256(tcb.SHA)
+        data = tcb.mixed_volume(chunks=3)
+        full = self.make_backup(data, display_name=zero,
+                                display_description=zero)
+        changed = bytearray(data)
+        changed[100:107] = b'changed'
+        incr = self.make_backup(bytes(changed), parent=full,
+                                display_name=zero)
+        self.assertEqual(zero, self.driver._read_sha256file(full).backup_name)
+        self.assertEqual(bytes(changed),
+                         self.restore_bytes(incr, len(changed)))
