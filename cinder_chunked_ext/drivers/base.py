@@ -19,6 +19,7 @@ class maps the engine's upstream-shaped storage methods onto the store.
 from oslo_log import log as logging
 
 from cinder_chunked_ext.engine import driver as chunked
+from cinder_chunked_ext.engine import prefixes
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.store import sealed
 
@@ -88,6 +89,9 @@ class StoreBackedDriver(chunked.ChunkedBackupDriver):
         prefix = backup['service_metadata']
         if container is None or prefix is None:
             return
+        # A prefix that is not the backup's own names another backup's
+        # metadata, and so its key: refused, as the delete refuses it.
+        self._refuse_foreign(backup, prefixes.check, backup['id'], prefix)
         try:
             raw = self._read_object_fully(container,
                                           self._metadata_filename(backup))

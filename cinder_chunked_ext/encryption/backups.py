@@ -187,6 +187,13 @@ class BackupEncryption(object):
         ref = documents.key_reference(raw_metadata) if raw_metadata else None
         if ref is None:
             return False
+        owner = documents.backup_id_of(raw_metadata)
+        if owner != backup['id']:
+            # Never erase another backup's key (a record whose prefix
+            # names another backup's objects).
+            raise exception.UnsafePrefix(
+                backup_id=backup['id'], prefix=backup['service_metadata'],
+                reason='its metadata belongs to backup %s' % owner)
         source = self.sources.for_reference(ref, backup['id'])
         deleted = source.delete_key(ref, backup['id'])
         if deleted:

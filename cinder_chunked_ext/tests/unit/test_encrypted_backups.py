@@ -342,3 +342,17 @@ class EncryptedDeleteTestCase(EncryptedDriverTestCase):
         self.env.status_override[backup.id] = 'deleting'
         self.driver.backup(backup, io.BytesIO(marked_volume()))
         self.assertEqual({}, self.keys())
+
+    def test_delete_record_naming_other_backups_prefix_keeps_its_key(self):
+        victim = self.make_backup(marked_volume())
+        forged = self.env.new_backup(1, container=victim.container,
+                                     service_metadata=victim.service_metadata)
+        self.assertRaises(exception.UnsafePrefix,
+                          self.make_driver().delete_backup, forged)
+        self.assertEqual([self.envelope(victim)['key']['id']],
+                         list(self.keys()))
+        self.assertIn(victim.service_metadata + '_metadata',
+                      self.files(victim))
+        self.assertEqual(marked_volume(), self.restore_bytes(
+            victim, len(marked_volume()),
+            driver=self.make_driver())[:len(marked_volume())])
