@@ -113,3 +113,31 @@ class UnsupportedCompression(cinder_compat.InvalidBackup):
     """The metadata or configuration names an unknown compression."""
 
     message = 'Invalid backup: unsupported compression algorithm %(name)r'
+
+
+class EncryptionError(cinder_compat.BackupDriverException):
+    """Encryption cannot be done as configured."""
+
+    message = 'Backup encryption error: %(reason)s'
+
+
+class ObjectAuthenticationFailed(CorruptBackup):
+    """A sealed object failed authentication: tampered or wrong key."""
+
+    message = ('Invalid backup: encrypted object %(object_name)s was '
+               'refused: %(reason)s')
+
+    def __init__(self, message=None, **kwargs):
+        kwargs.setdefault('backup_id', '?')
+        super().__init__(message, **kwargs)
+
+
+class BackupKeyUnavailable(cinder_compat.InvalidBackup):
+    """The data key of an encrypted backup cannot be had.
+
+    The key manager is unreachable or refuses, the key was deleted, or
+    the password is wrong.  Nothing was read or written.
+    """
+
+    message = ('Invalid backup: the encryption key of backup %(backup_id)s '
+               'is unavailable: %(reason)s')

@@ -97,7 +97,12 @@ CONFIGS = {
     'zstd': ('zstd', None),
     'none': ('none', None),
     'zlib-64m': ('zlib', 64 * MiB),
+    # Encrypted ([chunked_backup] encryption = aes-256-gcm), ours only:
+    # keys wrapped under a password, as the standalone tool does.
+    'zstd-aes': ('zstd', None),
+    'zlib-aes': ('zlib', None),
 }
+ENCRYPTED_CONFIGS = ('zstd-aes', 'zlib-aes')
 PHASES = ('full', 'incr', 'restore-new', 'restore-existing')
 
 
@@ -361,6 +366,8 @@ class Runner(object):
                 '--location', json.dumps(location)]
         if chunk:
             argv += ['--chunk-size', str(chunk)]
+        if config in ENCRYPTED_CONFIGS:
+            argv += ['--encryption', 'aes-256-gcm']
         if parent:
             argv += ['--parent', parent]
         return run_process(PHASE_SCRIPT, argv, self.args, self.backend,

@@ -59,6 +59,7 @@ def parse_args(argv):
                  'records', 'parent', 'backend', 'location'):
         parser.add_argument('--' + name)
     parser.add_argument('--chunk-size', type=int)
+    parser.add_argument('--encryption', default='none')
     parser.add_argument('--concurrency', choices=('eventlet', 'threading'),
                         default='eventlet')
     return parser.parse_args(argv)
@@ -162,13 +163,17 @@ def driver_builder(args, backend, location, book, size_gib):
     if args.impl == 'upstream':
         driver_factory = upstream_factory(backend, book)
     else:
-        driver_factory = ours_factory(backend, book, size_gib)
+        driver_factory = ours_factory(backend, book, size_gib,
+                                      args.encryption != 'none')
     conf([], project='cinder')
     if args.impl == 'upstream':
         # The drivers' base class disposes of the database engine when it
         # is built: an in-memory one it never queries will do.
         conf.set_override('connection', 'sqlite://', group='database')
     conf.set_override('backup_compression_algorithm', args.compression)
+    if args.encryption != 'none':
+        conf.set_override('encryption', args.encryption,
+                          group='chunked_backup')
     backend.configure(conf, location, args.chunk_size)
     patched = []
 
@@ -185,16 +190,21 @@ def driver_builder(args, backend, location, book, size_gib):
     return build
 
 
-def ours_factory(backend, book, size_gib):
+def ours_factory(backend, book, size_gib, encrypted=False):
     import importlib
 
     import benchmark_records
+    from cinder_chunked_ext.encryption import keys
     # Its options are registered when the module is imported.
     importlib.import_module(backend.ours_module)
 
     class Context(object):
         chunked_environment = benchmark_records.BenchEnvironment(
             book, size_gib)
+        # Encrypted: each backup's key wrapped under a password (scrypt
+        # once per phase process), as the standalone tool keeps them.
+        password_keys = (keys.PasswordKeys(b'benchmark password')
+                         if encrypted else None)
 
     return lambda location: backend.ours(Context(), location)
 

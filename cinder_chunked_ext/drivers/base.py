@@ -16,7 +16,14 @@ Concrete drivers are the engine plus a store plus their options: this
 class maps the engine's upstream-shaped storage methods onto the store.
 """
 
+from oslo_log import log as logging
+
 from cinder_chunked_ext.engine import driver as chunked
+from cinder_chunked_ext.engine import prefixes
+from cinder_chunked_ext import exception
+from cinder_chunked_ext.store import sealed
+
+LOG = logging.getLogger(__name__)
 
 
 class StoreBackedDriver(chunked.ChunkedBackupDriver):
@@ -48,16 +55,56 @@ class StoreBackedDriver(chunked.ChunkedBackupDriver):
     def get_container_entries(self, container, prefix):
         return self.store.list_objects(container, prefix)
 
+    @property
+    def sealed_store(self):
+        """The store, sealing the objects of encrypted backups."""
+        return sealed.SealedStore(self.store, self.keyring)
+
     def get_object_writer(self, container, object_name, extra_metadata=None):
-        return self.store.open_writer(container, object_name,
-                                      extra_metadata=extra_metadata)
+        return self.sealed_store.open_writer(container, object_name,
+                                             extra_metadata=extra_metadata)
 
     def get_object_reader(self, container, object_name, extra_metadata=None):
-        return self.store.open_reader(container, object_name,
-                                      extra_metadata=extra_metadata)
+        return self.sealed_store.open_reader(container, object_name,
+                                             extra_metadata=extra_metadata)
 
     def delete_object(self, container, object_name):
         self.store.delete_object(container, object_name)
 
     def check_for_setup_error(self):
         self.store.check()
+
+    def delete_backup(self, backup):
+        """Delete the backup's encryption key (if any), then its objects.
+
+        The key goes first: once it is gone the objects are unreadable
+        (crypto-erase), even if deleting them fails half way.  A backup
+        whose metadata is already gone has no key to find.
+        """
+        self._erase_key(backup)
+        super().delete_backup(backup)
+
+    def _erase_key(self, backup):
+        container = backup['container']
+        prefix = backup['service_metadata']
+        if container is None or prefix is None:
+            return
+        # A prefix that is not the backup's own names another backup's
+        # metadata, and so its key: refused, as the delete refuses it.
+        self._refuse_foreign(backup, prefixes.check, backup['id'], prefix)
+        try:
+            raw = self._read_object_fully(container,
+                                          self._metadata_filename(backup))
+        except (exception.ObjectNotFound, exception.UnsafePath):
+            # Nothing there, or nothing the store may touch: no key to
+            # find (the delete below treats the objects the same way).
+            return
+        except exception.StoreError as e:
+            if self.encryption.enabled:
+                # Deleting the objects now could orphan the key.
+                raise
+            LOG.warning('Could not read the metadata of backup %(id)s to '
+                        'find its encryption key (%(error)s); continuing '
+                        'with the delete.', {'id': backup['id'], 'error': e})
+            return
+        self.encryption.forget_backup(backup, raw)

@@ -90,6 +90,7 @@ def prepare(driver, backup):
     prefix = driver._generate_object_name_prefix(backup)
     backup.service_metadata = prefix
     backup.save()
+    driver._bind_prefix(backup, prefix)
     volume = {'id': backup.volume_id, 'size': size_gib}
     extra_metadata = driver.get_extra_metadata(backup, volume)
     metadata = manifest.BackupMetadata(
@@ -130,10 +131,12 @@ def finalize(driver, backup, container, metadata, block_size, hashes,
         backup_description=backup.display_description,
         created_at=str(backup.created_at),
         chunk_size=block_size, sha256s=hashes)
-    driver._write_object_fully(container, driver._sha256_filename(backup),
-                               sha256file.to_json_pieces())
-    driver._write_object_fully(container, driver._metadata_filename(backup),
-                               metadata.to_json())
+    driver._write_document(backup, container,
+                           driver._sha256_filename(backup),
+                           sha256file.to_json_pieces())
+    driver._write_document(backup, container,
+                           driver._metadata_filename(backup),
+                           metadata.to_json())
     backup.object_count = object_count
     backup.save()
     LOG.info('Backup %(id)s finished: %(count)d objects.',

@@ -450,8 +450,10 @@ class CatalogEnvironment(object):
 class Context(object):
     """The request context the standalone tool gives the drivers."""
 
-    def __init__(self, environment):
+    def __init__(self, environment, password_keys=None):
         self.chunked_environment = environment
+        #: The key source of --password-file: the drivers encrypt with it.
+        self.password_keys = password_keys
         self.project_id = None
         self.user_id = None
         self.is_admin = True

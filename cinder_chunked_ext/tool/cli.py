@@ -16,6 +16,7 @@ Usage::
 
     cinder-chunked-backup [--version] [--repository PATH] [--catalog PATH]
                           [--driver posix|nfs|s3|swift] [--config-file FILE]
+                          [--password-file FILE]
                           [--compression ALGO] [--json] [--verbose]
                           [--debug] COMMAND ...
 
@@ -55,6 +56,7 @@ Commands::
     repository scan [--container NAME ...]
     repository import [--container NAME ...] [--overwrite]
     repository check [--container NAME ...] [--delete] [--grace DURATION]
+    repository rekey --new-password-file FILE [--container NAME ...]
     demo [--workdir DIR] [--size SIZE] [--keep]
 
 VOLUME is a file or a block device (``-`` or a FIFO need ``--size``).
@@ -68,6 +70,11 @@ overwrites TARGET in place, and refuses a file of another size unless
 ``verify --from-repository`` use no catalog: the backup and its parents
 are read from the repository (``repository scan`` lists them).  Times
 are printed in UTC (``2026-01-02 03:04:05 UTC``); JSON has ISO 8601.
+With ``--password-file FILE`` (or ``$CINDER_CHUNKED_BACKUP_PASSWORD_FILE``)
+``backup create`` encrypts (AES-256-GCM, a key per backup wrapped under
+a key derived from the password with scrypt), and every command reads
+encrypted backups; a wrong password fails (exit 1) before any target is
+created or written.
 
 This module holds the parser and :func:`main`; the handlers of the
 core commands are in :mod:`cinder_chunked_ext.tool.commands`, the
@@ -161,8 +168,10 @@ from cinder_chunked_ext.tool import cinder_db
 from cinder_chunked_ext.tool import commands as handlers
 from cinder_chunked_ext.tool import demo
 from cinder_chunked_ext.tool import exit_status
+from cinder_chunked_ext.tool import password as password_lib
 from cinder_chunked_ext.tool import progress
 from cinder_chunked_ext.tool import prune
+from cinder_chunked_ext.tool import rekey
 from cinder_chunked_ext.tool import repository as repository_lib
 from cinder_chunked_ext.tool import repository_check
 from cinder_chunked_ext.tool import session as session_lib
@@ -258,6 +267,11 @@ def build_parser():
     parser.add_argument('--config-file', metavar='FILE', action='append',
                         help='a cinder.conf-style file with the drivers\' '
                              'options; may be repeated')
+    parser.add_argument('--password-file', metavar='FILE',
+                        default=os.environ.get(password_lib.ENV) or None,
+                        help='encrypt new backups and decrypt encrypted '
+                             'ones with the password on the first line of '
+                             'FILE (default: $%s)' % password_lib.ENV)
     parser.add_argument('--compression', metavar='ALGO',
                         help='backup_compression_algorithm: none, zlib, '
                              'gzip, bz2, bzip2 or zstd')
@@ -386,6 +400,7 @@ def build_parser():
     scan.set_defaults(func=handlers.cmd_repository_scan)
     catalog_import.add_parser(repo_cmds)
     repository_check.add_parser(repo_cmds)
+    rekey.add_parser(repo_cmds)
     cinder_db.add_parser(commands)
 
     sample = commands.add_parser(

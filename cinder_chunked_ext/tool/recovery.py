@@ -150,6 +150,11 @@ class RepositoryEnvironment(object):
             raise NotInRepository(
                 backup_id='with prefix %s in container %s'
                           % (prefix, container))
+        # An encrypted backup's metadata is opened with its key (which
+        # also makes its data objects readable).
+        raw = self.driver.encryption.open_document(
+            {'id': prefix, 'service_metadata': prefix},
+            manifest.metadata_name(prefix), raw, holds_objects=True)
         metadata = manifest.BackupMetadata.from_json(raw, backup_id=prefix)
         record = record_from_metadata(container, prefix, metadata)
         self._records[record.id] = record

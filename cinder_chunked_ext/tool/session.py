@@ -31,6 +31,7 @@ import warnings
 from oslo_config import cfg
 
 from cinder_chunked_ext.tool import exit_status
+from cinder_chunked_ext.tool import password
 from cinder_chunked_ext.tool import progress
 
 PROG = 'cinder-chunked-backup'
@@ -164,6 +165,7 @@ class Session(object):
         self._catalog = None
         self.repository_override = None
         self.catalog_override = None
+        self.password_keys = None
         self._warned = False
 
     # -- configuration ---------------------------------------------------
@@ -194,6 +196,8 @@ class Session(object):
         if args.compression:
             self._override('backup_compression_algorithm', args.compression,
                            '--compression')
+        self.password_keys = password.password_keys(
+            getattr(args, 'password_file', None))
 
     def _override(self, name, value, flag):
         try:
@@ -264,7 +268,8 @@ class Session(object):
 
     def driver(self, environment):
         from cinder_chunked_ext.tool import catalog
-        return self.driver_class(catalog.Context(environment))
+        return self.driver_class(catalog.Context(
+            environment, password_keys=self.password_keys))
 
     def check_record_driver(self, record):
         recorded = getattr(record, 'driver', None)
@@ -294,7 +299,8 @@ class Session(object):
         from cinder_chunked_ext.tool import catalog
         from cinder_chunked_ext.tool import recovery
         env = recovery.RepositoryEnvironment()
-        driver = self.driver_class(catalog.Context(env))
+        driver = self.driver_class(catalog.Context(
+            env, password_keys=self.password_keys))
         env.attach(driver)
         return env, driver
 

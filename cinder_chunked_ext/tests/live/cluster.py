@@ -214,12 +214,21 @@ class Cluster(object):
         return os.path.join(self.run_dir, *names)
 
     def write_conf(self, backup_options):
-        """cinder.conf with these ``[DEFAULT]`` backup options."""
+        """cinder.conf with these ``[DEFAULT]`` backup options.
+
+        An option named ``GROUP/NAME`` goes in ``[GROUP]`` instead.
+        """
         self.backup_options = dict(backup_options)
         helper = '%s --config-file %s' % (
             os.path.join(self.bin_dir, 'privsep-helper'), self.conf_path)
         backup = ''.join('%s = %s\n' % item
-                         for item in sorted(self.backup_options.items()))
+                         for item in sorted(self.backup_options.items())
+                         if '/' not in item[0])
+        grouped = {}
+        for name, value in sorted(self.backup_options.items()):
+            if '/' in name:
+                group, option = name.split('/', 1)
+                grouped.setdefault(group, []).append((option, value))
         text = textwrap.dedent('''\
             [DEFAULT]
             host = live
@@ -274,6 +283,9 @@ FileVolumeDriver
             file_volume_directory = {volumes}
             ''').format(run=self.run_dir, helper=helper,
                         volumes=self.volume_dir)
+        for group, options in sorted(grouped.items()):
+            text += '\n[%s]\n' % group
+            text += ''.join('%s = %s\n' % item for item in options)
         with open(self.conf_path, 'w') as f:
             f.write(text)
 

@@ -689,7 +689,8 @@ class DriverOperationsTest(NfsTestCase):
             chunked.ChunkedBackupDriver, operation, side_effect=engine))
 
         args = {'backup': (None, None), 'restore': (None, None, None, True),
-                'delete_backup': (None,)}[operation]
+                'delete_backup': ({'id': 'b', 'container': None,
+                                   'service_metadata': None},)}[operation]
         getattr(driver, operation)(*args)
 
         self.assertEqual([1], seen)

@@ -1,0 +1,161 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The sealed object format: AES-256-GCM segments, refused when altered."""
+
+import io
+import os
+
+import ddt
+import testtools
+
+from cinder_chunked_ext import exception
+from cinder_chunked_ext.store import memory
+from cinder_chunked_ext.store import sealed
+
+SEG = sealed.SEGMENT_BYTES
+KEY = bytes(range(32))
+OTHER_KEY = bytes(range(1, 33))
+NAME = 'volume_v_20260102030405_backup_b-00001'
+
+
+def seal(data, key=KEY, name=NAME, steps=(7, SEG, 3 * SEG + 5)):
+    """The stored form of ``data``, written in uneven pieces."""
+    store = memory.MemoryStore()
+    store.put_container('c')
+    writer = sealed.SealingWriter(store.open_writer('c', name), key, name)
+    offset, i = 0, 0
+    while offset < len(data):
+        step = steps[i % len(steps)]
+        writer.write(data[offset:offset + step])
+        offset += step
+        i += 1
+    writer.commit()
+    with store.open_reader('c', name) as reader:
+        return reader.read()
+
+
+def unseal(stored, key=KEY, name=NAME, step=-1):
+    reader = sealed.OpeningReader(io.BytesIO(stored), key, name)
+    parts = []
+    while True:
+        data = reader.read(step)
+        if not data:
+            return b''.join(parts)
+        parts.append(data)
+        if step < 0:
+            return b''.join(parts)
+
+
+@ddt.ddt
+class SealedObjectTestCase(testtools.TestCase):
+
+    @ddt.data(0, 1, SEG - 1, SEG, SEG + 1, 2 * SEG, 3 * SEG + 17)
+    def test_round_trip_sizes_identical(self, size):
+        data = os.urandom(size)
+        stored = seal(data)
+        self.assertEqual(sealed.sealed_size(size), len(stored))
+        self.assertEqual(data, unseal(stored))
+        self.assertEqual(data, unseal(stored, step=4096))
+
+    def test_stored_form_hides_plaintext_and_differs_each_time(self):
+        data = b'known plaintext pattern ' * 100000
+        first, second = seal(data), seal(data)
+        self.assertNotIn(b'known plaintext', first)
+        self.assertNotEqual(first, second)
+        self.assertTrue(first.startswith(sealed.MAGIC))
+
+    def assertRefused(self, stored, **kwargs):
+        self.assertRaises(exception.ObjectAuthenticationFailed,
+                          unseal, stored, **kwargs)
+
+    @ddt.data(sealed.HEADER.size - 1, sealed.HEADER.size + 5,
+              sealed.HEADER.size + SEG + 3, -1)
+    def test_flipped_byte_refused(self, where):
+        stored = bytearray(seal(os.urandom(2 * SEG + 10)))
+        stored[where] ^= 0x01
+        self.assertRefused(bytes(stored))
+
+    @ddt.data(1, 16, SEG + 16, SEG + 17)
+    def test_truncated_refused(self, cut):
+        stored = seal(os.urandom(2 * SEG))
+        self.assertRefused(stored[:-cut])
+
+    def test_cut_at_segment_boundary_refused(self):
+        stored = seal(os.urandom(2 * SEG + 100))
+        boundary = sealed.HEADER.size + 2 * (SEG + 16)
+        self.assertRefused(stored[:boundary])
+
+    def test_extended_refused(self):
+        stored = seal(os.urandom(SEG + 100))
+        self.assertRefused(stored + os.urandom(40))
+
+    def test_other_name_refused(self):
+        stored = seal(os.urandom(100))
+        self.assertRefused(stored, name=NAME[:-1] + '2')
+
+    def test_wrong_key_refused(self):
+        stored = seal(os.urandom(100))
+        self.assertRefused(stored, key=OTHER_KEY)
+
+    def test_segments_reordered_refused(self):
+        stored = seal(os.urandom(3 * SEG + 10))
+        head = sealed.HEADER.size
+        seg = SEG + 16
+        one, two = stored[head:head + seg], stored[head + seg:head + 2 * seg]
+        swapped = (stored[:head] + two + one + stored[head + 2 * seg:])
+        self.assertRefused(swapped)
+
+    def test_plain_object_refused(self):
+        self.assertRefused(b'{"version": "1.0.0"}' * 10)
+
+    def test_reader_returns_nothing_before_segment_verified(self):
+        stored = bytearray(seal(os.urandom(SEG - 1)))
+        stored[-1] ^= 0x80     # the tag of the only (final) segment
+        reader = sealed.OpeningReader(io.BytesIO(bytes(stored)), KEY, NAME)
+        self.assertRaises(exception.ObjectAuthenticationFailed,
+                          reader.read, 1)
+
+
+class KeyringTestCase(testtools.TestCase):
+
+    def test_lookup_data_objects_only(self):
+        ring = sealed.Keyring()
+        ring.hold('p', KEY)
+        self.assertEqual((True, KEY), ring.lookup('p-00001'))
+        self.assertEqual((False, None), ring.lookup('p_metadata'))
+        self.assertEqual((False, None), ring.lookup('p_sha256file'))
+        self.assertEqual((False, None), ring.lookup('q-00001'))
+
+    def test_hold_other_key_same_prefix_refused(self):
+        ring = sealed.Keyring()
+        ring.hold('p', KEY)
+        self.assertRaises(exception.EncryptionError, ring.hold, 'p',
+                          OTHER_KEY)
+
+    def test_release_forgets_after_last_hold(self):
+        ring = sealed.Keyring()
+        ring.hold('p', KEY)
+        ring.hold('p', KEY)
+        ring.release('p')
+        self.assertEqual((True, KEY), ring.lookup('p-00002'))
+        ring.release('p')
+        self.assertEqual((False, None), ring.lookup('p-00002'))
+
+    def test_sealed_store_passes_unheld_names_unchanged(self):
+        store = memory.MemoryStore()
+        store.put_container('c')
+        wrapped = sealed.SealedStore(store, sealed.Keyring())
+        with wrapped.open_writer('c', 'p-00001') as writer:
+            writer.write(b'plain')
+        with store.open_reader('c', 'p-00001') as reader:
+            self.assertEqual(b'plain', reader.read())
