@@ -24,10 +24,8 @@ both write and read repository format 1.0.0, upstream's.
 """
 
 import abc
-import dataclasses
 import datetime
 
-from oslo_config import cfg
 from oslo_log import log as logging
 
 from cinder_chunked_ext import cinder_compat
@@ -41,6 +39,7 @@ from cinder_chunked_ext.engine import environment
 from cinder_chunked_ext.engine import manifest
 from cinder_chunked_ext.engine import prefixes
 from cinder_chunked_ext.engine import restore as restore_path
+from cinder_chunked_ext.engine import settings
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.store import sealed
 
@@ -50,173 +49,15 @@ MiB = 1024 ** 2
 # The unit of work of the pipelines: read, analysed and written at once.
 PIECE_BYTES = 4 * MiB
 
-backup_opts = [
-    cfg.StrOpt('backup_compression_algorithm',
-               default='zlib',
-               ignore_case=True,
-               choices=compression.CHOICES,
-               help="Compression algorithm for backups ('none' to "
-                    "disable)."),
-    cfg.BoolOpt('backup_create_containers',
-                default=True,
-                help='Create the container of a backup when it does not '
-                     'exist. When False, the operator must create it.'),
-]
-
-driver_opts = [
-    cfg.IntOpt('backup_metadata_version', default=2,
-               help='Backup metadata version used when backing up volume '
-                    'metadata. The service that restores must support '
-                    'it.'),
-    cfg.IntOpt('backup_object_number_per_notification',
-               default=10,
-               help='Number of objects written between two progress '
-                    'notifications.'),
-    cfg.IntOpt('backup_timer_interval',
-               default=120,
-               help='Interval, in seconds, between two progress '
-                    'notifications reporting the backup status.'),
-]
-
-common_opts = [
-    cfg.StrOpt('state_path',
-               default='/var/lib/cinder',
-               help="Top-level directory for maintaining cinder's state."),
-    cfg.StrOpt('storage_availability_zone',
-               default='nova',
-               help='Availability zone of this node.'),
-]
-
-pipeline_opts = [
-    cfg.IntOpt('workers',
-               default=0,
-               min=0,
-               help='Worker threads that hash, compress and decompress, '
-                    'shared by every backup and restore the process runs '
-                    'at once (cinder-backup runs up to '
-                    'backup_max_operations of them). 0 means one per CPU '
-                    'available to the service.'),
-    cfg.IntOpt('io_threads',
-               default=16,
-               min=1,
-               help='Threads that write, upload, commit and sync objects, '
-                    'shared by every backup and restore the process runs '
-                    'at once. Under eventlet these are the tasks that may '
-                    'occupy eventlet\'s native thread pool at the same '
-                    'time besides the workers.'),
-    cfg.IntOpt('max_bytes_in_flight',
-               default=128 * MiB,
-               min=8 * MiB,
-               help='Upper bound, in bytes, of the volume data that all the '
-                    'backups and restores of the process together hold in '
-                    'memory at once: pieces read and not yet written, '
-                    'their compressed or decompressed forms, and objects '
-                    'waiting for their upload. Each running operation may '
-                    'hold an equal part of it, and never less than the few '
-                    'pieces of 4 MiB it needs to make progress (about 24 '
-                    'MiB), so the bound holds up to about five operations '
-                    'at once per 128 MiB. The interpreter, the libraries '
-                    'and the codecs\' state come on top.'),
-    cfg.BoolOpt('verify_checksums_on_restore',
-                default=True,
-                help="Check every object's MD5 recorded at backup time "
-                     'before its data is written to the volume.'),
-    cfg.IntOpt('full_backup_object_bytes',
-               default=16 * MiB,
-               min=0,
-               help='Largest object, in bytes, that a full backup writes '
-                    '(rounded down to whole hash blocks, and never more '
-                    'than the chunk size). Smaller objects let a restore '
-                    'decompress several at once and bound the memory of '
-                    'any restore, ours or upstream Cinder\'s. 0 means one '
-                    'object per chunk, as upstream Cinder writes them.'),
-    cfg.IntOpt('malloc_arena_max',
-               default=2,
-               min=0,
-               help='Malloc arenas the service process may use (glibc\'s '
-                    'M_ARENA_MAX), set when the first backup or restore '
-                    'starts. Under eventlet the data passes through many '
-                    'native threads, and with one arena per thread freed '
-                    'buffers keep about 100 MB more resident. The limit '
-                    'is process-wide: it applies to everything in the '
-                    'cinder-backup process until it exits. 0 leaves '
-                    'the C library\'s default.'),
-    cfg.IntOpt('malloc_mmap_threshold',
-               default=8 * MiB,
-               min=0,
-               help='Size in bytes from which glibc gives a buffer a '
-                    'memory mapping of its own, returned to the system '
-                    'when freed (glibc\'s M_MMAP_THRESHOLD), set when '
-                    'the first backup or restore starts. Left to glibc, '
-                    'the threshold rises after the first large buffer is '
-                    'freed, and the 16 MiB objects of full backups then '
-                    'stay resident after use: about 50 MB more at the '
-                    'peak. The setting is process-wide: it applies to '
-                    'everything in the cinder-backup process until it '
-                    'exits. 0 leaves the C library\'s sliding threshold.'),
-    cfg.StrOpt('encryption',
-               default=encryption.NONE,
-               ignore_case=True,
-               choices=encryption.CHOICES,
-               help='Client-side encryption of new backups. "none" writes '
-                    'the repository format of upstream Cinder, byte for '
-                    'byte. "aes-256-gcm" encrypts every object (after '
-                    'compression) and the two documents of each backup '
-                    'with a data key of its own, kept by the key manager '
-                    'configured in [key_manager] (castellan; Barbican in '
-                    'production); upstream Cinder refuses to restore such '
-                    'backups. Backups already made are read whatever this '
-                    'says.'),
-]
-
-PIPELINE_GROUP = 'chunked_backup'
-
-CONF = cfg.CONF
-cinder_compat.register_common_opts(CONF, common_opts)
-CONF.register_opts(cinder_compat.same_as_upstream(
-    backup_opts, 'cinder.backup.chunkeddriver', 'backup_opts'))
-CONF.register_opts(cinder_compat.same_as_upstream(
-    driver_opts, 'cinder.backup.driver', 'backup_opts'))
-CONF.register_opts(pipeline_opts, group=PIPELINE_GROUP)
-
-
-@dataclasses.dataclass(frozen=True)
-class EngineSettings:
-    """Everything the engine reads from configuration, read once."""
-
-    compression: str
-    create_containers: bool
-    timer_interval: int
-    objects_per_notification: int
-    availability_zone: str
-    workers: int
-    max_bytes_in_flight: int
-    verify_checksums: bool
-    io_threads: int = 16
-    full_backup_object_bytes: int = 0
-    malloc_arena_max: int = 0
-    malloc_mmap_threshold: int = 0
-    encryption: str = encryption.NONE
-
-    @classmethod
-    def from_conf(cls, conf=CONF):
-        group = conf[PIPELINE_GROUP]
-        return cls(
-            compression=conf.backup_compression_algorithm.lower(),
-            create_containers=conf.backup_create_containers,
-            timer_interval=conf.backup_timer_interval,
-            objects_per_notification=max(
-                1, conf.backup_object_number_per_notification),
-            availability_zone=conf.storage_availability_zone,
-            workers=group.workers or concurrency.default_workers(),
-            max_bytes_in_flight=group.max_bytes_in_flight,
-            verify_checksums=group.verify_checksums_on_restore,
-            io_threads=group.io_threads,
-            full_backup_object_bytes=group.full_backup_object_bytes,
-            malloc_arena_max=group.malloc_arena_max,
-            malloc_mmap_threshold=group.malloc_mmap_threshold,
-            encryption=group.encryption.lower(),
-        )
+# The options and the settings object live in their own module; their
+# names stay importable from here, where drivers and tests find them.
+backup_opts = settings.backup_opts
+driver_opts = settings.driver_opts
+common_opts = settings.common_opts
+pipeline_opts = settings.pipeline_opts
+PIPELINE_GROUP = settings.PIPELINE_GROUP
+EngineSettings = settings.EngineSettings
+CONF = settings.CONF
 
 
 class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
