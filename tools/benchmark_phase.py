@@ -160,19 +160,21 @@ def driver_builder(args, backend, location, book, size_gib):
     """
     from oslo_config import cfg
     conf = cfg.CONF
+    # Phase processes of the load benchmark have no --encryption.
+    encryption = getattr(args, 'encryption', 'none')
     if args.impl == 'upstream':
         driver_factory = upstream_factory(backend, book)
     else:
         driver_factory = ours_factory(backend, book, size_gib,
-                                      args.encryption != 'none')
+                                      encryption != 'none')
     conf([], project='cinder')
     if args.impl == 'upstream':
         # The drivers' base class disposes of the database engine when it
         # is built: an in-memory one it never queries will do.
         conf.set_override('connection', 'sqlite://', group='database')
     conf.set_override('backup_compression_algorithm', args.compression)
-    if args.encryption != 'none':
-        conf.set_override('encryption', args.encryption,
+    if encryption != 'none':
+        conf.set_override('encryption', encryption,
                           group='chunked_backup')
     backend.configure(conf, location, args.chunk_size)
     patched = []
