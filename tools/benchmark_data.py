@@ -28,24 +28,32 @@ WORDS = [b'INFO', b'DEBUG', b'WARNING', b'req-3f2a', b'volume', b'backup',
          b'cinder.backup.manager', b'status=available', b'len=4213']
 
 
-def make_volume(path, size, seed=20261126):
-    """40% zero runs, 30% random, 30% log-like text; deterministic."""
+def make_volume(path, size, seed=20261126, content_seed=None):
+    """40% zero runs, 30% random, 30% log-like text; deterministic.
+
+    With ``content_seed``, the runs (their kinds and lengths) still come
+    from ``seed`` and only the bytes in them from ``content_seed``:
+    volumes that differ in content but cost the same work per byte, for
+    comparing one operation with several at once.
+    """
     rnd = random.Random(seed)
+    content = rnd if content_seed is None else random.Random(content_seed)
     written = 0
     with open(path, 'wb') as f:
         while written < size:
             n = min(rnd.randint(1, 32) * 128 * 1024, size - written)
-            f.write(_mixed_data(rnd, n))
+            f.write(_mixed_data(rnd, n, content))
             written += n
 
 
-def _mixed_data(rnd, n):
+def _mixed_data(rnd, n, content=None):
+    content = content or rnd
     kind = rnd.random()
     if kind < 0.4:
         return bytes(n)
     if kind < 0.7:
-        return rnd.randbytes(n)
-    return _log_text(rnd, n)
+        return content.randbytes(n)
+    return _log_text(content, n)
 
 
 def make_sparse_volume(path, size, percent):
