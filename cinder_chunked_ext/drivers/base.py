@@ -21,6 +21,7 @@ from oslo_log import log as logging
 from cinder_chunked_ext.engine import driver as chunked
 from cinder_chunked_ext.engine import prefixes
 from cinder_chunked_ext import exception
+from cinder_chunked_ext.store import base as store_base
 from cinder_chunked_ext.store import sealed
 
 LOG = logging.getLogger(__name__)
@@ -60,9 +61,14 @@ class StoreBackedDriver(chunked.ChunkedBackupDriver):
         """The store, sealing the objects of encrypted backups."""
         return sealed.SealedStore(self.store, self.keyring)
 
-    def get_object_writer(self, container, object_name, extra_metadata=None):
-        return self.sealed_store.open_writer(container, object_name,
-                                             extra_metadata=extra_metadata)
+    def get_object_writer(self, container, object_name, extra_metadata=None,
+                          barrier=None):
+        return self.sealed_store.open_writer(
+            container, object_name, extra_metadata=extra_metadata,
+            **store_base.barrier_argument(barrier))
+
+    def durability_barrier(self):
+        return self.store.durability_barrier()
 
     def get_object_reader(self, container, object_name, extra_metadata=None):
         return self.sealed_store.open_reader(container, object_name,

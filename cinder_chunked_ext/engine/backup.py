@@ -26,8 +26,11 @@
    (``_backup_changed_runs``): every byte is read once, and the hashes
    recorded are those of the bytes stored.  Objects no larger than a
    piece are written whole by a worker, several at once
-   (``_write_small_object``), and committed (written, fsynced, renamed)
-   as many at once as the store allows, so that their fsyncs overlap.
+   (``_write_small_object``).  Where the store has a durability barrier
+   (POSIX), they are not synced one by one: the barrier makes them
+   durable together (:mod:`.durability`: parallel fsyncs, renames, one
+   sync per directory) before the sha256file and the metadata are
+   written.
    When the volume is a file or a device, each worker reads its own
    piece (``VolumeSource.load``), and the holes of a file are not read
    at all.
@@ -54,7 +57,6 @@ it (:mod:`.notifications`).
 """
 
 import contextlib
-import hashlib
 import time
 
 from oslo_log import log as logging
@@ -65,10 +67,12 @@ from cinder_chunked_ext.engine import budget
 from cinder_chunked_ext.engine import compression
 from cinder_chunked_ext.engine import concurrency
 from cinder_chunked_ext.engine import cuts
+from cinder_chunked_ext.engine import durability
 from cinder_chunked_ext.engine import manifest
 from cinder_chunked_ext.engine import notifications
 from cinder_chunked_ext.engine import pipeline
 from cinder_chunked_ext.engine import volume_io
+from cinder_chunked_ext.engine import whole_object
 from cinder_chunked_ext import exception
 
 LOG = logging.getLogger(__name__)
@@ -123,6 +127,7 @@ class BackupJob(object):
         self.source = self.op = self.pool = self.progress = None
         self.commits = self.small = self.md5_lane = self.out_lane = None
         self.whole_object_bytes = 0
+        self.durability = None      # of the small objects
 
     @property
     def incremental(self):
@@ -160,6 +165,7 @@ class BackupJob(object):
         writes_at_once = max(1, driver.max_concurrent_writes)
         with budget.for_settings(self.settings).operation() as op:
             self.op = op
+            self.durability = durability.SmallObjects(driver, op.io)
             self.pool = op.cpu
             self.md5_lane = op.lane()
             self.out_lane = op.lane()
@@ -184,6 +190,8 @@ class BackupJob(object):
                 self._settle_small_objects()
                 while len(self.commits):
                     self.commits.pop()   # raises the first failed commit
+                if not self.cancelled:
+                    self.durability.settle()
             except exception.ObjectNotFound:
                 # A forced delete removed the objects (on POSIX, their
                 # directory) under us: the cancellation, not a failure.
@@ -194,6 +202,8 @@ class BackupJob(object):
                 self.small.drain()
                 self.commits.drain()
                 self.source.close()
+                # Whatever was not settled (a failure, a cancel).
+                self.durability.abandon()
         if self.cancelled:
             # Delete what was written, now that nothing writes any more.
             driver.delete_backup(self.backup)
@@ -363,6 +373,7 @@ class BackupJob(object):
         self.bytes_done = max(self.bytes_done,
                               record.end - self.source.start)
         self.progress.object_written()
+        self.durability.committed()
 
     def _write_small_object(self, name, offset, length, data, want_hashes):
         """Hash, compress and store one whole small object (a worker's job).
@@ -370,45 +381,23 @@ class BackupJob(object):
         Returns its record and, when asked, its block hashes.  ``data`` is
         None when the worker reads it from a direct source.
         """
-        algorithm = self.settings.compression
         zero = None
         if data is None:
             data, zero = self.source.load_piece(offset, length)
-        # Analysed and encoded piece by piece, as a streamed object is:
-        # the stored bytes are the same whichever path made them.
-        step = self.driver.piece_bytes()
-        view = memoryview(data)
-        piece_encoder = compression.parallel_piece_encoder(algorithm)
-        results = [pipeline.analyse_piece(view[start:start + step],
-                                          self.block_size, piece_encoder,
-                                          want_hashes, zero=zero)
-                   for start in range(0, len(data), step)]
-        all_zero = all(result.zero for result in results)
-        md5 = (pipeline.zero_md5(len(data)) if all_zero
-               else hashlib.md5(data, usedforsecurity=False).hexdigest())
-        hashes = None
-        if want_hashes:
-            hashes = [sha for result in results for sha in result.hashes]
-        stored, stored_as = [data], 'none'
-        encoder = compression.new_object_encoder(algorithm, len(data))
-        if encoder is not None:
-            # Written in its parts: joined, they would be one more copy.
-            parts = ([encoder.start()] +
-                     [encoder.feed(result.data, result.encoded, result.zero)
-                      for result in results] +
-                     [encoder.finish()])
-            if sum(len(part) for part in parts) < len(data):
-                stored, stored_as = parts, algorithm
+        encoded = whole_object.encode(
+            data, self.settings.compression, self.driver.piece_bytes(),
+            self.block_size, want_hashes, zero=zero)
         with self.driver.get_object_writer(
-                self.container, name,
-                extra_metadata=self.extra_metadata) as writer:
-            for part in stored:
+                self.container, name, extra_metadata=self.extra_metadata,
+                **self.durability.writer_arguments()) as writer:
+            for part in encoded.parts:
                 if part:
                     writer.write(part)
         record = manifest.ObjectRecord(name=name, offset=offset,
                                        length=len(data),
-                                       compression=stored_as, md5=md5)
-        return record, hashes
+                                       compression=encoded.stored_as,
+                                       md5=encoded.md5)
+        return record, encoded.hashes
 
     def _store_object(self, offset, length, hashes_out):
         """Write one data object covering ``[offset, offset + length)``."""

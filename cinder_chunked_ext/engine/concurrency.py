@@ -438,3 +438,22 @@ class LanePair(object):
         """Wait for every step, ignoring errors (the caller failed)."""
         pending, self._pending = self._pending, collections.deque()
         wait_quietly(future for pair in pending for future in pair)
+
+
+def run_all(pool, func, items, at_once):
+    """Call ``func(item)`` for every item on ``pool``, ``at_once`` at a time.
+
+    Returns once every call has finished; raises the first error (in the
+    order of ``items``) after the others are done, so that nothing still
+    runs when the caller handles it.
+    """
+    window = OrderedWindow(pool, at_once)
+    try:
+        for item in items:
+            if window.full:
+                window.pop()
+            window.submit(None, func, item)
+        while len(window):
+            window.pop()
+    finally:
+        window.drain()

@@ -108,7 +108,20 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def get_object_writer(self, container, object_name, extra_metadata=None):
-        """A context manager with ``write``; stores the object on exit."""
+        """A context manager with ``write``; stores the object on exit.
+
+        A driver whose ``durability_barrier`` returns one also takes
+        ``barrier=``: the object is then durable once that is settled.
+        """
+
+    def durability_barrier(self):
+        """A barrier the objects of one backup are made durable by.
+
+        None (the default): every object is durable once its writer has
+        committed, as upstream's drivers assume.  See
+        :class:`cinder_chunked_ext.store.base.DurabilityBarrier`.
+        """
+        return None
 
     @abc.abstractmethod
     def get_object_reader(self, container, object_name, extra_metadata=None):

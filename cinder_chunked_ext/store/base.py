@@ -22,6 +22,11 @@ deliberately small (restic's save/load/list/remove/stat):
 * ``open_writer``: an :class:`ObjectWriter`, which makes the object
   visible under its name only when ``commit`` is called, and never when
   the ``with`` block around it raised;
+* ``durability_barrier``: a :class:`DurabilityBarrier` for the objects
+  of one backup, or None when every commit is durable on its own (an
+  acknowledged upload).  A writer opened with ``barrier=`` hands its
+  object to the barrier at ``commit``; the object is durable, and
+  visible under its name, once the barrier's ``settle`` has returned;
 * ``open_reader``: an :class:`ObjectReader` with ``read(n)``;
 * ``delete_object``: remove an object; a missing one is not an error;
 * ``object_size``: the stored size, or :class:`ObjectNotFound`.
@@ -123,6 +128,49 @@ class ObjectWriter(object, metaclass=abc.ABCMeta):
         return False
 
 
+class DurabilityBarrier(object, metaclass=abc.ABCMeta):
+    """Objects made durable together, before what lists them is written.
+
+    The promise a backup keeps is that once its metadata exists, every
+    object it lists is durable and intact.  Making each object durable
+    on its own (an fsync of the file, then of its directory, per object)
+    costs a journal commit per object; a backup of scattered changes
+    writes thousands of small ones.  Through a barrier, objects are
+    written without waiting for the disk, and ``settle`` makes all those
+    committed so far durable at once, overlapping their flushes; the
+    engine settles before it writes the sha256file and the metadata.
+
+    Until it is settled, a committed object is not under its final name
+    (no partial object ever is): after a crash it is a leftover of an
+    unfinished write, which deleting the backup or ``repository check``
+    removes.  ``abandon`` drops every object not yet settled.
+    """
+
+    @property
+    @abc.abstractmethod
+    def pending(self):
+        """``(objects, bytes)`` committed and not yet settled."""
+
+    @abc.abstractmethod
+    def settle(self, run_all):
+        """Make every object committed so far durable and visible.
+
+        ``run_all(function, items)`` calls ``function`` on every item,
+        as many at once as the caller's threads allow, and raises the
+        first error once all have finished.  Objects committed while
+        ``settle`` runs wait for the next one.
+        """
+
+    @abc.abstractmethod
+    def abandon(self):
+        """Remove every object committed and not settled; never raises."""
+
+
+def barrier_argument(barrier):
+    """``open_writer``'s keyword arguments for ``barrier`` (None: none)."""
+    return {} if barrier is None else {'barrier': barrier}
+
+
 class ObjectReader(object, metaclass=abc.ABCMeta):
     """Streams one stored object."""
 
@@ -168,8 +216,17 @@ class ObjectStore(object, metaclass=abc.ABCMeta):
         """Names of the objects in ``container`` starting with ``prefix``."""
 
     @abc.abstractmethod
-    def open_writer(self, container, name, extra_metadata=None):
-        """An :class:`ObjectWriter` for ``container``/``name``."""
+    def open_writer(self, container, name, extra_metadata=None,
+                    barrier=None):
+        """An :class:`ObjectWriter` for ``container``/``name``.
+
+        ``barrier``: one this store's ``durability_barrier`` made, or
+        None for an object durable and visible once committed.
+        """
+
+    def durability_barrier(self):
+        """A :class:`DurabilityBarrier`, or None: commits are durable."""
+        return None
 
     @abc.abstractmethod
     def open_reader(self, container, name, extra_metadata=None):

@@ -86,7 +86,8 @@ class MemoryStore(base.ObjectStore):
             return sorted(self.containers |
                           {c for (c, _n) in self.objects})
 
-    def open_writer(self, container, name, extra_metadata=None):
+    def open_writer(self, container, name, extra_metadata=None,
+                    barrier=None):
         return _MemoryWriter(self, container, name)
 
     def open_reader(self, container, name, extra_metadata=None):

@@ -19,17 +19,20 @@ names, ``..``, NUL bytes, over-long names and symbolic links that lead
 out of the root are refused before anything is created or read.  Objects
 are written to a temporary file, fsynced, renamed into place and the
 directory fsynced, so a crash never leaves a partial object under its
-final name.
+final name; through a durability barrier
+(:mod:`~cinder_chunked_ext.store.file_durability`) the syncs and renames
+of a backup's objects happen together, in that same order.
 """
 
 import errno
+import io
 import os
 import stat
 import uuid
 
 from cinder_chunked_ext import exception
-from cinder_chunked_ext import locks
 from cinder_chunked_ext.store import base
+from cinder_chunked_ext.store import file_durability
 
 DIR_MODE = stat.S_IRWXU | stat.S_IRWXG                      # 0770
 FILE_MODE = (stat.S_IRUSR | stat.S_IWUSR |
@@ -101,55 +104,21 @@ def _identity(path):
     return st.st_dev, st.st_ino
 
 
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class DirectorySyncs(object):
-    """Directory fsyncs shared by the commits that happen together.
-
-    A commit renames its file into place and then needs the directory
-    synced.  When several commit at once, one fsync of the directory
-    started after a rename makes that rename durable as well as any
-    other: :meth:`after_rename` returns once a sync that began after the
-    caller's rename has finished, running one itself only when none has.
-    Each commit still returns only once its name is on disk.
-    """
-
-    def __init__(self):
-        self._lock = locks.native_lock()
-        self._renames = {}      # directory -> renames counted so far
-        self._synced = {}       # directory -> renames covered by a sync
-        self._sync_locks = {}
-
-    def after_rename(self, directory):
-        with self._lock:
-            mine = self._renames.get(directory, 0) + 1
-            self._renames[directory] = mine
-            if directory not in self._sync_locks:
-                self._sync_locks[directory] = locks.native_lock()
-            sync_lock = self._sync_locks[directory]
-        with sync_lock:
-            with self._lock:
-                if self._synced.get(directory, 0) >= mine:
-                    return
-                covered = self._renames[directory]
-            _fsync_dir(directory)
-            with self._lock:
-                self._synced[directory] = max(
-                    self._synced.get(directory, 0), covered)
+DirectorySyncs = file_durability.DirectorySyncs
 
 
 class _AtomicFileWriter(base.ObjectWriter):
-    """Writes ``.tmp-<uuid>-<name>``; commit renames it to ``<name>``."""
+    """Writes ``.tmp-<uuid>-<name>``; commit renames it to ``<name>``.
 
-    def __init__(self, directory, name, syncs=None):
+    With a barrier, commit closes the file and hands it to the barrier,
+    which syncs and renames it with the backup's other objects.
+    """
+
+    def __init__(self, directory, name, syncs=None, barrier=None):
         super().__init__()
         self._syncs = syncs or DirectorySyncs()
+        self._barrier = barrier
+        self._size = 0
         self._final = os.path.join(directory, name)
         self._dir = directory
         self._temp = os.path.join(
@@ -166,15 +135,26 @@ class _AtomicFileWriter(base.ObjectWriter):
             os.fchmod(fd, FILE_MODE)
         except OSError:
             pass
-        self._file = os.fdopen(fd, 'wb')
+        # Not ``os.fdopen``: under eventlet's monkey-patching it makes a
+        # GreenPipe, whose reads and writes are loops in Python (with a
+        # stat per call), on worker threads that hold the GIL for them.
+        self._file = io.open(fd, 'wb')
 
     def _write(self, data):
         try:
             self._file.write(data)
         except OSError as e:
             raise classify_os_error(e, 'cannot write %s' % self._final)
+        self._size += len(data)
 
     def _commit(self):
+        if self._barrier is not None:
+            try:
+                self._file.close()
+            except OSError as e:
+                raise classify_os_error(e, 'cannot write %s' % self._final)
+            self._barrier.add(self._temp, self._final, self._size)
+            return
         try:
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -202,7 +182,7 @@ class _FileReader(base.ObjectReader):
         except OSError as e:
             raise classify_os_error(e, 'cannot open %s' % path)
         self._path = path
-        self._file = os.fdopen(fd, 'rb')
+        self._file = io.open(fd, 'rb')     # not a GreenPipe, see above
 
     def read(self, size=-1):
         try:
@@ -329,7 +309,7 @@ class PosixStore(base.ObjectStore):
         for parent in sorted({os.path.dirname(path) for path in created},
                              key=len, reverse=True):
             try:
-                _fsync_dir(parent)
+                file_durability.fsync_directory(parent)
             except OSError as e:
                 raise classify_os_error(e, 'cannot sync %s' % parent)
 
@@ -350,10 +330,14 @@ class PosixStore(base.ObjectStore):
         return [n for n in names
                 if n.startswith(prefix) and not n.startswith('.')]
 
-    def open_writer(self, container, name, extra_metadata=None):
+    def open_writer(self, container, name, extra_metadata=None,
+                    barrier=None):
         path = self._object_path(container, name)
         return _AtomicFileWriter(os.path.dirname(path), name,
-                                 self._directory_syncs)
+                                 self._directory_syncs, barrier)
+
+    def durability_barrier(self):
+        return file_durability.PendingFiles(classify_os_error)
 
     def open_reader(self, container, name, extra_metadata=None):
         return _FileReader(self._object_path(container, name))

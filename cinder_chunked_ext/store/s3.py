@@ -335,7 +335,8 @@ class S3Store(base.ObjectStore):
         except exception.ObjectNotFound:
             pass
 
-    def open_writer(self, container, name, extra_metadata=None):
+    def open_writer(self, container, name, extra_metadata=None,
+                    barrier=None):
         return s3_objects.S3Writer(self, container, name)
 
     def open_reader(self, container, name, extra_metadata=None):

@@ -323,10 +323,12 @@ class SealedStore(object):
                 reason='no key is known for object %s' % name)
         return key
 
-    def open_writer(self, container, name, extra_metadata=None):
+    def open_writer(self, container, name, extra_metadata=None,
+                    barrier=None):
         key = self._key(name)
         inner = self._store.open_writer(container, name,
-                                        extra_metadata=extra_metadata)
+                                        extra_metadata=extra_metadata,
+                                        **base.barrier_argument(barrier))
         if key is None:
             return inner
         return SealingWriter(inner, key, name)

@@ -247,7 +247,8 @@ class SwiftStore(base.ObjectStore):
                                     item.get('last_modified')))
                 for item in self._listing(container, prefix)]
 
-    def open_writer(self, container, name, extra_metadata=None):
+    def open_writer(self, container, name, extra_metadata=None,
+                    barrier=None):
         return swift_objects.SwiftWriter(self, container, name)
 
     def open_reader(self, container, name, extra_metadata=None):

@@ -467,10 +467,10 @@ class FullBackupTestCase(DriverTestCase):
         backup = self.env.new_backup()
         real = self.driver.store.open_writer
 
-        def writer(container, name, extra_metadata=None):
+        def writer(container, name, extra_metadata=None, **kwargs):
             if name.endswith('-00002'):
                 raise exception.PermanentStoreError(reason='disk full')
-            return real(container, name, extra_metadata)
+            return real(container, name, extra_metadata, **kwargs)
         self.useFixture(fixtures.MockPatchObject(
             self.driver.store, 'open_writer', side_effect=writer))
         self.assertRaises(exception.PermanentStoreError, self.driver.backup,
@@ -482,8 +482,8 @@ class FullBackupTestCase(DriverTestCase):
         backup = self.env.new_backup()
         real = self.driver.store.open_writer
 
-        def writer(container, name, extra_metadata=None):
-            opened = real(container, name, extra_metadata)
+        def writer(container, name, extra_metadata=None, **kwargs):
+            opened = real(container, name, extra_metadata, **kwargs)
             if name.endswith('-00001'):
                 opened._commit = mock.Mock(
                     side_effect=exception.TransientStoreError(reason='503'))

@@ -121,10 +121,12 @@ PATCHED_SCRIPT = textwrap.dedent('''
 
     # What operations build, each time: stores, their helpers, the budget.
     from cinder_chunked_ext.engine import budget, driver as chunked
-    from cinder_chunked_ext.store import memory, posix, redaction
+    from cinder_chunked_ext.store import file_durability, memory, posix
+    from cinder_chunked_ext.store import redaction
     from cinder_chunked_ext.store import s3, swift_objects
     built = {
         'PosixStore DirectorySyncs': posix.DirectorySyncs(),
+        'PosixStore PendingFiles': file_durability.PendingFiles(None),
         'MemoryStore': memory.MemoryStore(),
         'SecretRedactor': redaction.SecretRedactor(),
         'ProcessBudget': budget.ProcessBudget(2, 2, 64 * 1024 * 1024),

@@ -1,0 +1,166 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Files made durable: directory syncs shared, one barrier per backup.
+
+:class:`DirectorySyncs` shares the fsync of a directory between the
+objects renamed into it at about the same time.  :class:`PendingFiles`
+is one durability barrier for the files of one backup.
+
+A file written through the barrier is closed at its commit and stays
+under its temporary name (``.tmp-<id>-<name>``).  ``settle`` then, in
+this order:
+
+1. fsyncs every such file, many at once (their flushes share journal
+   commits instead of paying one each);
+2. renames each to its final name (no partial file is ever under a
+   final name: what is renamed has been synced);
+3. fsyncs each directory that gained a name, once.
+
+Only after that does the engine write the backup's sha256file and
+metadata, each durable on its own.  A crash before the metadata leaves
+temporary files or unlisted objects, never a backup that looks complete
+and is not; deleting the backup or ``repository check`` removes them.
+"""
+
+import os
+
+from cinder_chunked_ext import locks
+from cinder_chunked_ext.store import base
+
+
+def fsync_directory(path):
+    """fsync the directory at ``path`` (a link to one is followed)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path):
+    """fsync the file at ``path``, never through a symbolic link."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class DirectorySyncs(object):
+    """Directory fsyncs shared by the commits that happen together.
+
+    A commit renames its file into place and then needs the directory
+    synced.  When several commit at once, one fsync of the directory
+    started after a rename makes that rename durable as well as any
+    other: :meth:`after_rename` returns once a sync that began after the
+    caller's rename has finished, running one itself only when none has.
+    Each commit still returns only once its name is on disk.
+    """
+
+    def __init__(self):
+        self._lock = locks.native_lock()
+        self._renames = {}      # directory -> renames counted so far
+        self._synced = {}       # directory -> renames covered by a sync
+        self._sync_locks = {}
+
+    def after_rename(self, directory):
+        with self._lock:
+            mine = self._renames.get(directory, 0) + 1
+            self._renames[directory] = mine
+            if directory not in self._sync_locks:
+                self._sync_locks[directory] = locks.native_lock()
+            sync_lock = self._sync_locks[directory]
+        with sync_lock:
+            with self._lock:
+                if self._synced.get(directory, 0) >= mine:
+                    return
+                covered = self._renames[directory]
+            fsync_directory(directory)
+            with self._lock:
+                self._synced[directory] = max(
+                    self._synced.get(directory, 0), covered)
+
+
+class PendingFiles(base.DurabilityBarrier):
+    """Files closed and not yet synced nor renamed, settled together.
+
+    ``classify(error, what)`` turns an OSError into the store's error.
+    Thread-safe: writers add from worker threads while the engine may be
+    settling an earlier group (a native lock, taken on those threads).
+    """
+
+    def __init__(self, classify):
+        self._classify = classify
+        self._lock = locks.native_lock()
+        self._files = []        # (temporary path, final path, size)
+        self._bytes = 0
+
+    @property
+    def pending(self):
+        with self._lock:
+            return len(self._files), self._bytes
+
+    def add(self, temp, final, size):
+        with self._lock:
+            self._files.append((temp, final, size))
+            self._bytes += size
+
+    def _take(self):
+        with self._lock:
+            files, self._files, self._bytes = self._files, [], 0
+        return files
+
+    def settle(self, run_all):
+        files = self._take()
+        if not files:
+            return
+        renamed = set()
+        try:
+            run_all(self._sync_file, [temp for temp, _final, _size in files])
+            for temp, final, _size in files:
+                try:
+                    os.rename(temp, final)
+                except OSError as e:
+                    raise self._classify(e, 'cannot commit %s' % final)
+                renamed.add(temp)
+            run_all(self._sync_directory,
+                    sorted({os.path.dirname(final)
+                            for _temp, final, _size in files}))
+        except BaseException:
+            # What is not under its final name is dropped with the rest.
+            self._remove(temp for temp, _final, _size in files
+                         if temp not in renamed)
+            raise
+
+    def _sync_file(self, temp):
+        try:
+            fsync_file(temp)
+        except OSError as e:
+            raise self._classify(e, 'cannot sync %s' % temp)
+
+    def _sync_directory(self, directory):
+        try:
+            fsync_directory(directory)
+        except OSError as e:
+            raise self._classify(e, 'cannot sync %s' % directory)
+
+    def abandon(self):
+        self._remove(temp for temp, _final, _size in self._take())
+
+    @staticmethod
+    def _remove(temps):
+        for temp in temps:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
