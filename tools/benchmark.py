@@ -73,10 +73,13 @@ from benchmark_data import make_sparse_volume  # noqa: E402
 from benchmark_data import make_volume  # noqa: E402
 from benchmark_data import same_file  # noqa: E402
 from benchmark_data import sparse_copy  # noqa: E402
+import benchmark_files  # noqa: E402
 from benchmark_stages import create_probe  # noqa: E402
 from benchmark_stages import pipeline_bounds  # noqa: E402
+from benchmark_stages import place  # noqa: E402
 from benchmark_stages import stage_rates  # noqa: E402
 from benchmark_stages import zero_fraction  # noqa: E402
+import benchmark_targets  # noqa: E402
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -255,14 +258,8 @@ class Runner(object):
             results['full'] = full
             head = full
             if 'incr' in args.phases:
-                probe = None
-                if self.backend.name == 'posix':
-                    probe, per_file = create_probe(args.workdir)
-                head = self.spawn(mode, impl, config, 'incr', location,
-                                  records, args.changed, full['id'])
-                if probe:
-                    head['create_seconds_per_file'] = per_file
-                    shutil.rmtree(probe, ignore_errors=True)
+                head = self.incremental(mode, impl, config, location,
+                                        records, full['id'])
                 results['incr'] = head
             expected = args.changed if 'incr' in args.phases else args.volume
             for phase in ('restore-new', 'restore-existing'):
@@ -287,6 +284,33 @@ class Runner(object):
                     os.unlink(path)
         return results
 
+    def incremental(self, mode, impl, config, location, records, parent):
+        """The incremental phase; on POSIX, what its files cost apart.
+
+        Just before it, a file create in a new directory (one at a
+        time, no fsync); after it, the files it stored, and for ours
+        the file stage (``benchmark_files``) for as many of that size,
+        in the same mode and work directory.
+        """
+        if self.backend.name != 'posix':
+            return self.spawn(mode, impl, config, 'incr', location,
+                              records, self.args.changed, parent)
+        probe, per_file = create_probe(self.args.workdir)
+        before = benchmark_files.file_sizes(location['path'])
+        head = self.spawn(mode, impl, config, 'incr', location, records,
+                          self.args.changed, parent)
+        head['create_seconds_per_file'] = per_file
+        shutil.rmtree(probe, ignore_errors=True)
+        objects = benchmark_files.new_objects(
+            before, benchmark_files.file_sizes(location['path']))
+        if objects:
+            head['objects'] = objects
+            if impl == 'ours':
+                head['files'] = benchmark_files.measure(
+                    run_process, self.args, self.backend, self.server,
+                    mode, objects)
+        return head
+
 
 def summarise(runs, phases):
     """Medians over repeated runs (the maximum of peak RSS)."""
@@ -309,6 +333,13 @@ def summarise(runs, phases):
         if creates:
             out[phase]['create_seconds_per_file'] = statistics.median(
                 creates)
+        # What the incremental stored, and the file stage of its run of
+        # median duration.
+        for key, order in (('objects', 'count'), ('files', 'seconds')):
+            found = sorted((c[key] for c in cells if key in c),
+                           key=lambda v: v[order])
+            if found:
+                out[phase][key] = found[len(found) // 2]
     return out
 
 
@@ -317,8 +348,10 @@ def summarise(runs, phases):
 def print_rates(report):
     meta = report['meta']
     print('\nStage rates on this machine, this run (%d cores; %.1f%% of the '
-          'volume is zero MiB or holes):' % (meta['cores'],
-                                             meta['zero_fraction'] * 100))
+          'volume is zero MiB or holes; one native thread of the unpatched '
+          'orchestrator, so the same for either mode; write + fsync in the '
+          'work dir, on %s):' % (meta['cores'], meta['zero_fraction'] * 100,
+                                 meta.get('place', meta['location_kind'])))
     for name, rate in report['rates'].items():
         print('  %-28s %9.0f MB/s' % (name, rate / 1e6))
     print('Pipeline bounds (all cores; zero MiB cost a zero test only):')
@@ -368,6 +401,32 @@ def print_table(report, mode):
                 row += '%11.0f MB %7.1f' % (cell['rss'] / MiB, cell['cpu'])
             print(row)
     print_create_probes(table, impls)
+    print_targets(report, mode)
+
+
+def print_targets(report, mode):
+    """Issue 19's targets for ``mode``, each beside its stage bound."""
+    meta = report['meta']
+    if 'targets' not in report:
+        report['targets'] = benchmark_targets.evaluate(report)
+    files = []
+    for config, per_impl in report['results'][mode].items():
+        probe = per_impl.get('ours', {}).get('incr', {}).get('files')
+        if probe:
+            stored = per_impl.get('upstream', {}).get('incr', {}).get(
+                'objects')
+            files.append('Files (%s incr): %s%s.' % (
+                config, benchmark_files.describe(probe),
+                '; upstream\'s incr stored %d files' % stored['count']
+                if stored else ''))
+    benchmark_targets.print_targets(
+        report['targets'], mode,
+        'Targets of issue 19 (set for: %s)\nthis run: %s mode, work dir '
+        'on %s, driver %s, %s:' % (
+            benchmark_targets.CONDITIONS, mode,
+            meta.get('place', meta['location_kind']), meta['driver'],
+            meta['scenario_label']),
+        benchmark_targets.bound_notes(report, files))
 
 
 def print_create_probes(table, impls):
@@ -586,7 +645,7 @@ def bench(args, backend, server):
         label = '%d MiB mixed volume' % args.size
         print('Making a %s in %s ...' % (label, args.workdir))
         make_volume(args.volume, args.size * MiB)
-    make_changed_copy(args.volume, args.changed)
+    changed = make_changed_copy(args.volume, args.changed)
     cores = len(os.sched_getaffinity(0))
     zeros = zero_fraction(args.volume)
     rates = stage_rates(args.volume, args.workdir)
@@ -599,6 +658,9 @@ def bench(args, backend, server):
             'location_kind': location.split(':')[0] + (
                 ' (tmpfs)' if 'tmpfs' in location else ''),
             'cold': COLD_LABELS[args.cold], 'repeat': args.repeat,
+            'place': place(args.workdir),
+            'volume_bytes': os.path.getsize(args.volume),
+            'changed_bytes': changed,
             'cores': cores, 'zero_fraction': zeros, 'impls': impls,
             'configs': args.configs, 'phases': args.phases,
             'command': ' '.join(['tools/benchmark.py'] + sys.argv[1:]),
@@ -624,6 +686,7 @@ def bench(args, backend, server):
                     runs[impl].append(runner.run(mode, impl, config))
             table[config] = {impl: summarise(runs[impl], args.phases)
                              for impl in impls}
+    report['targets'] = benchmark_targets.evaluate(report)
     return report
 
 
