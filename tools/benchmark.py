@@ -351,7 +351,7 @@ def print_rates(report):
           'volume is zero MiB or holes; one native thread of the unpatched '
           'orchestrator, so the same for either mode; write + fsync in the '
           'work dir, on %s):' % (meta['cores'], meta['zero_fraction'] * 100,
-                                 meta.get('place', meta['location_kind'])))
+                                 (meta.get('place') or meta['location_kind'])))
     for name, rate in report['rates'].items():
         print('  %-28s %9.0f MB/s' % (name, rate / 1e6))
     print('Pipeline bounds (all cores; zero MiB cost a zero test only):')
@@ -424,7 +424,7 @@ def print_targets(report, mode):
         'Targets of issue 19 (set for: %s)\nthis run: %s mode, work dir '
         'on %s, driver %s, %s:' % (
             benchmark_targets.CONDITIONS, mode,
-            meta.get('place', meta['location_kind']), meta['driver'],
+            (meta.get('place') or meta['location_kind']), meta['driver'],
             meta['scenario_label']),
         benchmark_targets.bound_notes(report, files))
 
@@ -624,10 +624,12 @@ def run_in_workdir(args, prefix, bench_func, print_func):
             report = bench_func(args, backend, server)
     finally:
         shutil.rmtree(args.workdir, ignore_errors=True)
-    print_func(report)
+    # Saved first: a long run is never lost to its printing.
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(report, f, indent=1)
+    print_func(report)
+    if args.json:
         print('Results saved to %s' % args.json)
     return report
 

@@ -199,8 +199,8 @@ def _load_rows(report, mode, config, phase, top, ours, theirs):
                      high['mbps'], low['mbps'], high['mbps'] / low['mbps']),
                  high['mbps'] >= low['mbps'], high_bound, high['mbps'])]
     if low_bound and high_bound:
-        rows[0]['bound'] = '%.0f at N=1, %s' % (
-            low_bound[0], rows[0]['bound'])
+        rows[0]['bound'] = 'N=1: %.0f, N=%d: %s' % (
+            low_bound[0], top, rows[0]['bound'])
     rows.append(_row(mode, config, phase,
                      'peak RSS at N=%d <= %gx N=1' % (top, RSS_GROWTH),
                      '%.0f vs %.0f MB (%.2fx)' % (
