@@ -179,4 +179,4 @@ def place(workdir):
     """Where the work directory is: disk or tmpfs, with the type."""
     from benchmark_backends import filesystem_type
     kind = filesystem_type(workdir)
-    return '%s (%s)' % ('tmpfs' if kind == 'tmpfs' else 'disk', kind)
+    return 'tmpfs' if kind == 'tmpfs' else 'disk (%s)' % kind
