@@ -58,7 +58,6 @@ keeps the results; ``--plot FILE`` draws them (matplotlib);
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -66,17 +65,21 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchmark_backends  # noqa: E402 - the directory of this script
-from benchmark_data import data_extents  # noqa: E402
 from benchmark_data import make_changed_copy  # noqa: E402
 from benchmark_data import make_sparse_volume  # noqa: E402
 from benchmark_data import make_volume  # noqa: E402
 from benchmark_data import same_file  # noqa: E402
 from benchmark_data import sparse_copy  # noqa: E402
+import benchmark_files  # noqa: E402
+from benchmark_stages import create_probe  # noqa: E402
+from benchmark_stages import pipeline_bounds  # noqa: E402
+from benchmark_stages import place  # noqa: E402
+from benchmark_stages import stage_rates  # noqa: E402
+from benchmark_stages import zero_fraction  # noqa: E402
+import benchmark_targets  # noqa: E402
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -147,138 +150,6 @@ COLD_LABELS = {
                'files before each phase',
     'drop': 'cold: sync + /proc/sys/vm/drop_caches=3 before each phase',
 }
-
-
-# -- the stage rates ----------------------------------------------------------
-
-def _rate(func, data, repeat=3):
-    best = None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        func(data)
-        took = time.perf_counter() - start
-        best = took if best is None else min(best, took)
-    return len(data) / best
-
-
-def zero_fraction(path):
-    """Share of the volume in all-zero MiB (holes included)."""
-    size = os.path.getsize(path)
-    zero_mib = bytes(MiB)
-    data = 0
-    with open(path, 'rb') as f:
-        for offset, length in data_extents(path):
-            f.seek(offset)
-            for _ in range(0, length, MiB):
-                piece = f.read(MiB)
-                if piece != zero_mib[:len(piece)]:
-                    data += len(piece)
-    return 1 - data / size if size else 0
-
-
-def data_sample(path, sample=64 * MiB):
-    """The first ``sample`` bytes of the volume's data extents."""
-    parts, got = [], 0
-    with open(path, 'rb') as f:
-        for offset, length in data_extents(path):
-            f.seek(offset)
-            part = f.read(min(length, sample - got))
-            parts.append(part)
-            got += len(part)
-            if got >= sample:
-                break
-    return b''.join(parts)
-
-
-def disk_write_rate(workdir, size=256 * MiB):
-    """Sequential write + fsync to a file in ``workdir`` (bytes/s)."""
-    path = os.path.join(workdir, 'write-rate.tmp')
-    data = os.urandom(8 * MiB)
-    start = time.perf_counter()
-    with open(path, 'wb') as f:
-        for _ in range(size // len(data)):
-            f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    took = time.perf_counter() - start
-    os.unlink(path)
-    return size / took
-
-
-CREATE_PROBE_FILES = 1000
-
-
-def create_probe(workdir, files=CREATE_PROBE_FILES, size=32 * 1024):
-    """Create ``files`` files of ``size`` in a new directory, one by one.
-
-    A backup's objects all go into one directory, and a directory takes
-    one create at a time: this is the least an incremental of that many
-    objects spends creating them, in either implementation.  How much a
-    create costs depends on the file system and its recent history (on
-    ext4 without a journal, allocating an inode skips the inodes freed in
-    the last seconds one by one).  Returns the directory, which the
-    caller removes, and the seconds per file.
-    """
-    directory = tempfile.mkdtemp(prefix='create-probe-', dir=workdir)
-    data = os.urandom(size)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-    start = time.perf_counter()
-    for number in range(files):
-        fd = os.open(os.path.join(directory, 'f%06d' % number), flags,
-                     0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-    return directory, (time.perf_counter() - start) / files
-
-
-def stage_rates(volume, workdir):
-    import zstandard
-    data = data_sample(volume)
-    nonzero = b''.join(data[i:i + MiB] for i in range(0, len(data), MiB)
-                       if data[i:i + MiB] != bytes(len(data[i:i + MiB])))
-    deflated = zlib.compress(data)
-    zframe = zstandard.ZstdCompressor(level=3).compress(data)
-    rates = {
-        'sha256': _rate(lambda d: hashlib.sha256(d).digest(), data),
-        'md5': _rate(lambda d: hashlib.md5(d).digest(), data),
-        'zlib-6 (non-zero data)': _rate(zlib.compress, nonzero, 1),
-        'zstd-3 (non-zero data)': _rate(
-            zstandard.ZstdCompressor(level=3).compress, nonzero),
-        'inflate': _rate(lambda d: zlib.decompress(deflated), data),
-        'zstd decompress': _rate(
-            lambda d: zstandard.ZstdDecompressor().decompress(zframe), data),
-        'zero test': _rate(lambda d: d == bytes(len(d)), bytes(len(data))),
-        'write + fsync (work dir)': disk_write_rate(workdir),
-    }
-    return rates
-
-
-def pipeline_bounds(rates, zeros, cores):
-    """Throughput the stage rates allow on ``cores`` (bytes/s).
-
-    Zero MiB cost only a zero test (their hashes come from a cache); the
-    data pays SHA-256, MD5 (one object's MD5 is serial) and the codec;
-    a restore pays the decoder and MD5 of the data and the write.
-    """
-    nz = 1 - zeros
-    zero_cost = zeros / rates['zero test']
-    md5_serial = rates['md5'] / nz if nz else float('inf')
-    hashing = nz * (1 / rates['sha256'] + 1 / rates['md5'])
-    write = rates['write + fsync (work dir)'] / nz if nz else float('inf')
-    bounds = {}
-    for algo, key in (('zlib', 'zlib-6 (non-zero data)'),
-                      ('zstd', 'zstd-3 (non-zero data)'),
-                      ('none', None)):
-        cost = zero_cost + hashing + (nz / rates[key] if key else 0)
-        bounds['backup ' + algo] = min(md5_serial, cores / cost)
-    for algo, key in (('zlib', 'inflate'), ('zstd', 'zstd decompress'),
-                      ('none', None)):
-        cost = zero_cost + nz * ((1 / rates[key] if key else 0) +
-                                 1 / rates['md5'])
-        bounds['restore ' + algo] = min(md5_serial, write, cores / cost)
-    return bounds
 
 
 # -- running the phases -------------------------------------------------------
@@ -387,14 +258,8 @@ class Runner(object):
             results['full'] = full
             head = full
             if 'incr' in args.phases:
-                probe = None
-                if self.backend.name == 'posix':
-                    probe, per_file = create_probe(args.workdir)
-                head = self.spawn(mode, impl, config, 'incr', location,
-                                  records, args.changed, full['id'])
-                if probe:
-                    head['create_seconds_per_file'] = per_file
-                    shutil.rmtree(probe, ignore_errors=True)
+                head = self.incremental(mode, impl, config, location,
+                                        records, full['id'])
                 results['incr'] = head
             expected = args.changed if 'incr' in args.phases else args.volume
             for phase in ('restore-new', 'restore-existing'):
@@ -419,6 +284,33 @@ class Runner(object):
                     os.unlink(path)
         return results
 
+    def incremental(self, mode, impl, config, location, records, parent):
+        """The incremental phase; on POSIX, what its files cost apart.
+
+        Just before it, a file create in a new directory (one at a
+        time, no fsync); after it, the files it stored, and for ours
+        the file stage (``benchmark_files``) for as many of that size,
+        in the same mode and work directory.
+        """
+        if self.backend.name != 'posix':
+            return self.spawn(mode, impl, config, 'incr', location,
+                              records, self.args.changed, parent)
+        probe, per_file = create_probe(self.args.workdir)
+        before = benchmark_files.file_sizes(location['path'])
+        head = self.spawn(mode, impl, config, 'incr', location, records,
+                          self.args.changed, parent)
+        head['create_seconds_per_file'] = per_file
+        shutil.rmtree(probe, ignore_errors=True)
+        objects = benchmark_files.new_objects(
+            before, benchmark_files.file_sizes(location['path']))
+        if objects:
+            head['objects'] = objects
+            if impl == 'ours':
+                head['files'] = benchmark_files.measure(
+                    run_process, self.args, self.backend, self.server,
+                    mode, objects)
+        return head
+
 
 def summarise(runs, phases):
     """Medians over repeated runs (the maximum of peak RSS)."""
@@ -441,6 +333,13 @@ def summarise(runs, phases):
         if creates:
             out[phase]['create_seconds_per_file'] = statistics.median(
                 creates)
+        # What the incremental stored, and the file stage of its run of
+        # median duration.
+        for key, order in (('objects', 'count'), ('files', 'seconds')):
+            found = sorted((c[key] for c in cells if key in c),
+                           key=lambda v: v[order])
+            if found:
+                out[phase][key] = found[len(found) // 2]
     return out
 
 
@@ -449,8 +348,10 @@ def summarise(runs, phases):
 def print_rates(report):
     meta = report['meta']
     print('\nStage rates on this machine, this run (%d cores; %.1f%% of the '
-          'volume is zero MiB or holes):' % (meta['cores'],
-                                             meta['zero_fraction'] * 100))
+          'volume is zero MiB or holes; one native thread of the unpatched '
+          'orchestrator, so the same for either mode; write + fsync in the '
+          'work dir, on %s):' % (meta['cores'], meta['zero_fraction'] * 100,
+                                 (meta.get('place') or meta['location_kind'])))
     for name, rate in report['rates'].items():
         print('  %-28s %9.0f MB/s' % (name, rate / 1e6))
     print('Pipeline bounds (all cores; zero MiB cost a zero test only):')
@@ -500,6 +401,32 @@ def print_table(report, mode):
                 row += '%11.0f MB %7.1f' % (cell['rss'] / MiB, cell['cpu'])
             print(row)
     print_create_probes(table, impls)
+    print_targets(report, mode)
+
+
+def print_targets(report, mode):
+    """Issue 19's targets for ``mode``, each beside its stage bound."""
+    meta = report['meta']
+    if 'targets' not in report:
+        report['targets'] = benchmark_targets.evaluate(report)
+    files = []
+    for config, per_impl in report['results'][mode].items():
+        probe = per_impl.get('ours', {}).get('incr', {}).get('files')
+        if probe:
+            stored = per_impl.get('upstream', {}).get('incr', {}).get(
+                'objects')
+            files.append('Files (%s incr): %s%s.' % (
+                config, benchmark_files.describe(probe),
+                '; upstream\'s incr stored %d files' % stored['count']
+                if stored else ''))
+    benchmark_targets.print_targets(
+        report['targets'], mode,
+        'Targets of issue 19 (set for: %s)\nthis run: %s mode, work dir '
+        'on %s, driver %s, %s:' % (
+            benchmark_targets.CONDITIONS, mode,
+            (meta.get('place') or meta['location_kind']), meta['driver'],
+            meta['scenario_label']),
+        benchmark_targets.bound_notes(report, files))
 
 
 def print_create_probes(table, impls):
@@ -697,10 +624,12 @@ def run_in_workdir(args, prefix, bench_func, print_func):
             report = bench_func(args, backend, server)
     finally:
         shutil.rmtree(args.workdir, ignore_errors=True)
-    print_func(report)
+    # Saved first: a long run is never lost to its printing.
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(report, f, indent=1)
+    print_func(report)
+    if args.json:
         print('Results saved to %s' % args.json)
     return report
 
@@ -718,7 +647,7 @@ def bench(args, backend, server):
         label = '%d MiB mixed volume' % args.size
         print('Making a %s in %s ...' % (label, args.workdir))
         make_volume(args.volume, args.size * MiB)
-    make_changed_copy(args.volume, args.changed)
+    changed = make_changed_copy(args.volume, args.changed)
     cores = len(os.sched_getaffinity(0))
     zeros = zero_fraction(args.volume)
     rates = stage_rates(args.volume, args.workdir)
@@ -731,6 +660,9 @@ def bench(args, backend, server):
             'location_kind': location.split(':')[0] + (
                 ' (tmpfs)' if 'tmpfs' in location else ''),
             'cold': COLD_LABELS[args.cold], 'repeat': args.repeat,
+            'place': place(args.workdir),
+            'volume_bytes': os.path.getsize(args.volume),
+            'changed_bytes': changed,
             'cores': cores, 'zero_fraction': zeros, 'impls': impls,
             'configs': args.configs, 'phases': args.phases,
             'command': ' '.join(['tools/benchmark.py'] + sys.argv[1:]),
@@ -756,6 +688,7 @@ def bench(args, backend, server):
                     runs[impl].append(runner.run(mode, impl, config))
             table[config] = {impl: summarise(runs[impl], args.phases)
                              for impl in impls}
+    report['targets'] = benchmark_targets.evaluate(report)
     return report
 
 

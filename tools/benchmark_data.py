@@ -128,7 +128,8 @@ def make_changed_copy(src, dst, fraction=0.05):
     """Copy ``src`` with ``fraction`` of its 32 KiB data blocks rewritten.
 
     On a sparse volume the blocks are chosen among its data extents, so
-    the copy stays as sparse as the original.
+    the copy stays as sparse as the original.  Returns the bytes
+    rewritten.
     """
     sparse_copy(src, dst)
     blocks = [off // BLOCK + i
@@ -140,6 +141,7 @@ def make_changed_copy(src, dst, fraction=0.05):
         for idx in sorted(chosen):
             f.seek(idx * BLOCK)
             f.write(rnd.randbytes(BLOCK))
+    return len(chosen) * BLOCK
 
 
 def same_file(a, b):

@@ -1,0 +1,182 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""What each stage of a backup or restore costs on this machine.
+
+Measured by the benchmark before its phases, on a sample of the volume
+and in the work directory, so that every phase can be set beside what
+the machine allows.
+"""
+
+import hashlib
+import os
+import tempfile
+import time
+import zlib
+
+from benchmark_data import data_extents
+
+MiB = 1024 * 1024
+
+
+def _rate(func, data, repeat=3):
+    best = None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        func(data)
+        took = time.perf_counter() - start
+        best = took if best is None else min(best, took)
+    return len(data) / best
+
+
+def zero_fraction(path):
+    """Share of the volume in all-zero MiB (holes included)."""
+    size = os.path.getsize(path)
+    zero_mib = bytes(MiB)
+    data = 0
+    with open(path, 'rb') as f:
+        for offset, length in data_extents(path):
+            f.seek(offset)
+            for _ in range(0, length, MiB):
+                piece = f.read(MiB)
+                if piece != zero_mib[:len(piece)]:
+                    data += len(piece)
+    return 1 - data / size if size else 0
+
+
+def data_sample(path, sample=64 * MiB):
+    """The first ``sample`` bytes of the volume's data extents."""
+    parts, got = [], 0
+    with open(path, 'rb') as f:
+        for offset, length in data_extents(path):
+            f.seek(offset)
+            part = f.read(min(length, sample - got))
+            parts.append(part)
+            got += len(part)
+            if got >= sample:
+                break
+    return b''.join(parts)
+
+
+def disk_write_rate(workdir, size=256 * MiB):
+    """Sequential write + fsync to a file in ``workdir`` (bytes/s)."""
+    path = os.path.join(workdir, 'write-rate.tmp')
+    data = os.urandom(8 * MiB)
+    start = time.perf_counter()
+    with open(path, 'wb') as f:
+        for _ in range(size // len(data)):
+            f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    took = time.perf_counter() - start
+    os.unlink(path)
+    return size / took
+
+
+CREATE_PROBE_FILES = 1000
+
+
+def create_probe(workdir, files=CREATE_PROBE_FILES, size=32 * 1024):
+    """Create ``files`` files of ``size`` in a new directory, one by one.
+
+    A backup's objects all go into one directory, and a directory takes
+    one create at a time: this is the least an incremental of that many
+    objects spends creating them, in either implementation.  How much a
+    create costs depends on the file system and its recent history (on
+    ext4 without a journal, allocating an inode skips the inodes freed in
+    the last seconds one by one).  Returns the directory, which the
+    caller removes, and the seconds per file.
+    """
+    directory = tempfile.mkdtemp(prefix='create-probe-', dir=workdir)
+    data = os.urandom(size)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    start = time.perf_counter()
+    for number in range(files):
+        fd = os.open(os.path.join(directory, 'f%06d' % number), flags,
+                     0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    return directory, (time.perf_counter() - start) / files
+
+
+RANDOM_SAMPLE = 8 * MiB
+
+
+def stage_rates(volume, workdir):
+    """Bytes/s of each stage, on one native thread, in ``workdir``.
+
+    The codecs run on the volume's non-zero data and, for the
+    incremental's changed blocks, on random data as well.
+    """
+    import zstandard
+    data = data_sample(volume)
+    nonzero = b''.join(data[i:i + MiB] for i in range(0, len(data), MiB)
+                       if data[i:i + MiB] != bytes(len(data[i:i + MiB])))
+    noise = os.urandom(RANDOM_SAMPLE)
+    deflated = zlib.compress(data)
+    zframe = zstandard.ZstdCompressor(level=3).compress(data)
+    rates = {
+        'sha256': _rate(lambda d: hashlib.sha256(d).digest(), data),
+        'md5': _rate(lambda d: hashlib.md5(d).digest(), data),
+        'zlib-6 (non-zero data)': _rate(zlib.compress, nonzero, 1),
+        'zstd-3 (non-zero data)': _rate(
+            zstandard.ZstdCompressor(level=3).compress, nonzero),
+        'zlib-6 (random data)': _rate(zlib.compress, noise, 1),
+        'zstd-3 (random data)': _rate(
+            zstandard.ZstdCompressor(level=3).compress, noise),
+        'inflate': _rate(lambda d: zlib.decompress(deflated), data),
+        'zstd decompress': _rate(
+            lambda d: zstandard.ZstdDecompressor().decompress(zframe), data),
+        'zero test': _rate(lambda d: d == bytes(len(d)), bytes(len(data))),
+        'write + fsync (work dir)': disk_write_rate(workdir),
+    }
+    return rates
+
+
+def pipeline_bounds(rates, zeros, cores):
+    """Throughput the stage rates allow on ``cores`` (bytes/s).
+
+    Zero MiB cost only a zero test (their hashes come from a cache); the
+    data pays SHA-256, MD5 and the codec; a restore pays the decoder and
+    MD5 of the data and the write + fsync of what it writes: the data
+    onto a new (sparse) volume, every byte over an existing one.  The
+    objects of a backup are hashed and coded side by side, so no stage
+    is counted as serial: the bound is what the machine allows, whatever
+    either implementation does with it.
+    """
+    nz = 1 - zeros
+    zero_cost = zeros / rates['zero test']
+    hashing = nz * (1 / rates['sha256'] + 1 / rates['md5'])
+    write_all = rates['write + fsync (work dir)']
+    write = write_all / nz if nz else float('inf')
+    bounds = {}
+    for algo, key in (('zlib', 'zlib-6 (non-zero data)'),
+                      ('zstd', 'zstd-3 (non-zero data)'),
+                      ('none', None)):
+        cost = zero_cost + hashing + (nz / rates[key] if key else 0)
+        bounds['backup ' + algo] = cores / cost
+    for algo, key in (('zlib', 'inflate'), ('zstd', 'zstd decompress'),
+                      ('none', None)):
+        cost = zero_cost + nz * ((1 / rates[key] if key else 0) +
+                                 1 / rates['md5'])
+        bounds['restore ' + algo] = min(write, cores / cost)
+        bounds['restore-existing ' + algo] = min(write_all, cores / cost)
+    return bounds
+
+
+def place(workdir):
+    """Where the work directory is: disk or tmpfs, with the type."""
+    from benchmark_backends import filesystem_type
+    kind = filesystem_type(workdir)
+    return 'tmpfs' if kind == 'tmpfs' else 'disk (%s)' % kind
