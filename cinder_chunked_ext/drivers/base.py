@@ -68,6 +68,18 @@ class StoreBackedDriver(chunked.ChunkedBackupDriver):
         return self.sealed_store.open_reader(container, object_name,
                                              extra_metadata=extra_metadata)
 
+    def get_data_object_writer(self, container, object_name, offset, length,
+                               extra_metadata=None):
+        return self.sealed_store.open_writer(
+            container, object_name, extra_metadata=extra_metadata,
+            placement=sealed.Placement(offset, length))
+
+    def get_data_object_reader(self, container, object_name, offset, length,
+                               extra_metadata=None):
+        return self.sealed_store.open_reader(
+            container, object_name, extra_metadata=extra_metadata,
+            placement=sealed.Placement(offset, length))
+
     def delete_object(self, container, object_name):
         self.store.delete_object(container, object_name)
 

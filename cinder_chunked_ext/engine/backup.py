@@ -399,8 +399,8 @@ class BackupJob(object):
                      [encoder.finish()])
             if sum(len(part) for part in parts) < len(data):
                 stored, stored_as = parts, algorithm
-        with self.driver.get_object_writer(
-                self.container, name,
+        with self.driver.get_data_object_writer(
+                self.container, name, offset, len(data),
                 extra_metadata=self.extra_metadata) as writer:
             for part in stored:
                 if part:
@@ -443,8 +443,9 @@ class BackupJob(object):
         """
         state = compression.StreamedCodec(self.settings.compression, length)
         piece = self.driver.piece_bytes()
-        writer = self.driver.get_object_writer(
-            self.container, name, extra_metadata=self.extra_metadata)
+        writer = self.driver.get_data_object_writer(
+            self.container, name, offset, length,
+            extra_metadata=self.extra_metadata)
         window = concurrency.OrderedWindow(
             self.pool, lambda: self.op.window_depth(piece))
         lanes = concurrency.LanePair(self.md5_lane, self.out_lane,
