@@ -66,10 +66,14 @@ paste.filter_factory = barbican.api.middleware.context:\
 UnauthenticatedContextMiddleware.factory
 """
 
+# The database is oslo.db's [database] connection: Barbican 23 ignores
+# the old [DEFAULT] sql_connection and would use ./barbican.sqlite.
 CONF = """[DEFAULT]
 host_href = http://127.0.0.1:{port}
-sql_connection = sqlite:///{state}/barbican.sqlite
 db_auto_create = True
+
+[database]
+connection = sqlite:///{state}/barbican.sqlite
 
 [secretstore]
 enabled_secretstore_plugins = store_crypto

@@ -119,14 +119,16 @@ def main(argv=None):
     if not command:
         parser.error('no command given')
     signal.signal(signal.SIGTERM, _terminated)
-    os.makedirs(args.state, exist_ok=True)
-    log_path = os.path.join(args.state, 'barbican.log')
+    state = os.path.abspath(args.state)
+    os.makedirs(state, exist_ok=True)
+    log_path = os.path.join(state, 'barbican.log')
     with open(log_path, 'wb') as log:
+        # In the state directory, so that nothing Barbican writes to a
+        # relative path lands in the source tree.
         server = subprocess.Popen(
-            [args.python, os.path.join(HERE, 'run_barbican.py'), args.state,
-             '0'],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            [args.python, os.path.join(HERE, 'run_barbican.py'), state, '0'],
+            cwd=state, stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True)
     try:
         started = time.monotonic()
         try:
