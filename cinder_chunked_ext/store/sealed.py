@@ -36,8 +36,9 @@ Reyhanitabar, Rogaway and Vizar, as age and Tink use it)::
   records for the object and so what a reader knows before it opens
   it.  A segment moved, an object renamed, swapped for another (of
   this backup or any other), truncated or extended, or a metadata entry
-  whose offset or length was changed: each fails authentication on the
-  object's first segment, before any of its bytes are handed on.
+  whose offset or length was changed: each fails authentication (all
+  but truncation and extension on the object's first segment, before
+  any of its bytes are handed on).
 * A reader returns a segment's plaintext only once its tag is verified,
   so no unauthenticated byte ever reaches a volume, and an object cut at
   a segment boundary is refused at its end (its final segment missing).
