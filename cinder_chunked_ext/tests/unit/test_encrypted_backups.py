@@ -331,6 +331,19 @@ class EncryptedRefusalTestCase(EncryptedDriverTestCase):
         self.edit_metadata(shorten)
         self.assertRefusedNaming(name, 0, CHUNK)
 
+    def test_metadata_length_edited_refused_without_checksums(self):
+        # Unverified restores stream each object to the volume: only the
+        # associated data refuses it before its first byte is written.
+        self.conf.config(verify_checksums_on_restore=False,
+                         group=chunked.PIPELINE_GROUP)
+        name = manifest.object_name(self.backup.service_metadata, 1)
+
+        def shorten(entries):
+            entries[name]['length'] -= SHA
+        self.edit_metadata(shorten)
+        target = self.assertRefusedNaming(name, 0, CHUNK)
+        self.assertEqual([], target.writes)
+
     def test_tampered_metadata_refused(self):
         envelope = self.envelope(self.backup)
         sealed_doc = bytearray(base64.b64decode(envelope['sealed']))
