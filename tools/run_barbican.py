@@ -24,10 +24,13 @@ No Keystone: the API runs the ``unauthenticated-context`` pipeline, in
 which the project is the ``X-Project-Id`` header; secrets are kept in
 SQLite, encrypted by the ``simple_crypto`` plugin with a key made for
 this directory.  Then run the tests with
-``CINDER_CHUNKED_BARBICAN_URL=http://127.0.0.1:9311``.
+``CINDER_CHUNKED_BARBICAN_URL=http://127.0.0.1:9311``.  Port 0 picks a
+free port, printed on the "barbican listening on" line
+(``tools/with_barbican.py`` does all this for ``tox -e barbican``).
 """
 
 import base64
+import configparser
 import os
 import sys
 import uuid
@@ -63,10 +66,14 @@ paste.filter_factory = barbican.api.middleware.context:\
 UnauthenticatedContextMiddleware.factory
 """
 
+# The database is oslo.db's [database] connection: Barbican 23 ignores
+# the old [DEFAULT] sql_connection and would use ./barbican.sqlite.
 CONF = """[DEFAULT]
 host_href = http://127.0.0.1:{port}
-sql_connection = sqlite:///{state}/barbican.sqlite
 db_auto_create = True
+
+[database]
+connection = sqlite:///{state}/barbican.sqlite
 
 [secretstore]
 enabled_secretstore_plugins = store_crypto
@@ -83,17 +90,31 @@ enforce_new_defaults = False
 """
 
 
+def _kek(conf_path):
+    """The simple_crypto KEK of this state directory (made once)."""
+    if os.path.exists(conf_path):
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(conf_path)
+        kek = parser.get('simple_crypto_plugin', 'kek', fallback=None)
+        if kek:
+            return kek
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
 def main(state, port):
     state = os.path.abspath(state)
+    # Port 0: a free port, chosen here before the configuration (which
+    # names it) is written.  The application is set once it is loaded.
+    server = simple_server.make_server('127.0.0.1', int(port), None)
+    port = server.server_address[1]
     # Barbican's plugins each parse their own configuration from the
     # default places, ~/.barbican/barbican.conf first: HOME is the state.
     os.makedirs(os.path.join(state, '.barbican'), exist_ok=True)
     os.environ['HOME'] = state
     conf_path = os.path.join(state, '.barbican', 'barbican.conf')
-    if not os.path.exists(conf_path):
-        kek = base64.urlsafe_b64encode(os.urandom(32)).decode()
-        with open(conf_path, 'w') as f:
-            f.write(CONF.format(port=port, state=state, kek=kek))
+    kek = _kek(conf_path)
+    with open(conf_path, 'w') as f:
+        f.write(CONF.format(port=port, state=state, kek=kek))
     paste_path = os.path.join(state, 'barbican-api-paste.ini')
     with open(paste_path, 'w') as f:
         f.write(PASTE)
@@ -109,8 +130,7 @@ def main(state, port):
             'req-' + str(uuid.uuid4()))
         return app(environ, start_response)
 
-    server = simple_server.make_server('127.0.0.1', int(port),
-                                       with_request_id)
+    server.set_app(with_request_id)
     print('barbican listening on http://127.0.0.1:%s' % port, flush=True)
     server.serve_forever()
 

@@ -21,7 +21,6 @@ from oslo_log import log as logging
 from cinder_chunked_ext.engine import driver as chunked
 from cinder_chunked_ext.engine import prefixes
 from cinder_chunked_ext import exception
-from cinder_chunked_ext.store import base as store_base
 from cinder_chunked_ext.store import sealed
 
 LOG = logging.getLogger(__name__)
@@ -61,11 +60,9 @@ class StoreBackedDriver(chunked.ChunkedBackupDriver):
         """The store, sealing the objects of encrypted backups."""
         return sealed.SealedStore(self.store, self.keyring)
 
-    def get_object_writer(self, container, object_name, extra_metadata=None,
-                          barrier=None):
-        return self.sealed_store.open_writer(
-            container, object_name, extra_metadata=extra_metadata,
-            **store_base.barrier_argument(barrier))
+    def get_object_writer(self, container, object_name, extra_metadata=None):
+        return self.sealed_store.open_writer(container, object_name,
+                                             extra_metadata=extra_metadata)
 
     def durability_barrier(self):
         return self.store.durability_barrier()
@@ -73,6 +70,18 @@ class StoreBackedDriver(chunked.ChunkedBackupDriver):
     def get_object_reader(self, container, object_name, extra_metadata=None):
         return self.sealed_store.open_reader(container, object_name,
                                              extra_metadata=extra_metadata)
+
+    def get_data_object_writer(self, container, object_name, offset, length,
+                               extra_metadata=None, barrier=None):
+        return self.sealed_store.open_writer(
+            container, object_name, extra_metadata=extra_metadata,
+            placement=sealed.Placement(offset, length), barrier=barrier)
+
+    def get_data_object_reader(self, container, object_name, offset, length,
+                               extra_metadata=None):
+        return self.sealed_store.open_reader(
+            container, object_name, extra_metadata=extra_metadata,
+            placement=sealed.Placement(offset, length))
 
     def delete_object(self, container, object_name):
         self.store.delete_object(container, object_name)

@@ -387,8 +387,9 @@ class BackupJob(object):
         encoded = whole_object.encode(
             data, self.settings.compression, self.driver.piece_bytes(),
             self.block_size, want_hashes, zero=zero)
-        with self.driver.get_object_writer(
-                self.container, name, extra_metadata=self.extra_metadata,
+        with self.driver.get_data_object_writer(
+                self.container, name, offset, len(data),
+                extra_metadata=self.extra_metadata,
                 **self.durability.writer_arguments()) as writer:
             for part in encoded.parts:
                 if part:
@@ -432,8 +433,9 @@ class BackupJob(object):
         """
         state = compression.StreamedCodec(self.settings.compression, length)
         piece = self.driver.piece_bytes()
-        writer = self.driver.get_object_writer(
-            self.container, name, extra_metadata=self.extra_metadata)
+        writer = self.driver.get_data_object_writer(
+            self.container, name, offset, length,
+            extra_metadata=self.extra_metadata)
         window = concurrency.OrderedWindow(
             self.pool, lambda: self.op.window_depth(piece))
         lanes = concurrency.LanePair(self.md5_lane, self.out_lane,

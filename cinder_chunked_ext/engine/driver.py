@@ -15,9 +15,12 @@
 It keeps upstream's subclass interface (``put_container``,
 ``get_container_entries``, ``get_object_writer``, ``get_object_reader``,
 ``delete_object``, ``_generate_object_name_prefix``,
-``update_container_name``, ``get_extra_metadata``), reads the engine's
-options once into :class:`EngineSettings`, reads and writes the two JSON
-documents of a backup, and deletes backups.  The data paths live in
+``update_container_name``, ``get_extra_metadata``; data objects go
+through ``get_data_object_writer`` and ``get_data_object_reader``, which
+also say where the object's data belongs in the volume and fall back on
+the first two), reads the engine's options once into
+:class:`EngineSettings`, reads and writes the two JSON documents of a
+backup, and deletes backups.  The data paths live in
 :mod:`cinder_chunked_ext.engine.backup` and
 :mod:`cinder_chunked_ext.engine.restore`, each readable top to bottom;
 both write and read repository format 1.0.0, upstream's.
@@ -108,11 +111,7 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def get_object_writer(self, container, object_name, extra_metadata=None):
-        """A context manager with ``write``; stores the object on exit.
-
-        A driver whose ``durability_barrier`` returns one also takes
-        ``barrier=``: the object is then durable once that is settled.
-        """
+        """A context manager with ``write``; stores the object on exit."""
 
     def durability_barrier(self):
         """A barrier the objects of one backup are made durable by.
@@ -142,6 +141,28 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def get_extra_metadata(self, backup, volume):
         """JSON-serialisable data passed to readers and writers."""
+
+    def get_data_object_writer(self, container, object_name, offset, length,
+                               extra_metadata=None, barrier=None):
+        """A writer for a data object: ``length`` bytes at ``offset``.
+
+        ``offset`` and ``length`` are what the object's metadata entry
+        will record (its volume offset and its data before compression);
+        a driver that encrypts binds them to the object.  ``barrier``:
+        one from ``durability_barrier``, or None.  By default, as
+        ``get_object_writer`` (and there is no barrier).
+        """
+        return self.get_object_writer(container, object_name,
+                                      extra_metadata=extra_metadata)
+
+    def get_data_object_reader(self, container, object_name, offset, length,
+                               extra_metadata=None):
+        """A reader of a data object, given its metadata entry's placement.
+
+        By default, as ``get_object_reader``.
+        """
+        return self.get_object_reader(container, object_name,
+                                      extra_metadata=extra_metadata)
 
     def validate_container(self, container):
         """Refuse a container name this driver cannot use safely."""

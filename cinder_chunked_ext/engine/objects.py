@@ -91,8 +91,9 @@ def object_list_difference(driver, backup, metadata):
 
 
 def _open_decoded(driver, container, obj, extra_metadata):
-    reader = driver.get_object_reader(container, obj.name,
-                                      extra_metadata=extra_metadata)
+    reader = driver.get_data_object_reader(container, obj.name, obj.offset,
+                                           obj.length,
+                                           extra_metadata=extra_metadata)
     return reader, compression.open_decoding_reader(obj.compression, reader)
 
 
@@ -179,8 +180,9 @@ def decoded_pieces(driver, backup, container, obj, extra_metadata,
 
 def _stored_if_small(driver, container, obj, extra_metadata, limit):
     """The stored bytes of ``obj`` when there are at most ``limit``."""
-    with driver.get_object_reader(container, obj.name,
-                                  extra_metadata=extra_metadata) as reader:
+    with driver.get_data_object_reader(
+            container, obj.name, obj.offset, obj.length,
+            extra_metadata=extra_metadata) as reader:
         stored = read_exactly(reader, limit + 1)
     return stored if len(stored) <= limit else None
 

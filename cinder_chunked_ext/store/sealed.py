@@ -29,24 +29,31 @@ Reyhanitabar, Rogaway and Vizar, as age and Tink use it)::
   the object's random salt: nonces never repeat under a key, however
   many objects a data key protects.
 * The nonce of segment ``i`` is ``i`` (11 bytes, big endian) followed by
-  1 for the final segment and 0 for the others; the associated data of
-  every segment is the header and the object's name.  A segment moved,
-  an object renamed or swapped for another (of this backup or any
-  other), a truncated or extended object: each fails authentication.
+  1 for the final segment and 0 for the others.
+* The associated data of every segment (version 2) is the header, the
+  object's volume offset and plaintext length (8 bytes each, big endian)
+  and its name: a :class:`Placement`, what the backup's metadata
+  records for the object and so what a reader knows before it opens
+  it.  A segment moved, an object renamed, swapped for another (of
+  this backup or any other), truncated or extended, or a metadata entry
+  whose offset or length was changed: each fails authentication (all
+  but truncation and extension on the object's first segment, before
+  any of its bytes are handed on).
 * A reader returns a segment's plaintext only once its tag is verified,
   so no unauthenticated byte ever reaches a volume, and an object cut at
   a segment boundary is refused at its end (its final segment missing).
 
-The offset and length of a data object are not in the associated data:
-the backup's metadata, itself authenticated (its own envelope), binds
-every name to its offset, length and MD5, and restore checks the length
-and the MD5 of what it decrypts before writing an object it holds.
+Version 1 (the first, unreleased, format) bound the name only; it is
+still read.  It cannot be used to get round version 2: an object's key
+is derived from its backup's data key, and no backup has objects of
+both versions.
 
 Readers and writers run on worker threads: they must not log.
 """
 
 import os
 import struct
+import typing
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import aead
@@ -58,7 +65,9 @@ from cinder_chunked_ext import locks
 from cinder_chunked_ext.store import base
 
 MAGIC = b'CCXS'
-FORMAT = 1
+FORMAT = 2
+#: The first format: the associated data binds the name only.
+FORMAT_NAME_ONLY = 1
 SEGMENT_LOG2 = 20
 SEGMENT_BYTES = 1 << SEGMENT_LOG2
 TAG_BYTES = 16
@@ -66,7 +75,9 @@ SALT_BYTES = 32
 HEADER = struct.Struct('>4sBBH%ds' % SALT_BYTES)
 KEY_BYTES = 32
 _OBJECT_KEY_INFO = b'cinder-chunked-ext object key v1'
-_AAD_LABEL = b'cinder-chunked-ext object v1\0'
+_AAD_LABELS = {FORMAT_NAME_ONLY: b'cinder-chunked-ext object v1\0',
+               FORMAT: b'cinder-chunked-ext object v2\0'}
+_PLACEMENT = struct.Struct('>QQ')
 # Segment sizes a reader accepts (a later writer may choose another).
 _SEGMENT_LOG2_RANGE = range(12, 25)
 
@@ -81,8 +92,20 @@ def _nonce(index, final):
     return index.to_bytes(11, 'big') + (b'\x01' if final else b'\x00')
 
 
-def _aad(header, name):
-    return header + _AAD_LABEL + name.encode('utf-8')
+class Placement(typing.NamedTuple):
+    """Where a data object's plaintext belongs, as its metadata says."""
+
+    #: The byte of the volume the object's data starts at.
+    offset: int
+    #: The bytes of volume data in the object (before compression).
+    length: int
+
+
+def _aad(header, version, name, placement):
+    aad = header + _AAD_LABELS[version]
+    if version != FORMAT_NAME_ONLY:
+        aad += _PLACEMENT.pack(placement.offset, placement.length)
+    return aad + name.encode('utf-8')
 
 
 def sealed_size(plain_bytes):
@@ -92,15 +115,19 @@ def sealed_size(plain_bytes):
 
 
 class SealingWriter(base.ObjectWriter):
-    """Encrypts what it is given, a segment at a time, into ``inner``."""
+    """Encrypts what it is given, a segment at a time, into ``inner``.
 
-    def __init__(self, inner, data_key, name):
+    ``placement``: the offset and length the backup's metadata will
+    record for the object named ``name``.
+    """
+
+    def __init__(self, inner, data_key, name, placement):
         super().__init__()
         self._inner = inner
         salt = os.urandom(SALT_BYTES)
         self._header = HEADER.pack(MAGIC, FORMAT, SEGMENT_LOG2, 0, salt)
         self._aead = aead.AESGCM(object_key(data_key, salt))
-        self._aad = _aad(self._header, name)
+        self._aad = _aad(self._header, FORMAT, name, placement)
         self._pending = bytearray()
         self._index = 0
         self._started = False
@@ -148,14 +175,19 @@ class SealingWriter(base.ObjectWriter):
 class OpeningReader(base.ObjectReader):
     """Returns the plaintext of a sealed object, segment by verified segment.
 
-    Raises :class:`exception.ObjectAuthenticationFailed` when a segment
-    fails its tag (a wrong key, a tampered, swapped or truncated object).
+    ``placement``: the offset and length the backup's metadata records
+    for the object named ``name``.  Raises
+    :class:`exception.ObjectAuthenticationFailed` when a segment fails
+    its tag (a wrong key, a tampered, swapped or truncated object, or a
+    metadata entry that does not match the object).
     """
 
-    def __init__(self, inner, data_key, name):
+    def __init__(self, inner, data_key, name, placement):
         self._inner = inner
         self._data_key = data_key
         self._name = name
+        self._placement = placement
+        self._version = None
         self._aead = None
         self._aad = None
         self._segment_bytes = None
@@ -187,12 +219,13 @@ class OpeningReader(base.ObjectReader):
         if magic != MAGIC:
             self._refuse('it is not a sealed object (plaintext stored under '
                          'an encrypted backup?)')
-        if version != FORMAT or log2 not in _SEGMENT_LOG2_RANGE:
+        if version not in _AAD_LABELS or log2 not in _SEGMENT_LOG2_RANGE:
             self._refuse('unknown sealed format %d (segments of 2^%d bytes)'
                          % (version, log2))
+        self._version = version
         self._segment_bytes = 1 << log2
         self._aead = aead.AESGCM(object_key(self._data_key, salt))
-        self._aad = _aad(header, self._name)
+        self._aad = _aad(header, version, self._name, self._placement)
 
     def _next_segment(self):
         if self._aead is None:
@@ -205,13 +238,20 @@ class OpeningReader(base.ObjectReader):
             plain = self._aead.decrypt(_nonce(self._index, final), sealed,
                                        self._aad)
         except InvalidTag:
-            self._refuse('segment %d failed authentication: the object was '
-                         'modified, truncated, swapped for another, or the '
-                         'key is not the one it was sealed with'
-                         % self._index)
+            self._refuse(self._failure())
         self._index += 1
         self._finished = final
         return plain
+
+    def _failure(self):
+        what = ('the object was modified, truncated or swapped for '
+                'another, ')
+        if self._version != FORMAT_NAME_ONLY:
+            what += ('or it does not hold the %d bytes at volume offset %d '
+                     'that the metadata says, '
+                     % (self._placement.length, self._placement.offset))
+        return ('segment %d failed authentication: %sor the key is not the '
+                'one it was sealed with' % (self._index, what))
 
     def read(self, size=-1):
         parts = []
@@ -299,9 +339,11 @@ class SealedStore(object):
     """An :class:`ObjectStore` that seals the objects of encrypted backups.
 
     Everything but ``open_writer`` and ``open_reader`` is the wrapped
-    store's, unchanged.  ``strict`` refuses to read or write an object
-    whose prefix is not held at all (neither as encrypted nor as plain):
-    an encrypting driver must never store plaintext by mistake.
+    store's, unchanged.  A sealed data object needs its
+    :class:`Placement` (``placement=``), the offset and length its
+    metadata entry records.  ``strict`` refuses to read or write an
+    object whose prefix is not held at all (neither as encrypted nor as
+    plain): an encrypting driver must never store plaintext by mistake.
     """
 
     def __init__(self, store, keyring, strict=False):
@@ -316,27 +358,34 @@ class SealedStore(object):
     def __getattr__(self, name):
         return getattr(self._store, name)
 
-    def _key(self, name):
+    def _key(self, name, placement):
         held, key = self.keyring.lookup(name)
         if not held and self.strict:
             raise exception.EncryptionError(
                 reason='no key is known for object %s' % name)
+        if key is not None and placement is None:
+            # A caller that is not a data path: it cannot know what the
+            # object's associated data binds.
+            raise exception.EncryptionError(
+                reason='object %s is encrypted and its offset and length '
+                       'were not given' % name)
         return key
 
     def open_writer(self, container, name, extra_metadata=None,
-                    barrier=None):
-        key = self._key(name)
+                    placement=None, barrier=None):
+        key = self._key(name, placement)
         inner = self._store.open_writer(container, name,
                                         extra_metadata=extra_metadata,
                                         **base.barrier_argument(barrier))
         if key is None:
             return inner
-        return SealingWriter(inner, key, name)
+        return SealingWriter(inner, key, name, placement)
 
-    def open_reader(self, container, name, extra_metadata=None):
-        key = self._key(name)
+    def open_reader(self, container, name, extra_metadata=None,
+                    placement=None):
+        key = self._key(name, placement)
         inner = self._store.open_reader(container, name,
                                         extra_metadata=extra_metadata)
         if key is None:
             return inner
-        return OpeningReader(inner, key, name)
+        return OpeningReader(inner, key, name, placement)

@@ -24,9 +24,11 @@ records name the new class:
 * ``release`` records under upstream's class every backup recorded under
   ours, except those upstream could not restore, which it lists and
   leaves: a backup an operation is running on, a backup in ``error``
-  (only ours removes the leftovers of a failed backup), and a backup
-  whose ``_metadata`` cannot be read or names a format version or a
-  compression upstream cannot read here.
+  (only ours removes the leftovers of a failed backup), a backup whose
+  ``_metadata`` cannot be read or names a format version or a
+  compression upstream cannot read here, and an encrypted backup (or
+  one whose chain holds an encrypted backup): upstream cannot restore
+  those at all, and the line says what to do instead.
 
 Both go through Cinder's own database API, one compare-and-swap update
 per backup (only a row that still names the old class and is in a
@@ -58,6 +60,16 @@ OURS = {
 SETTLED = ('available', 'error', 'error_deleting')
 # Format versions upstream (cinder 29) reads.
 UPSTREAM_VERSIONS = ('1.0.0',)
+# What to do with a backup upstream cannot restore because of encryption.
+_KEEP_OR_REDO = ('keep it on this driver (backup_driver = ours) for as '
+                 'long as it is needed, or restore it to a volume and back '
+                 'that volume up again with [chunked_backup] encryption = '
+                 'none (a new full backup), then delete it')
+ENCRYPTED = ('it is encrypted, and upstream Cinder cannot restore an '
+             'encrypted backup: ' + _KEEP_OR_REDO)
+ENCRYPTED_PARENT = ('its parent backup %s is encrypted, and upstream Cinder '
+                    'cannot restore a backup whose chain holds an encrypted '
+                    'backup: ' + _KEEP_OR_REDO)
 
 
 def add_parser(commands):
@@ -177,6 +189,7 @@ def cmd_adopt(session, args):
 
 def _upstream_can_read(driver, record):
     """None when upstream can restore the backup, else why not."""
+    from cinder_chunked_ext.encryption import documents
     from cinder_chunked_ext.engine import manifest
     if record.status != 'available':
         return ('status %s: not restorable (delete it with our driver '
@@ -184,6 +197,8 @@ def _upstream_can_read(driver, record):
     try:
         raw = driver._read_object_fully(
             record.container, manifest.metadata_name(record.prefix))
+        if documents.is_sealed(raw):
+            return ENCRYPTED
         metadata = manifest.BackupMetadata.from_json(raw,
                                                      backup_id=record.id)
     except Exception as e:  # noqa - any failure to read is the answer
@@ -216,16 +231,26 @@ def cmd_release(session, args):
     from cinder_chunked_ext import opts  # noqa: F401 - registers options
     from cinder_chunked_ext.tool import session as session_lib
     driver = session_lib.load_driver_class(kind)(context=context)
-    moves, refused, busy = [], [], []
-    for record in cinder_compat.cinder_backup_records(context):
+    moves, refused, busy, readable = [], [], [], []
+    records = {r.id: r for r in cinder_compat.cinder_backup_records(context)}
+    encrypted = set()
+    for record in records.values():
         if record.service != OURS[kind]:
             continue
         if record.status not in SETTLED:
             busy.append(record)
             continue
         reason = _upstream_can_read(driver, record)
+        if reason == ENCRYPTED:
+            encrypted.add(record.id)
         if reason:
             refused.append((record, reason))
+        else:
+            readable.append(record)
+    for record in readable:
+        parent = _encrypted_ancestor(record, records, encrypted)
+        if parent:
+            refused.append((record, ENCRYPTED_PARENT % parent))
         else:
             moves.append((record, OURS[kind], UPSTREAM[kind]))
     changed, lost = _change(session, args, cinder_compat, context, moves)
@@ -242,6 +267,23 @@ def cmd_release(session, args):
     _summary(session, args, 'release', len(moves), changed, lost,
              busy + [r for r, _ in refused])
     return exit_status.FAILED if refused or busy or lost else exit_status.OK
+
+
+def _encrypted_ancestor(record, records, encrypted):
+    """The ID of the first encrypted backup below ``record``, or None.
+
+    ``records``: every backup record by ID; ``encrypted``: the IDs of
+    the encrypted ones.
+    """
+    seen = {record.id}
+    parent_id = record.parent_id
+    while parent_id and parent_id not in seen:
+        if parent_id in encrypted:
+            return parent_id
+        seen.add(parent_id)
+        parent = records.get(parent_id)
+        parent_id = parent.parent_id if parent is not None else None
+    return None
 
 
 def _summary(session, args, action, planned, changed, lost, left):

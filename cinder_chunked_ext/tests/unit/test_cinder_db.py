@@ -27,6 +27,7 @@ from oslo_config import fixture as config_fixture
 import testtools
 
 from cinder_chunked_ext import cinder_compat
+from cinder_chunked_ext.encryption import documents
 from cinder_chunked_ext.tool import cinder_db
 from cinder_chunked_ext.tool import cli
 from cinder_chunked_ext.tool import session as session_lib
@@ -35,10 +36,10 @@ UP = cinder_db.UPSTREAM['posix']
 OURS = cinder_db.OURS['posix']
 
 
-def record(backup_id, service, status='available'):
+def record(backup_id, service, status='available', parent_id=None):
     return cinder_compat.BackupRecord(
         id=backup_id, service=service, status=status, volume_id='vol',
-        container='c', prefix='p-%s' % backup_id)
+        container='c', prefix='p-%s' % backup_id, parent_id=parent_id)
 
 
 class FakeDatabase(object):
@@ -71,6 +72,14 @@ class FakeDriver(object):
         if name not in self.documents:
             raise IOError('no object %s' % name)
         return self.documents[name]
+
+
+def sealed_metadata(backup_id):
+    """An encrypted backup's ``_metadata``: the real envelope."""
+    name = 'p-%s_metadata' % backup_id
+    return b''.join(documents.seal(
+        bytes(32), name, backup_id, {'manager': 'castellan', 'id': 'k'},
+        [metadata()]))
 
 
 def metadata(compression='zlib', version='1.0.0'):
@@ -179,6 +188,44 @@ class CinderCommandTestCase(testtools.TestCase):
         self.assertEqual(OURS, self.services()['mine'])
         self.assertIn('its metadata cannot be read', out)
         self.assertEqual(1, code)
+
+    def test_release_encrypted_backup_refused_says_what_to_do(self):
+        FakeDriver.documents = {'p-mine_metadata': sealed_metadata('mine')}
+        code, out, _err = self.run_cli('release')
+        self.assertEqual(OURS, self.services()['mine'])
+        line = next(x for x in out.splitlines() if 'refused mine' in x)
+        self.assertIn('it is encrypted, and upstream Cinder cannot restore '
+                      'an encrypted backup', line)
+        self.assertIn('keep it on this driver', line)
+        self.assertIn('back that volume up again with [chunked_backup] '
+                      'encryption = none', line)
+        self.assertNotIn('format version', line)
+        self.assertEqual(1, code)
+
+    def test_release_plain_incremental_on_encrypted_backup_refused(self):
+        self.db.records['inc'] = record('inc', OURS, parent_id='mine')
+        self.db.records['inc2'] = record('inc2', OURS, parent_id='inc')
+        FakeDriver.documents = {'p-mine_metadata': sealed_metadata('mine'),
+                                'p-inc_metadata': metadata(),
+                                'p-inc2_metadata': metadata()}
+        code, out, _err = self.run_cli('release')
+        services = self.services()
+        self.assertEqual(OURS, services['inc'])
+        self.assertEqual(OURS, services['inc2'])
+        for backup_id in ('inc', 'inc2'):
+            line = next(x for x in out.splitlines()
+                        if 'refused %s ' % backup_id in x)
+            self.assertIn('its parent backup mine is encrypted', line)
+            self.assertIn('encryption = none', line)
+        self.assertEqual(1, code)
+
+    def test_release_plain_incremental_on_plain_backup_released(self):
+        self.db.records['inc'] = record('inc', OURS, parent_id='mine')
+        FakeDriver.documents = {'p-mine_metadata': metadata(),
+                                'p-inc_metadata': metadata()}
+        self.run_cli('release')
+        self.assertEqual(UP, self.services()['inc'])
+        self.assertEqual(UP, self.services()['mine'])
 
     def test_release_with_upstream_configured_works_too(self):
         self.configure(UP)

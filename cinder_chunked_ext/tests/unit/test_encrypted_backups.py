@@ -265,7 +265,84 @@ class EncryptedRefusalTestCase(EncryptedDriverTestCase):
         name = manifest.object_name(self.backup.service_metadata, 1)
         self.write_file(self.backup, name,
                         self.read_file(self.backup, name)[:-1])
-        self.assertRefusedUntouched(exception.ObjectAuthenticationFailed)
+        self.assertRefusedNaming(name, 0, CHUNK)
+
+    # The metadata is authenticated, so changing it needs the backup's
+    # key; the objects' associated data still refuses an entry that does
+    # not match its object (a bug, or someone holding the key), before a
+    # byte of the object reaches the volume.
+
+    def edit_metadata(self, edit):
+        """Open the backup's metadata, ``edit`` it, seal it again."""
+        name = manifest.metadata_name(self.backup.service_metadata)
+        raw = self.read_file(self.backup, name)
+        key = self.keys()[self.key_id]
+        doc = json.loads(documents.open_sealed(raw, name, self.backup.id,
+                                               lambda _ref: key))
+        entries = {next(iter(entry)): next(iter(entry.values()))
+                   for entry in doc['objects']}
+        edit(entries)
+        self.write_file(self.backup, name, b''.join(documents.seal(
+            key, name, self.backup.id, documents.key_reference(raw),
+            [json.dumps(doc).encode()])))
+
+    def assertRefusedNaming(self, name, start, end):
+        """One error naming ``name``; nothing written to ``[start, end)``.
+
+        (A restore writes objects in order: those before the refused one
+        are on the volume already.)
+        """
+        target = base.VolumeFile(io.BytesIO(b'\xaa' * len(self.data)))
+        error = self.assertRaises(exception.ObjectAuthenticationFailed,
+                                  self.restore, self.backup, target, True,
+                                  self.make_driver())
+        self.assertIn(name, str(error))
+        self.assertFalse(target.written(start, end))
+        return target
+
+    def test_objects_swapped_in_metadata_refused(self):
+        # Two objects of the same length, each recorded (MD5 and all) at
+        # the other's offset: the restore would write them swapped.
+        one = manifest.object_name(self.backup.service_metadata, 1)
+        two = manifest.object_name(self.backup.service_metadata, 2)
+
+        def swap(entries):
+            self.assertEqual(entries[one]['length'], entries[two]['length'])
+            entries[one]['offset'], entries[two]['offset'] = (
+                entries[two]['offset'], entries[one]['offset'])
+        self.edit_metadata(swap)
+        target = self.assertRefusedNaming(one, 0, 2 * CHUNK)
+        self.assertEqual([], target.writes)
+
+    def test_metadata_offset_edited_refused(self):
+        last = manifest.object_name(self.backup.service_metadata, 6)
+
+        def move(entries):
+            # Still inside the volume and after the other objects.
+            entries[last]['offset'] += 4096
+        self.edit_metadata(move)
+        self.assertRefusedNaming(last, 5 * CHUNK, len(self.data) + 4096)
+
+    def test_metadata_length_edited_refused(self):
+        name = manifest.object_name(self.backup.service_metadata, 1)
+
+        def shorten(entries):
+            entries[name]['length'] -= SHA
+        self.edit_metadata(shorten)
+        self.assertRefusedNaming(name, 0, CHUNK)
+
+    def test_metadata_length_edited_refused_without_checksums(self):
+        # Unverified restores stream each object to the volume: only the
+        # associated data refuses it before its first byte is written.
+        self.conf.config(verify_checksums_on_restore=False,
+                         group=chunked.PIPELINE_GROUP)
+        name = manifest.object_name(self.backup.service_metadata, 1)
+
+        def shorten(entries):
+            entries[name]['length'] -= SHA
+        self.edit_metadata(shorten)
+        target = self.assertRefusedNaming(name, 0, CHUNK)
+        self.assertEqual([], target.writes)
 
     def test_tampered_metadata_refused(self):
         envelope = self.envelope(self.backup)

@@ -26,13 +26,24 @@ SEG = sealed.SEGMENT_BYTES
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
 NAME = 'volume_v_20260102030405_backup_b-00001'
+PLACE = sealed.Placement(offset=3 * 2 ** 30, length=64 * 1024)
+# An object sealed by the first format (version 1: the associated data
+# binds the name only), written by that code with KEY and NAME.
+FORMAT_1_PLAINTEXT = b'sealed format 1, name only in the associated data\n'
+FORMAT_1_OBJECT = bytes.fromhex(
+    '43435853011400004d65c82ed55d4b207365098f5525086c7cf8f82f6f976e10'
+    '63bf38aac3d5dc503b116290056bbdf871f4d757e345574e52b5986e42275459'
+    'cfb9228561a15b281173dd90478eb920b34ec58c8e296115c01e6713669c5a89'
+    'abb292af72ea183bd554')
 
 
-def seal(data, key=KEY, name=NAME, steps=(7, SEG, 3 * SEG + 5)):
+def seal(data, key=KEY, name=NAME, steps=(7, SEG, 3 * SEG + 5),
+         placement=PLACE):
     """The stored form of ``data``, written in uneven pieces."""
     store = memory.MemoryStore()
     store.put_container('c')
-    writer = sealed.SealingWriter(store.open_writer('c', name), key, name)
+    writer = sealed.SealingWriter(store.open_writer('c', name), key, name,
+                                  placement)
     offset, i = 0, 0
     while offset < len(data):
         step = steps[i % len(steps)]
@@ -44,8 +55,8 @@ def seal(data, key=KEY, name=NAME, steps=(7, SEG, 3 * SEG + 5)):
         return reader.read()
 
 
-def unseal(stored, key=KEY, name=NAME, step=-1):
-    reader = sealed.OpeningReader(io.BytesIO(stored), key, name)
+def unseal(stored, key=KEY, name=NAME, step=-1, placement=PLACE):
+    reader = sealed.OpeningReader(io.BytesIO(stored), key, name, placement)
     parts = []
     while True:
         data = reader.read(step)
@@ -103,6 +114,43 @@ class SealedObjectTestCase(testtools.TestCase):
         stored = seal(os.urandom(100))
         self.assertRefused(stored, name=NAME[:-1] + '2')
 
+    @ddt.data(PLACE._replace(offset=PLACE.offset + PLACE.length),
+              PLACE._replace(offset=0),
+              PLACE._replace(length=PLACE.length - 1),
+              PLACE._replace(length=PLACE.length + 1))
+    def test_other_offset_or_length_refused(self, placement):
+        stored = seal(os.urandom(100))
+        self.assertRefused(stored, placement=placement)
+
+    def test_refusal_names_object_and_placement(self):
+        stored = seal(os.urandom(100))
+        error = self.assertRaises(
+            exception.ObjectAuthenticationFailed, unseal, stored,
+            placement=PLACE._replace(offset=0))
+        self.assertIn(NAME, str(error))
+        self.assertIn('%d bytes at volume offset 0' % PLACE.length,
+                      str(error))
+
+    def test_new_objects_are_format_2(self):
+        stored = seal(b'x')
+        self.assertEqual(2, sealed.HEADER.unpack(
+            stored[:sealed.HEADER.size])[1])
+
+    @ddt.data(None, PLACE, PLACE._replace(offset=0, length=1))
+    def test_format_1_object_opens_whatever_placement(self, placement):
+        self.assertEqual(FORMAT_1_PLAINTEXT,
+                         unseal(FORMAT_1_OBJECT, placement=placement))
+
+    def test_format_1_object_other_name_refused(self):
+        self.assertRefused(FORMAT_1_OBJECT, name=NAME[:-1] + '2')
+
+    def test_unknown_format_refused(self):
+        stored = bytearray(seal(b'x'))
+        stored[4] = 3
+        error = self.assertRaises(exception.ObjectAuthenticationFailed,
+                                  unseal, bytes(stored))
+        self.assertIn('unknown sealed format 3', str(error))
+
     def test_wrong_key_refused(self):
         stored = seal(os.urandom(100))
         self.assertRefused(stored, key=OTHER_KEY)
@@ -121,7 +169,8 @@ class SealedObjectTestCase(testtools.TestCase):
     def test_reader_returns_nothing_before_segment_verified(self):
         stored = bytearray(seal(os.urandom(SEG - 1)))
         stored[-1] ^= 0x80     # the tag of the only (final) segment
-        reader = sealed.OpeningReader(io.BytesIO(bytes(stored)), KEY, NAME)
+        reader = sealed.OpeningReader(io.BytesIO(bytes(stored)), KEY, NAME,
+                                      PLACE)
         self.assertRaises(exception.ObjectAuthenticationFailed,
                           reader.read, 1)
 
@@ -159,3 +208,28 @@ class KeyringTestCase(testtools.TestCase):
             writer.write(b'plain')
         with store.open_reader('c', 'p-00001') as reader:
             self.assertEqual(b'plain', reader.read())
+
+    def test_sealed_store_round_trip_with_placement(self):
+        store = memory.MemoryStore()
+        store.put_container('c')
+        ring = sealed.Keyring()
+        ring.hold('p', KEY)
+        wrapped = sealed.SealedStore(store, ring)
+        with wrapped.open_writer('c', 'p-00001', placement=PLACE) as writer:
+            writer.write(b'secret')
+        with wrapped.open_reader('c', 'p-00001', placement=PLACE) as reader:
+            self.assertEqual(b'secret', reader.read())
+        with store.open_reader('c', 'p-00001') as reader:
+            self.assertNotIn(b'secret', reader.read())
+
+    def test_sealed_store_encrypted_object_without_placement_refused(self):
+        store = memory.MemoryStore()
+        store.put_container('c')
+        ring = sealed.Keyring()
+        ring.hold('p', KEY)
+        wrapped = sealed.SealedStore(store, ring)
+        for method in (wrapped.open_writer, wrapped.open_reader):
+            error = self.assertRaises(exception.EncryptionError, method,
+                                      'c', 'p-00001')
+            self.assertIn('p-00001', str(error))
+        self.assertEqual([], store.list_objects('c', 'p'))
