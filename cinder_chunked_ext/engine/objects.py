@@ -23,6 +23,7 @@ problem; the standalone tool's verify reports every problem it finds.
 import collections
 import hashlib
 import io
+import zlib
 
 from cinder_chunked_ext.engine import budget
 from cinder_chunked_ext.engine import compression
@@ -90,10 +91,81 @@ def object_list_difference(driver, backup, metadata):
     return sorted(expected - names), sorted(names - expected)
 
 
-def _open_decoded(driver, container, obj, extra_metadata):
+class CrcReader(object):
+    """``read(n)`` of another reader, keeping the CRC-32 of what it read.
+
+    The restore's check pass keeps the CRC-32 of the stored bytes it
+    proved; the write pass computes it again over what it reads, and so
+    knows it decoded the very bytes that were checked.
+    """
+
+    def __init__(self, reader):
+        self._reader = reader
+        self.crc = 0
+
+    def read(self, size=-1):
+        data = self._reader.read(size)
+        self.crc = zlib.crc32(data, self.crc)
+        return data
+
+
+def _open_decoded(driver, container, obj, extra_metadata, crc=False):
     reader = driver.get_object_reader(container, obj.name,
                                       extra_metadata=extra_metadata)
-    return reader, compression.open_decoding_reader(obj.compression, reader)
+    source = CrcReader(reader) if crc else reader
+    return reader, source, compression.open_decoding_reader(obj.compression,
+                                                            source)
+
+
+def _check_decoded(driver, backup, obj, total, md5):
+    """Refuse data of the wrong length, or (if checked) the wrong MD5."""
+    if total != obj.length:
+        raise exception.CorruptBackup(
+            backup_id=backup['id'],
+            reason='object %s holds %s bytes of data, the metadata says '
+                   '%d' % (obj.name, total if total <= obj.length
+                           else 'more than %d' % obj.length, obj.length))
+    if md5 is None:
+        return
+    actual = md5.hexdigest()
+    if actual != obj.md5 and driver.settings.verify_checksums:
+        raise exception.ChecksumMismatch(
+            backup_id=backup['id'], object_name=obj.name,
+            expected=obj.md5, actual=actual)
+
+
+def _undecodable(backup, obj, error):
+    return exception.CorruptBackup(
+        backup_id=backup['id'],
+        reason='object %s cannot be decompressed (%s)' % (obj.name, error))
+
+
+def check_stored(driver, backup, container, obj, extra_metadata):
+    """Decode ``obj`` and check its length and MD5; nothing is kept.
+
+    Returns the CRC-32 of the stored bytes that were checked (see
+    :class:`CrcReader`).  An object stored raw is only hashed.  A
+    worker's job: the decoded data is hashed as it comes, in the
+    decoder's own steps, and dropped.
+    """
+    md5 = hashlib.md5(usedforsecurity=False)
+    step = driver.piece_bytes()
+    total = 0
+    with driver.get_object_reader(container, obj.name,
+                                  extra_metadata=extra_metadata) as reader:
+        source = CrcReader(reader)
+        decoded = compression.open_decoding_reader(obj.compression, source)
+        while total <= obj.length:
+            try:
+                data = decoded.read(step)
+            except ValueError as e:
+                raise _undecodable(backup, obj, e)
+            if not data:
+                break
+            total += len(data)
+            md5.update(data)
+    _check_decoded(driver, backup, obj, total, md5)
+    return source.crc
 
 
 def read_exactly(reader, size):
@@ -110,18 +182,23 @@ def read_exactly(reader, size):
 
 
 def decoded_pieces(driver, backup, container, obj, extra_metadata,
-                   decode_lane=None, md5_lane=None, depth=budget.LANE_DEPTH):
+                   decode_lane=None, md5_lane=None, depth=budget.LANE_DEPTH,
+                   stored_crc=None):
     """Yield the decompressed data of ``obj`` in pieces; check it.
 
     The length and (unless the driver's settings disable it) the MD5 are
     checked after the last piece: the generator raises CorruptBackup or
     ChecksumMismatch naming the object instead of finishing.  With lanes,
     reading and decompressing run ahead on one and the MD5 on another,
-    at most ``depth`` pieces each.
+    at most ``depth`` pieces each.  With ``stored_crc`` (the object was
+    checked before, see :mod:`~cinder_chunked_ext.engine.restore_check`)
+    no MD5 is computed: the CRC-32 of the stored bytes read must be that
+    one.
     """
-    reader, decoded = concurrency.execute(
-        _open_decoded, driver, container, obj, extra_metadata)
-    md5 = hashlib.md5(usedforsecurity=False)
+    crc = stored_crc is not None
+    reader, source, decoded = concurrency.execute(
+        _open_decoded, driver, container, obj, extra_metadata, crc)
+    md5 = None if crc else hashlib.md5(usedforsecurity=False)
     step = driver.piece_bytes()
     reads = collections.deque()
     digests = collections.deque()
@@ -139,16 +216,15 @@ def decoded_pieces(driver, backup, container, obj, extra_metadata,
             try:
                 data = next_piece()
             except ValueError as e:
-                raise exception.CorruptBackup(
-                    backup_id=backup['id'],
-                    reason='object %s cannot be decompressed (%s)'
-                           % (obj.name, e))
+                raise _undecodable(backup, obj, e)
             if not data:
                 break
             total += len(data)
             if total > obj.length:
                 break
-            if md5_lane is None:
+            if md5 is None:
+                pass
+            elif md5_lane is None:
                 md5.update(data)
             else:
                 while len(digests) >= depth:
@@ -164,17 +240,12 @@ def decoded_pieces(driver, backup, container, obj, extra_metadata,
                                           reader.__exit__, None, None, None)
         raise
     concurrency.execute(reader.__exit__, None, None, None)
-    if total != obj.length:
+    _check_decoded(driver, backup, obj, total, md5)
+    if crc and source.crc != stored_crc:
         raise exception.CorruptBackup(
             backup_id=backup['id'],
-            reason='object %s holds %s bytes of data, the metadata says '
-                   '%d' % (obj.name, total if total <= obj.length
-                           else 'more than %d' % obj.length, obj.length))
-    actual = md5.hexdigest()
-    if actual != obj.md5 and driver.settings.verify_checksums:
-        raise exception.ChecksumMismatch(
-            backup_id=backup['id'], object_name=obj.name,
-            expected=obj.md5, actual=actual)
+            reason='object %s changed since it was checked, before the '
+                   'first write of this restore' % obj.name)
 
 
 def _stored_if_small(driver, container, obj, extra_metadata, limit):
