@@ -126,9 +126,10 @@ class PlainCheckPassTestCase(ChainMixin, base.DriverTestCase):
                                                   len(data)))
         self.assertEqual(0, checks.call_count)
 
-    def test_restore_existing_checked_object_written_without_md5(self):
-        # The write pass proves it reads the checked bytes by their
-        # CRC-32, and hashes nothing with MD5.
+    def test_restore_existing_undamaged_chain_no_md5(self):
+        # The check pass compares block hashes (the sha256file), the
+        # write pass proves it reads the checked bytes by their CRC-32:
+        # nothing is hashed with MD5.
         chain, data = self.make_chain()
         real = objects.decoded_pieces
         crcs = []
@@ -147,7 +148,45 @@ class PlainCheckPassTestCase(ChainMixin, base.DriverTestCase):
         self.assertEqual(data, result)
         self.assertTrue(crcs)
         self.assertNotIn(None, crcs)
-        self.assertEqual(checks.call_count, md5.call_count)
+        self.assertGreater(checks.call_count, 0)
+        self.assertEqual(0, md5.call_count)
+
+    def _damage_sha256file(self, backup):
+        name = backup.service_metadata + '_sha256file'
+        doc = self.read_file(backup, name)
+        sha = self.sha256s(backup)[-1].encode()
+        flipped = bytes([sha[0] ^ 0x01]) + sha[1:]
+        self.write_file(backup, name, doc.replace(sha, flipped))
+
+    def test_restore_existing_damaged_sha256file_md5_decides_restored(self):
+        chain, data = self.make_chain()
+        for backup in chain.values():
+            self._damage_sha256file(backup)
+        md5 = self.useFixture(fixtures.MockPatchObject(
+            objects.hashlib, 'md5', wraps=objects.hashlib.md5)).mock
+        result = self.restore_bytes(chain['newest'], len(data),
+                                    volume_is_new=False, fill=MARK)
+        self.assertEqual(data, result)
+        self.assertGreaterEqual(md5.call_count, len(chain))
+
+    def test_restore_existing_damaged_object_and_sha256file_refused(self):
+        chain, data = self.make_chain()
+        self._damage_sha256file(chain['newest'])
+        self.damage_last(chain['newest'], _flip)
+        exc, target = self.restore_refused(chain['newest'], len(data),
+                                           exception.InvalidBackup)
+        self.assertIn(self.last_object(chain['newest']), str(exc))
+        self.assertEqual([], target.writes)
+
+    def test_restore_existing_unreadable_sha256file_md5_checked(self):
+        chain, data = self.make_chain()
+        backup = chain['base']
+        self.write_file(backup, backup.service_metadata + '_sha256file',
+                        b'not json')
+        self.damage_last(backup, _truncate)
+        _exc, target = self.restore_refused(chain['newest'], len(data),
+                                            exception.CorruptBackup)
+        self.assertEqual([], target.writes)
 
     def test_restore_existing_object_changed_after_check_refused(self):
         driver = self.make_driver(backup_compression_algorithm='none')
