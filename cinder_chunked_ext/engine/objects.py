@@ -149,10 +149,11 @@ def check_stored(driver, backup, container, obj, extra_metadata,
     hash block of the object, from its backup's sha256file) the content
     is checked block by block: a zero test for the blocks recorded as
     zeros, SHA-256 for the others, several times cheaper than MD5 of the
-    whole object.  The MD5 recorded in the metadata stays the authority:
-    an object that does not match its block hashes is checked again by
-    its MD5, and passes if that matches (a damaged sha256file must not
-    refuse a good backup).  A worker's job: the decoded data is hashed
+    whole object.  An object that does not match its block hashes is
+    checked again by the MD5 recorded in the metadata, and passes if
+    that matches: either record proves the object (a damaged sha256file,
+    or a damaged MD5, must not refuse a good object; ``verify`` reports
+    both).  A worker's job: the decoded data is hashed
     as it comes and dropped.
     """
     if block_hashes is not None:

@@ -23,8 +23,9 @@ operation's share of the bytes in flight, and proves it:
   block by block against its backup's sha256file where the object
   covers whole hash blocks (a zero test for zero blocks, SHA-256 for the
   others, several times cheaper than MD5), else, or when a block does
-  not match, by the MD5 of the metadata, which stays the authority (a
-  zero object recognised by its stored form is not even decompressed);
+  not match, by the MD5 of the metadata (either record proves the
+  object; a zero object recognised by its stored form is not even
+  decompressed);
   the CRC-32 of
   its stored bytes is kept, so that the write pass only has to prove
   that it reads the same bytes (CRC-32 of compressed data, about six
