@@ -339,11 +339,14 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
         return getattr(self, method)
 
     def _restore_v1(self, backup, volume_id, metadata, volume_file,
-                    volume_is_new, requested_backup):
-        """Restore the objects of one format 1.0.0 backup."""
+                    volume_is_new, requested_backup, checked=None):
+        """Restore the objects of one format 1.0.0 backup.
+
+        ``checked``: what the restore's check pass proved, by object name.
+        """
         restore_path.LayerRestore(self, backup, volume_id, metadata,
                                   volume_file, volume_is_new,
-                                  requested_backup).run()
+                                  requested_backup, checked=checked).run()
 
     # -- delete --------------------------------------------------------------
 

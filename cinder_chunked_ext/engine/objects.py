@@ -23,6 +23,7 @@ problem; the standalone tool's verify reports every problem it finds.
 import collections
 import hashlib
 import io
+import zlib
 
 from cinder_chunked_ext.engine import budget
 from cinder_chunked_ext.engine import compression
@@ -90,11 +91,149 @@ def object_list_difference(driver, backup, metadata):
     return sorted(expected - names), sorted(names - expected)
 
 
-def _open_decoded(driver, container, obj, extra_metadata):
-    reader = driver.get_data_object_reader(container, obj.name, obj.offset,
-                                           obj.length,
-                                           extra_metadata=extra_metadata)
-    return reader, compression.open_decoding_reader(obj.compression, reader)
+class CrcReader(object):
+    """``read(n)`` of another reader, keeping the CRC-32 of what it read.
+
+    The restore's check pass keeps the CRC-32 of the stored bytes it
+    proved; the write pass computes it again over what it reads, and so
+    knows it decoded the very bytes that were checked.
+    """
+
+    def __init__(self, reader):
+        self._reader = reader
+        self.crc = 0
+
+    def read(self, size=-1):
+        data = self._reader.read(size)
+        self.crc = zlib.crc32(data, self.crc)
+        return data
+
+
+def _open_decoded(driver, container, obj, extra_metadata, crc=False):
+    reader = driver.get_data_object_reader(
+        container, obj.name, obj.offset, obj.length,
+        extra_metadata=extra_metadata)
+    source = CrcReader(reader) if crc else reader
+    return reader, source, compression.open_decoding_reader(obj.compression,
+                                                            source)
+
+
+def _check_decoded(driver, backup, obj, total, md5):
+    """Refuse data of the wrong length, or (if checked) the wrong MD5."""
+    if total != obj.length:
+        raise exception.CorruptBackup(
+            backup_id=backup['id'],
+            reason='object %s holds %s bytes of data, the metadata says '
+                   '%d' % (obj.name, total if total <= obj.length
+                           else 'more than %d' % obj.length, obj.length))
+    if md5 is None:
+        return
+    actual = md5.hexdigest()
+    if actual != obj.md5 and driver.settings.verify_checksums:
+        raise exception.ChecksumMismatch(
+            backup_id=backup['id'], object_name=obj.name,
+            expected=obj.md5, actual=actual)
+
+
+def _undecodable(backup, obj, error):
+    return exception.CorruptBackup(
+        backup_id=backup['id'],
+        reason='object %s cannot be decompressed (%s)' % (obj.name, error))
+
+
+def check_stored(driver, backup, container, obj, extra_metadata,
+                 block_hashes=None):
+    """Decode ``obj`` and check its length and content; nothing is kept.
+
+    Returns the CRC-32 of the stored bytes that were checked (see
+    :class:`CrcReader`).  With ``block_hashes`` (the SHA-256 of each
+    hash block of the object, from its backup's sha256file) the content
+    is checked block by block: a zero test for the blocks recorded as
+    zeros, SHA-256 for the others, several times cheaper than MD5 of the
+    whole object.  An object that does not match its block hashes is
+    checked again by the MD5 recorded in the metadata, and passes if
+    that matches: either record proves the object (a damaged sha256file,
+    or a damaged MD5, must not refuse a good object; ``verify`` reports
+    both).  A worker's job: the decoded data is hashed
+    as it comes and dropped.
+    """
+    if block_hashes is not None:
+        crc = _check_by_blocks(driver, container, obj, extra_metadata,
+                               block_hashes)
+        if crc is not None:
+            return crc
+    md5 = hashlib.md5(usedforsecurity=False)
+    step = driver.piece_bytes()
+    total = 0
+    with driver.get_data_object_reader(
+            container, obj.name, obj.offset, obj.length,
+            extra_metadata=extra_metadata) as reader:
+        source = CrcReader(reader)
+        decoded = compression.open_decoding_reader(obj.compression, source)
+        while total <= obj.length:
+            try:
+                data = decoded.read(step)
+            except ValueError as e:
+                raise _undecodable(backup, obj, e)
+            if not data:
+                break
+            total += len(data)
+            md5.update(data)
+    _check_decoded(driver, backup, obj, total, md5)
+    return source.crc
+
+
+def _blocks_match(data, hashes, block, zero):
+    """True when each ``block`` of ``data`` has its hash in ``hashes``."""
+    if len(hashes) != -(-len(data) // block):
+        return False
+    if all(sha == zero for sha in hashes):
+        return pipeline.is_zero(data)
+    view = memoryview(data)
+    for index, sha in enumerate(hashes):
+        part = view[index * block:(index + 1) * block]
+        if sha == zero and len(part) == block:
+            if not pipeline.is_zero(part):
+                return False
+        elif hashlib.sha256(part).hexdigest() != sha:
+            return False
+    return True
+
+
+def _check_by_blocks(driver, container, obj, extra_metadata, block_hashes):
+    """The stored CRC-32 when ``obj`` matches its block hashes, else None.
+
+    Any problem (undecodable, wrong length, a block that differs) gives
+    None: the MD5 check that follows names it.
+    """
+    block = driver.sha_block_size_bytes
+    zero = pipeline.zero_sha256(block)
+    step = driver.piece_bytes()
+    first = total = 0
+    with driver.get_data_object_reader(
+            container, obj.name, obj.offset, obj.length,
+            extra_metadata=extra_metadata) as reader:
+        source = CrcReader(reader)
+        decoded = compression.open_decoding_reader(obj.compression, source)
+        while total < obj.length:
+            try:
+                data = read_exactly(decoded, min(step, obj.length - total))
+            except ValueError:
+                return None
+            if not data:
+                return None
+            count = -(-len(data) // block)
+            if not _blocks_match(data, block_hashes[first:first + count],
+                                 block, zero):
+                return None
+            first += count
+            total += len(data)
+        try:
+            if read_exactly(decoded, 1):
+                return None
+        except ValueError:
+            return None
+    return source.crc if first == len(block_hashes) else None
 
 
 def read_exactly(reader, size):
@@ -110,19 +249,42 @@ def read_exactly(reader, size):
     return b''.join(parts)
 
 
+def object_block_hashes(obj, sha256s, block):
+    """The hashes of ``obj``'s blocks in a sha256file's list, or None.
+
+    Only for an object that starts on a block and ends on one (or at
+    the end of the list): the hash of a block that the object shares
+    with its neighbour says nothing about the object alone.
+    """
+    if obj.offset % block:
+        return None
+    first = obj.offset // block
+    count = -(-obj.length // block)
+    if first + count > len(sha256s):
+        return None
+    if obj.length % block and first + count != len(sha256s):
+        return None
+    return sha256s[first:first + count]
+
+
 def decoded_pieces(driver, backup, container, obj, extra_metadata,
-                   decode_lane=None, md5_lane=None, depth=budget.LANE_DEPTH):
+                   decode_lane=None, md5_lane=None, depth=budget.LANE_DEPTH,
+                   stored_crc=None):
     """Yield the decompressed data of ``obj`` in pieces; check it.
 
     The length and (unless the driver's settings disable it) the MD5 are
     checked after the last piece: the generator raises CorruptBackup or
     ChecksumMismatch naming the object instead of finishing.  With lanes,
     reading and decompressing run ahead on one and the MD5 on another,
-    at most ``depth`` pieces each.
+    at most ``depth`` pieces each.  With ``stored_crc`` (the object was
+    checked before, see :mod:`~cinder_chunked_ext.engine.restore_check`)
+    no MD5 is computed: the CRC-32 of the stored bytes read must be that
+    one.
     """
-    reader, decoded = concurrency.execute(
-        _open_decoded, driver, container, obj, extra_metadata)
-    md5 = hashlib.md5(usedforsecurity=False)
+    crc = stored_crc is not None
+    reader, source, decoded = concurrency.execute(
+        _open_decoded, driver, container, obj, extra_metadata, crc)
+    md5 = None if crc else hashlib.md5(usedforsecurity=False)
     step = driver.piece_bytes()
     reads = collections.deque()
     digests = collections.deque()
@@ -140,16 +302,15 @@ def decoded_pieces(driver, backup, container, obj, extra_metadata,
             try:
                 data = next_piece()
             except ValueError as e:
-                raise exception.CorruptBackup(
-                    backup_id=backup['id'],
-                    reason='object %s cannot be decompressed (%s)'
-                           % (obj.name, e))
+                raise _undecodable(backup, obj, e)
             if not data:
                 break
             total += len(data)
             if total > obj.length:
                 break
-            if md5_lane is None:
+            if md5 is None:
+                pass
+            elif md5_lane is None:
                 md5.update(data)
             else:
                 while len(digests) >= depth:
@@ -165,17 +326,12 @@ def decoded_pieces(driver, backup, container, obj, extra_metadata,
                                           reader.__exit__, None, None, None)
         raise
     concurrency.execute(reader.__exit__, None, None, None)
-    if total != obj.length:
+    _check_decoded(driver, backup, obj, total, md5)
+    if crc and source.crc != stored_crc:
         raise exception.CorruptBackup(
             backup_id=backup['id'],
-            reason='object %s holds %s bytes of data, the metadata says '
-                   '%d' % (obj.name, total if total <= obj.length
-                           else 'more than %d' % obj.length, obj.length))
-    actual = md5.hexdigest()
-    if actual != obj.md5 and driver.settings.verify_checksums:
-        raise exception.ChecksumMismatch(
-            backup_id=backup['id'], object_name=obj.name,
-            expected=obj.md5, actual=actual)
+            reason='object %s changed since it was checked, before the '
+                   'first write of this restore' % obj.name)
 
 
 def _stored_if_small(driver, container, obj, extra_metadata, limit):

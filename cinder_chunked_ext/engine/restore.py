@@ -19,21 +19,29 @@
    objects actually stored (:func:`objects.object_list_difference`)
    before the first write: a damaged layer anywhere leaves the volume as
    it was.
-2. It restores the layers from the full backup up, each through the
+2. Over an existing volume (with ``verify_checksums_on_restore``, the
+   default), and for the sealed objects of encrypted backups onto any
+   volume, a check pass proves every object of every layer before the
+   first write (:mod:`~cinder_chunked_ext.engine.restore_check`): a
+   damaged or tampered object anywhere in the chain leaves the volume
+   untouched.
+3. It restores the layers from the full backup up, each through the
    driver's version-dispatched method (``_restore_v1`` for format
    1.0.0), which runs a :class:`LayerRestore`.
-3. A layer's objects are fetched, decompressed and verified (length and
-   MD5, :func:`objects.decoded_pieces`) ahead on the worker pool and
-   written in order once verified; the object at the head of the queue
-   that is too large to hold streams through three lanes (read and
-   decompress, MD5, write).  Onto a new volume, zero pieces are not
-   written (the volume is sparse) and zero objects of the base layer
-   are not even read.  Zero objects are otherwise recognised by their
-   stored bytes (:func:`objects.is_zero_object`) and not decompressed.
-   The volume is flushed after every object and synced at the end of
-   each layer and after every ``SYNC_BYTES`` written, and the requested
-   backup's status is re-read between objects: any status but
-   ``restoring`` cancels the restore.
+4. A layer's objects are fetched, decompressed and verified (length and
+   MD5, :func:`objects.decoded_pieces`; for an object the check pass
+   proved, the CRC-32 of the stored bytes instead of the MD5) ahead on
+   the worker pool and written in order once verified; the object at
+   the head of the queue that is too large to hold streams through
+   three lanes (read and decompress, MD5, write).  Onto a new volume,
+   zero pieces are not written (the volume is sparse) and zero objects
+   of the base layer are not even read.  Zero objects are otherwise
+   recognised by their stored bytes (:func:`objects.is_zero_object`, or
+   by the check pass) and not decompressed.  The volume is flushed
+   after every object and synced at the end of each layer and after
+   every ``SYNC_BYTES`` written, and the requested backup's status is
+   re-read between objects: any status but ``restoring`` cancels the
+   restore.
 """
 
 import collections
@@ -45,6 +53,7 @@ from cinder_chunked_ext.engine import budget
 from cinder_chunked_ext.engine import concurrency
 from cinder_chunked_ext.engine import objects
 from cinder_chunked_ext.engine import pipeline
+from cinder_chunked_ext.engine import restore_check
 from cinder_chunked_ext.engine import volume_io
 from cinder_chunked_ext import exception
 
@@ -71,12 +80,17 @@ def restore_chain(driver, backup, volume_id, volume_file, volume_is_new):
     metas = [metadata] + [driver._read_metadata(b) for b in chain[1:]]
     for layer, layer_meta in zip(chain, metas):
         _check_layer(driver, layer, layer_meta)
+    layers = list(reversed(list(zip(chain, metas))))
+    checked = restore_check.check_chain(
+        driver, layers, volume_is_new,
+        on_progress=lambda: check_status(backup, volume_id))
     restored = []
-    for layer, layer_meta in reversed(list(zip(chain, metas))):
+    for layer, layer_meta in layers:
         is_base = not layer.parent_id
         try:
             restore_layer(layer, volume_id, layer_meta, volume_file,
-                          volume_is_new and is_base, backup)
+                          volume_is_new and is_base, backup,
+                          checked=checked)
         except exception.BackupRestoreCancel:
             raise
         except Exception:
@@ -96,6 +110,15 @@ def restore_chain(driver, backup, volume_id, volume_file, volume_is_new):
                 raise exception.BackupOperationError(msg)
     LOG.info('Restore of backup %(id)s to volume %(volume)s finished.',
              {'id': backup['id'], 'volume': volume_id})
+
+
+def check_status(requested, volume_id):
+    """Cancel (BackupRestoreCancel) unless ``requested`` is restoring."""
+    with requested.as_read_deleted():
+        requested.refresh()
+    if requested.status != cinder_compat.BackupStatus.RESTORING:
+        raise exception.BackupRestoreCancel(back_id=requested['id'],
+                                            vol_id=volume_id)
 
 
 def _check_layer(driver, backup, metadata):
@@ -135,7 +158,7 @@ class LayerRestore(object):
     """
 
     def __init__(self, driver, backup, volume_id, metadata, volume_file,
-                 volume_is_new, requested_backup):
+                 volume_is_new, requested_backup, checked=None):
         self.driver = driver
         self.settings = driver.settings
         self.backup = backup
@@ -146,6 +169,8 @@ class LayerRestore(object):
         self.volume_file = volume_file
         self.volume_is_new = volume_is_new
         self.requested_backup = requested_backup
+        # What the check pass proved, by object name (may be empty).
+        self.checked = checked or {}
         self._lengths = collections.Counter()
         self._write = (volume_io.write_skipping_zeros if volume_is_new
                        else volume_io.write_at)
@@ -240,24 +265,34 @@ class LayerRestore(object):
     def _decoded(self, obj, lanes=None):
         decode_lane, md5_lane = (lanes[0], lanes[1]) if lanes else (None,
                                                                     None)
+        seen = self.checked.get(obj.name)
         return objects.decoded_pieces(
             self.driver, self.backup, self.container, obj,
             self.extra_metadata, decode_lane=decode_lane, md5_lane=md5_lane,
-            depth=self.op.lane_depth(self.driver.piece_bytes()))
+            depth=self.op.lane_depth(self.driver.piece_bytes()),
+            stored_crc=seen.stored_crc if seen is not None else None)
+
+    def _zero_pieces(self, obj):
+        """Nothing on a new volume; shared zero buffers otherwise."""
+        if self.volume_is_new:
+            return []
+        step = self.driver.piece_bytes()
+        return [pipeline.zeros(min(step, obj.length - start))
+                for start in range(0, obj.length, step)]
 
     def _fetch_verified(self, obj, lanes=None):
         """All of ``obj``'s data, decompressed and checked (a worker's job).
 
-        A zero object recognised by its stored bytes is not decompressed:
-        nothing to write on a new volume, shared zero buffers otherwise.
+        A zero object recognised by its stored bytes (here or by the
+        check pass) is not decompressed.
         """
-        if concurrency.execute(objects.is_zero_object, self.driver,
-                               self.container, obj, self.extra_metadata):
-            if self.volume_is_new:
-                return []
-            step = self.driver.piece_bytes()
-            return [pipeline.zeros(min(step, obj.length - start))
-                    for start in range(0, obj.length, step)]
+        seen = self.checked.get(obj.name)
+        if seen is not None and seen.zero:
+            return self._zero_pieces(obj)
+        if (seen is None or seen.stored_crc is None) and concurrency.execute(
+                objects.is_zero_object, self.driver, self.container, obj,
+                self.extra_metadata):
+            return self._zero_pieces(obj)
         return list(self._decoded(obj, lanes))
 
     def _write_pieces(self, offset, pieces):
@@ -273,16 +308,23 @@ class LayerRestore(object):
         """Restore one object through the lanes.
 
         An object small enough to hold is verified before any of it is
-        written.  A larger one onto an existing volume is verified in a
-        first pass so that bad data never overwrites good; onto a new
-        volume it is verified as it is written (the restore fails at that
-        object, naming it, and the new volume must not be used).
+        written.  A larger one is written as it is decoded once the
+        check pass proved it (it fails, naming the object, only if the
+        stored object changed since); onto an existing volume without a
+        check pass it is verified in a pass of its own first, so that
+        bad data never overwrites good; onto a new volume it is verified
+        as it is written (the restore fails at that object, naming it,
+        and the new volume must not be used).
         """
         verify = self.settings.verify_checksums
-        if verify and self._holdable(obj):
+        seen = self.checked.get(obj.name)
+        if (verify or seen is not None) and self._holdable(obj):
             self._write_pieces(obj.offset, self._fetch_verified(obj, lanes))
             return
-        if verify and not self.volume_is_new:
+        if seen is not None and seen.zero:
+            self._write_pieces(obj.offset, self._zero_pieces(obj))
+            return
+        if verify and seen is None and not self.volume_is_new:
             self._stream_decoded(lanes, obj, write=False)
         self._stream_decoded(lanes, obj, write=True)
 

@@ -98,8 +98,16 @@ pipeline_opts = [
                     'and the codecs\' state come on top.'),
     cfg.BoolOpt('verify_checksums_on_restore',
                 default=True,
-                help="Check every object's MD5 recorded at backup time "
-                     'before its data is written to the volume.'),
+                help='Check every object of a restore against what was '
+                     'recorded at backup time (its length and MD5, or the '
+                     'SHA-256 of its hash blocks) before its data is '
+                     'written. Over an existing volume every object of the '
+                     'backup chain is checked before the first write, so a '
+                     'damaged backup leaves the volume untouched; onto a '
+                     'new volume each object is checked before its own '
+                     'write. The objects of encrypted backups are always '
+                     'authenticated before the first write, whatever this '
+                     'says.'),
     cfg.IntOpt('full_backup_object_bytes',
                default=16 * MiB,
                min=0,

@@ -273,6 +273,20 @@ class OpeningReader(base.ObjectReader):
             return parts[0]
         return b''.join(parts)
 
+    def authenticate(self):
+        """Authenticate every segment not read yet; return no plaintext.
+
+        Returns the bytes of plaintext they hold.  Raises as :meth:`read`
+        does.  For a restore's check before its first write: the stored
+        object is proved to be the one sealed under its name and key
+        without decompressing it.
+        """
+        total = len(self._buffer) - self._offset
+        self._buffer, self._offset = b'', 0
+        while not self._finished:
+            total += len(self._next_segment())
+        return total
+
     def close(self):
         self._buffer = b''
         return self._inner.close()

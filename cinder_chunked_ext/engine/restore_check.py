@@ -1,0 +1,183 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The check pass of a restore: every object proved before the first write.
+
+A restore over an existing volume must leave it as it was when any
+object of the chain is damaged: a restore that fails half way would
+leave a volume that is neither the old one nor the backup.  So before
+the first write, :func:`check_chain` reads every object of every layer
+of the chain, on the worker pool, several at once within the
+operation's share of the bytes in flight, and proves it:
+
+* a plain object is decompressed and its length and content checked:
+  block by block against its backup's sha256file where the object
+  covers whole hash blocks (a zero test for zero blocks, SHA-256 for the
+  others, several times cheaper than MD5), else, or when a block does
+  not match, by the MD5 of the metadata (either record proves the
+  object; a zero object recognised by its stored form is not even
+  decompressed);
+  the CRC-32 of
+  its stored bytes is kept, so that the write pass only has to prove
+  that it reads the same bytes (CRC-32 of compressed data, about six
+  times cheaper than MD5 of the decompressed data) instead of hashing
+  it all again;
+* a sealed (encrypted) object is authenticated (AES-GCM, segment by
+  segment), not decompressed: once the ciphertext is the one sealed
+  under its name and key, its plaintext is the one the backup stored,
+  and the write pass authenticates every segment again as it reads it.
+
+Onto a new volume the check covers the sealed objects only (a tampered
+encrypted object must never reach any volume).  A plain backup restored
+onto a new volume keeps its single pass, each object verified before
+its own write: a new volume holds nothing to protect, a failed restore
+leaves it in ``error`` for Cinder to delete, and a check pass would cost
+a full read, decompression and MD5 of the backup.
+
+The objects are read in the order the write pass reads them (the full
+backup first), so on a repository that fits in the page cache the write
+pass reads them from memory.
+"""
+
+import dataclasses
+import typing
+
+from oslo_log import log as logging
+
+from cinder_chunked_ext.engine import budget
+from cinder_chunked_ext.engine import concurrency
+from cinder_chunked_ext.engine import objects
+from cinder_chunked_ext import exception
+
+LOG = logging.getLogger(__name__)
+
+# The requested backup's status is read again after this many objects.
+STATUS_EVERY = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """What the check pass proved about one object."""
+
+    #: All zeros: written as zeros (or skipped) without reading it again.
+    zero: bool = False
+    #: The CRC-32 of the stored bytes that were checked; None for a
+    #: sealed object, which its reader authenticates again.
+    stored_crc: typing.Optional[int] = None
+
+
+def is_sealed(driver, name):
+    """True when the data object ``name`` is read through a data key."""
+    keyring = getattr(driver, 'keyring', None)
+    if keyring is None:
+        return False
+    _held, key = keyring.lookup(name)
+    return key is not None
+
+
+def _block_hashes(driver, layer):
+    """The layer's sha256file hashes, or None when it cannot be read.
+
+    Only a faster way to check objects (see
+    :func:`objects.check_stored`): without it, their MD5 is checked.
+    """
+    try:
+        return driver._read_sha256file(layer).sha256s
+    except (exception.CorruptBackup, exception.ObjectNotFound) as e:
+        LOG.warning('The sha256file of backup %(id)s cannot be used to '
+                    'check its objects (%(error)s); checking their MD5.',
+                    {'id': layer['id'], 'error': e})
+        return None
+
+
+def planned(driver, layers, volume_is_new):
+    """``[(backup, metadata, object, sealed, block hashes)]`` to check.
+
+    ``layers`` are ``(backup, metadata)`` from the full backup up.
+    """
+    verify = driver.settings.verify_checksums and not volume_is_new
+    block = driver.sha_block_size_bytes
+    todo = []
+    for layer, meta in layers:
+        sha256s = None
+        for obj in meta.objects:
+            sealed = is_sealed(driver, obj.name)
+            if not (verify or sealed):
+                continue
+            hashes = None
+            if not sealed:
+                if sha256s is None:
+                    sha256s = _block_hashes(driver, layer) or []
+                hashes = objects.object_block_hashes(obj, sha256s, block)
+            todo.append((layer, meta, obj, sealed, hashes))
+    return todo
+
+
+def check_object(driver, layer, meta, obj, sealed, block_hashes=None):
+    """Prove one object; return its :class:`Checked` (a worker's job)."""
+    container = layer['container']
+    extra = meta.extra_metadata
+    if sealed:
+        with driver.get_data_object_reader(container, obj.name, obj.offset,
+                                           obj.length,
+                                           extra_metadata=extra) as reader:
+            authenticate = getattr(reader, 'authenticate', None)
+            if authenticate is not None:
+                authenticate()
+                return Checked()
+        # A reader that cannot authenticate without decoding: the
+        # plain object's check below reads all of it.
+    if objects.is_zero_object(driver, container, obj, extra):
+        return Checked(zero=True)
+    return Checked(stored_crc=objects.check_stored(
+        driver, layer, container, obj, extra, block_hashes=block_hashes))
+
+
+def check_chain(driver, layers, volume_is_new, on_progress=None):
+    """Check the objects of ``layers`` (full backup first); see module doc.
+
+    Returns ``{object name: Checked}``, empty when there is nothing to
+    check.  ``on_progress()`` is called every ``STATUS_EVERY`` objects
+    (the restore re-reads the requested backup's status there, and may
+    raise to cancel).  The first damaged object, in restore order, is
+    the error raised; the checks already running are waited for.
+    """
+    todo = planned(driver, layers, volume_is_new)
+    if not todo:
+        return {}
+    LOG.debug('Checking %(count)d objects of %(layers)d backup(s) before '
+              'the first write.', {'count': len(todo),
+                                   'layers': len(layers)})
+    checked = {}
+    piece = driver.piece_bytes()
+    with budget.for_settings(driver.settings).operation() as op:
+        # A check holds a piece or two at a time (stored and decoded):
+        # as many at once as the share allows, a few per worker.
+        window = concurrency.OrderedWindow(
+            op.cpu, lambda: min(2 * op.workers, op.share() // (2 * piece)))
+        try:
+            for count, (layer, meta, obj, sealed, hashes) in enumerate(
+                    todo):
+                while window.full:
+                    name, result = window.pop()
+                    checked[name] = result
+                if on_progress is not None and count % STATUS_EVERY == 0:
+                    on_progress()
+                window.submit(obj.name, check_object, driver, layer, meta,
+                              obj, sealed, hashes)
+            while len(window):
+                name, result = window.pop()
+                checked[name] = result
+        except BaseException:
+            window.drain()
+            raise
+    return checked
