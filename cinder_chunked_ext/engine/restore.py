@@ -226,7 +226,7 @@ class LayerRestore(object):
                                             self.volume_file)
                         unsynced = 0
                     else:
-                        concurrency.execute(self.volume_file.flush)
+                        concurrency.execute(volume_io.flush, self.volume_file)
                     concurrency.cooperative_yield()
             finally:
                 concurrency.wait_quietly(future for _obj, future in ahead)

@@ -258,7 +258,16 @@ def own_descriptor(volume_file):
     return fd, is_file and hasattr(os, 'SEEK_DATA')
 
 
+# The writes below run on a native worker thread (``concurrency.execute``
+# or a lane), one of eventlet's tpool threads.  A call on a
+# ``tpool.Proxy`` from there goes through ``tpool.execute`` only to be
+# called directly, after a lookup of the current thread under the
+# patched ``threading``; they call the object behind the proxy instead,
+# which is what the proxy ends up doing.
+
+
 def write_at(volume_file, offset, data):
+    volume_file = _proxied_object(volume_file)
     volume_file.seek(offset)
     volume_file.write(data)
 
@@ -269,6 +278,7 @@ def write_skipping_zeros(volume_file, offset, data, zero_block=ONE_MIB):
     Only correct on a target that reads as zeros (a new volume, before
     any layer wrote to it): that is how a restore stays sparse.
     """
+    volume_file = _proxied_object(volume_file)
     for start in range(0, len(data), zero_block):
         part = data[start:start + zero_block]
         if not pipeline.is_zero(part):
@@ -276,8 +286,13 @@ def write_skipping_zeros(volume_file, offset, data, zero_block=ONE_MIB):
             volume_file.write(part)
 
 
+def flush(volume_file):
+    _proxied_object(volume_file).flush()
+
+
 def flush_and_sync(volume_file):
     """Flush, and fsync when the file has a descriptor."""
+    volume_file = _proxied_object(volume_file)
     volume_file.flush()
     try:
         fileno = volume_file.fileno()
