@@ -230,17 +230,9 @@ class PasswordKeys(object):
         return data_key, self.wrap(data_key)
 
     def wrap(self, data_key):
-        """The reference of ``data_key`` wrapped under this password.
-
-        The salt of a key already derived (from the parent's reference,
-        when backing up an incremental) is used again: scrypt is slow on
-        purpose, and one derivation per process is enough.
-        """
+        """The reference of ``data_key`` wrapped under this password."""
         if self._salt is None:
-            with self._lock:
-                reusable = [salt for (salt, n, r, p) in self._derived
-                            if (n, r, p) == (SCRYPT_N, SCRYPT_R, SCRYPT_P)]
-            self._salt = reusable[0] if reusable else os.urandom(16)
+            self._salt = os.urandom(16)
         wrapping = self._wrapping_key(self._salt, SCRYPT_N, SCRYPT_R,
                                       SCRYPT_P)
         nonce = os.urandom(12)

@@ -53,26 +53,6 @@ class PasswordKeysTestCase(testtools.TestCase):
             self.assertRaises(exception.BackupKeyUnavailable,
                               keys.PasswordKeys(b'secret').get_key, bad, 'b')
 
-    def test_incremental_process_derives_password_key_once(self):
-        # One process opens the parent's key, then wraps the new backup's.
-        _key, parent_ref = keys.PasswordKeys(b'secret').new_key('full')
-        real = keys.derive_password_key
-        calls = []
-
-        def counting(*args):
-            calls.append(args[1])
-            return real(*args)
-        self.useFixture(fixtures.MockPatchObject(
-            keys, 'derive_password_key', counting))
-        source = keys.PasswordKeys(b'secret')
-        source.get_key(parent_ref, 'full')
-        data_key, ref = source.new_key('incr')
-        self.assertEqual(1, len(calls))
-        self.assertEqual(parent_ref['salt'], ref['salt'])
-        self.assertNotEqual(parent_ref['nonce'], ref['nonce'])
-        self.assertEqual(data_key,
-                         keys.PasswordKeys(b'secret').get_key(ref, 'incr'))
-
     def test_empty_password_refused(self):
         self.assertRaises(exception.EncryptionError, keys.PasswordKeys, b'')
 
