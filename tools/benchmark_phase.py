@@ -60,6 +60,10 @@ def parse_args(argv):
         parser.add_argument('--' + name)
     parser.add_argument('--chunk-size', type=int)
     parser.add_argument('--encryption', default='none')
+    parser.add_argument('--key-manager-file',
+                        help='Encrypted backups keep their keys in a key '
+                             'manager (tools/benchmark_keys.py) whose keys '
+                             'are in this file, not under a password.')
     parser.add_argument('--concurrency', choices=('eventlet', 'threading'),
                         default='eventlet')
     return parser.parse_args(argv)
@@ -162,11 +166,12 @@ def driver_builder(args, backend, location, book, size_gib):
     conf = cfg.CONF
     # Phase processes of the load benchmark have no --encryption.
     encryption = getattr(args, 'encryption', 'none')
+    key_file = getattr(args, 'key_manager_file', None)
     if args.impl == 'upstream':
         driver_factory = upstream_factory(backend, book)
     else:
         driver_factory = ours_factory(backend, book, size_gib,
-                                      encryption != 'none')
+                                      encryption != 'none' and not key_file)
     conf([], project='cinder')
     if args.impl == 'upstream':
         # The drivers' base class disposes of the database engine when it
@@ -176,6 +181,11 @@ def driver_builder(args, backend, location, book, size_gib):
     if encryption != 'none':
         conf.set_override('encryption', encryption,
                           group='chunked_backup')
+    if args.impl != 'upstream' and key_file:
+        import benchmark_keys
+        os.environ[benchmark_keys.PATH_VARIABLE] = key_file
+        from castellan import options as castellan_options
+        castellan_options.set_defaults(conf, backend=benchmark_keys.BACKEND)
     backend.configure(conf, location, args.chunk_size)
     patched = []
 
