@@ -165,11 +165,9 @@ def check_stored(driver, backup, container, obj, extra_metadata,
     md5 = hashlib.md5(usedforsecurity=False)
     step = driver.piece_bytes()
     total = 0
-    with driver.get_data_object_reader(
-            container, obj.name, obj.offset, obj.length,
-            extra_metadata=extra_metadata) as reader:
-        source = CrcReader(reader)
-        decoded = compression.open_decoding_reader(obj.compression, source)
+    reader, source, decoded = _open_decoded(driver, container, obj,
+                                            extra_metadata, crc=True)
+    with reader:
         while total <= obj.length:
             try:
                 data = decoded.read(step)
@@ -210,11 +208,9 @@ def _check_by_blocks(driver, container, obj, extra_metadata, block_hashes):
     zero = pipeline.zero_sha256(block)
     step = driver.piece_bytes()
     first = total = 0
-    with driver.get_data_object_reader(
-            container, obj.name, obj.offset, obj.length,
-            extra_metadata=extra_metadata) as reader:
-        source = CrcReader(reader)
-        decoded = compression.open_decoding_reader(obj.compression, source)
+    reader, source, decoded = _open_decoded(driver, container, obj,
+                                            extra_metadata, crc=True)
+    with reader:
         while total < obj.length:
             try:
                 data = read_exactly(decoded, min(step, obj.length - total))

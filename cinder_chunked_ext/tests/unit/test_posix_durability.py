@@ -95,6 +95,30 @@ class DirectorySyncTestCase(testtools.TestCase):
         self.assertIn(('sync', 'repo/ab/cd/abcd-1'), self.events[renamed:])
 
 
+def record_durability(test):
+    """Record file syncs, renames and directory syncs, in order.
+
+    Returns the list that ``(kind, base name)`` events are appended to:
+    kind ``file``, ``rename`` or ``dir``.  The real calls still happen.
+    """
+    events = []
+    real = {'file': file_durability.fsync_file,
+            'dir': file_durability.fsync_directory,
+            'rename': os.rename}
+
+    def recorder(kind):
+        def record(*args):
+            events.append((kind, os.path.basename(args[-1])))
+            return real[kind](*args)
+        return record
+    for kind, name in (('file', 'fsync_file'), ('dir', 'fsync_directory')):
+        test.useFixture(fixtures.MockPatchObject(
+            file_durability, name, recorder(kind)))
+    test.useFixture(fixtures.MockPatchObject(
+        file_durability.os, 'rename', recorder('rename')))
+    return events
+
+
 class BarrierTestCase(testtools.TestCase):
     """Objects written through a barrier: synced, renamed, then listed."""
 
@@ -102,22 +126,7 @@ class BarrierTestCase(testtools.TestCase):
         super().setUp()
         top = self.useFixture(fixtures.TempDir()).path
         self.root = os.path.join(top, 'repo')
-        self.events = []
-        real = {'file': file_durability.fsync_file,
-                'dir': file_durability.fsync_directory,
-                'rename': os.rename}
-
-        def recorder(kind):
-            def record(*args):
-                self.events.append((kind, os.path.basename(args[-1])))
-                return real[kind](*args)
-            return record
-        for kind, name in (('file', 'fsync_file'),
-                           ('dir', 'fsync_directory')):
-            self.useFixture(fixtures.MockPatchObject(
-                file_durability, name, recorder(kind)))
-        self.useFixture(fixtures.MockPatchObject(
-            file_durability.os, 'rename', recorder('rename')))
+        self.events = record_durability(self)
         self.store = posix.PosixStore(self.root)
         self.store.put_container('ab/cd/abcd-1')
         self.directory = os.path.join(self.root, 'ab/cd/abcd-1')
@@ -201,22 +210,7 @@ class BackupDurabilityTestCase(testtools.TestCase):
         self.env = fakes.FakeEnvironment()
         self.driver = drivers_posix.PosixBackupDriver(
             fakes.FakeContext(self.env), backup_path=self.repo)
-        self.events = []
-        real = {'file': file_durability.fsync_file,
-                'dir': file_durability.fsync_directory,
-                'rename': os.rename}
-
-        def recorder(kind):
-            def record(*args):
-                self.events.append((kind, os.path.basename(args[-1])))
-                return real[kind](*args)
-            return record
-        for kind, name in (('file', 'fsync_file'),
-                           ('dir', 'fsync_directory')):
-            self.useFixture(fixtures.MockPatchObject(
-                file_durability, name, recorder(kind)))
-        self.useFixture(fixtures.MockPatchObject(
-            file_durability.os, 'rename', recorder('rename')))
+        self.events = record_durability(self)
 
     def backup(self, data, parent=None):
         fields = {}
