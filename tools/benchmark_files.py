@@ -31,12 +31,14 @@ JSON line: wall and CPU seconds, files, bytes.
 """
 
 import argparse
+import functools
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchmark_phase  # noqa: E402 - the directory of this script
+import benchmark_load_phase  # noqa: E402 - the directory of this script
+import benchmark_phase  # noqa: E402
 
 SCRIPT = os.path.abspath(__file__)
 DEFAULT_SMALL_WRITES = 4
@@ -170,18 +172,9 @@ def write_files(directory, names, data, sync):
 def run_writers(concurrency, tasks):
     """Run every task at once on native threads; wait for them."""
     if concurrency == 'eventlet':
-        import eventlet
         from eventlet import tpool
-        threads = [eventlet.spawn(tpool.execute, task) for task in tasks]
-        for thread in threads:
-            thread.wait()
-        return
-    import threading
-    threads = [threading.Thread(target=task) for task in tasks]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+        tasks = [functools.partial(tpool.execute, task) for task in tasks]
+    benchmark_load_phase.run_all(concurrency, tasks)
 
 
 def main(argv=None):

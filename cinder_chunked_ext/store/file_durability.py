@@ -38,22 +38,22 @@ from cinder_chunked_ext import locks
 from cinder_chunked_ext.store import base
 
 
-def fsync_directory(path):
-    """fsync the directory at ``path`` (a link to one is followed)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def _fsync(path, flags):
+    fd = os.open(path, os.O_RDONLY | flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_directory(path):
+    """fsync the directory at ``path`` (a link to one is followed)."""
+    _fsync(path, os.O_DIRECTORY)
 
 
 def fsync_file(path):
     """fsync the file at ``path``, never through a symbolic link."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync(path, os.O_NOFOLLOW)
 
 
 class DirectorySyncs(object):

@@ -200,21 +200,25 @@ class KeyringTestCase(testtools.TestCase):
         ring.release('p')
         self.assertEqual((False, None), ring.lookup('p-00002'))
 
-    def test_sealed_store_passes_unheld_names_unchanged(self):
+    @staticmethod
+    def sealed_memory_store(held=True):
+        """``(memory store, sealed store over it)``; ``p``* sealed if held."""
         store = memory.MemoryStore()
         store.put_container('c')
-        wrapped = sealed.SealedStore(store, sealed.Keyring())
+        ring = sealed.Keyring()
+        if held:
+            ring.hold('p', KEY)
+        return store, sealed.SealedStore(store, ring)
+
+    def test_sealed_store_passes_unheld_names_unchanged(self):
+        store, wrapped = self.sealed_memory_store(held=False)
         with wrapped.open_writer('c', 'p-00001') as writer:
             writer.write(b'plain')
         with store.open_reader('c', 'p-00001') as reader:
             self.assertEqual(b'plain', reader.read())
 
     def test_sealed_store_round_trip_with_placement(self):
-        store = memory.MemoryStore()
-        store.put_container('c')
-        ring = sealed.Keyring()
-        ring.hold('p', KEY)
-        wrapped = sealed.SealedStore(store, ring)
+        store, wrapped = self.sealed_memory_store()
         with wrapped.open_writer('c', 'p-00001', placement=PLACE) as writer:
             writer.write(b'secret')
         with wrapped.open_reader('c', 'p-00001', placement=PLACE) as reader:
@@ -223,11 +227,7 @@ class KeyringTestCase(testtools.TestCase):
             self.assertNotIn(b'secret', reader.read())
 
     def test_sealed_store_encrypted_object_without_placement_refused(self):
-        store = memory.MemoryStore()
-        store.put_container('c')
-        ring = sealed.Keyring()
-        ring.hold('p', KEY)
-        wrapped = sealed.SealedStore(store, ring)
+        store, wrapped = self.sealed_memory_store()
         for method in (wrapped.open_writer, wrapped.open_reader):
             error = self.assertRaises(exception.EncryptionError, method,
                                       'c', 'p-00001')
