@@ -112,13 +112,17 @@ def restore_chain(driver, backup, volume_id, volume_file, volume_is_new):
              {'id': backup['id'], 'volume': volume_id})
 
 
-def check_status(requested, volume_id):
-    """Cancel (BackupRestoreCancel) unless ``requested`` is restoring."""
+def check_status(requested, volume_id, backup_id=None):
+    """Cancel (BackupRestoreCancel) unless ``requested`` is restoring.
+
+    ``backup_id``: the layer being restored, named in the error
+    (default: the requested backup).
+    """
     with requested.as_read_deleted():
         requested.refresh()
     if requested.status != cinder_compat.BackupStatus.RESTORING:
-        raise exception.BackupRestoreCancel(back_id=requested['id'],
-                                            vol_id=volume_id)
+        raise exception.BackupRestoreCancel(
+            back_id=backup_id or requested['id'], vol_id=volume_id)
 
 
 def _check_layer(driver, backup, metadata):
@@ -240,12 +244,7 @@ class LayerRestore(object):
         return obj.length <= self.op.share() // 2
 
     def _check_status(self):
-        requested = self.requested_backup
-        with requested.as_read_deleted():
-            requested.refresh()
-        if requested.status != cinder_compat.BackupStatus.RESTORING:
-            raise exception.BackupRestoreCancel(back_id=self.backup['id'],
-                                                vol_id=self.volume_id)
+        check_status(self.requested_backup, self.volume_id, self.backup['id'])
 
     def _known_zeros(self, obj):
         """True for an all-zero object that a new volume already holds.
