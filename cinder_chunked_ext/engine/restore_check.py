@@ -62,6 +62,8 @@ LOG = logging.getLogger(__name__)
 
 # The requested backup's status is read again after this many objects.
 STATUS_EVERY = 64
+#: At most this many small objects are checked in one worker task.
+BATCH_OBJECTS = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,14 +144,48 @@ def check_object(driver, layer, meta, obj, sealed, block_hashes=None):
         driver, layer, container, obj, extra, block_hashes=block_hashes))
 
 
+def _batches(todo, piece):
+    """``todo`` cut into runs that one worker task checks in order.
+
+    A batch is one object larger than a piece, or up to ``BATCH_OBJECTS``
+    smaller ones holding at most a piece of data between them: an
+    incremental's changed runs are thousands of objects of a few hash
+    blocks, and one task (a round trip to a worker thread) for each
+    costs more than checking it.  A batch still holds one object at a
+    time, so the bytes in flight are as they were.
+    """
+    batch, data = [], 0
+    for entry in todo:
+        length = entry[2].length
+        if batch and (len(batch) >= BATCH_OBJECTS or data + length > piece):
+            yield batch
+            batch, data = [], 0
+        batch.append(entry)
+        data += length
+    if batch:
+        yield batch
+
+
+def check_batch(driver, batch):
+    """:func:`check_object` for each entry in turn (a worker's job).
+
+    Returns ``[(object name, Checked)]``; the first damaged object is the
+    error raised.
+    """
+    return [(obj.name, check_object(driver, layer, meta, obj, sealed,
+                                    hashes))
+            for layer, meta, obj, sealed, hashes in batch]
+
+
 def check_chain(driver, layers, volume_is_new, on_progress=None):
     """Check the objects of ``layers`` (full backup first); see module doc.
 
     Returns ``{object name: Checked}``, empty when there is nothing to
-    check.  ``on_progress()`` is called every ``STATUS_EVERY`` objects
-    (the restore re-reads the requested backup's status there, and may
-    raise to cancel).  The first damaged object, in restore order, is
-    the error raised; the checks already running are waited for.
+    check.  ``on_progress()`` is called before the first batch and then
+    at least every ``STATUS_EVERY`` objects (the restore re-reads the
+    requested backup's status there, and may raise to cancel).  The
+    first damaged object, in restore order, is the error raised; the
+    checks already running are waited for.
     """
     todo = planned(driver, layers, volume_is_new)
     if not todo:
@@ -164,19 +200,20 @@ def check_chain(driver, layers, volume_is_new, on_progress=None):
         # as many at once as the share allows, a few per worker.
         window = concurrency.OrderedWindow(
             op.cpu, lambda: min(2 * op.workers, op.share() // (2 * piece)))
+        since_progress = None
         try:
-            for count, (layer, meta, obj, sealed, hashes) in enumerate(
-                    todo):
+            for batch in _batches(todo, piece):
                 while window.full:
-                    name, result = window.pop()
-                    checked[name] = result
-                if on_progress is not None and count % STATUS_EVERY == 0:
+                    checked.update(window.pop()[1])
+                if on_progress is not None and (
+                        since_progress is None or
+                        since_progress >= STATUS_EVERY):
                     on_progress()
-                window.submit(obj.name, check_object, driver, layer, meta,
-                              obj, sealed, hashes)
+                    since_progress = 0
+                since_progress = (since_progress or 0) + len(batch)
+                window.submit(None, check_batch, driver, batch)
             while len(window):
-                name, result = window.pop()
-                checked[name] = result
+                checked.update(window.pop()[1])
         except BaseException:
             window.drain()
             raise

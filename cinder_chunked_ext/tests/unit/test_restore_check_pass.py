@@ -25,6 +25,7 @@ import ddt
 import fixtures
 
 from cinder_chunked_ext.engine import objects
+from cinder_chunked_ext.engine import restore
 from cinder_chunked_ext.engine import restore_check
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.store import sealed
@@ -117,6 +118,29 @@ class PlainCheckPassTestCase(ChainMixin, base.DriverTestCase):
         self.assertEqual(data, result)
         count = sum(len(self.objects(b)) for b in chain.values())
         self.assertEqual(count, checks.call_count)
+
+    def test_check_pass_small_objects_share_worker_tasks(self):
+        # One worker task per object costs more than checking a small
+        # one: consecutive small objects are checked by one task, and the
+        # status is still read every few objects.
+        chain, data = self.make_chain()
+        tasks = self.useFixture(fixtures.MockPatchObject(
+            restore_check, 'check_batch',
+            wraps=restore_check.check_batch)).mock
+        checks = self.useFixture(fixtures.MockPatchObject(
+            restore_check, 'check_object',
+            wraps=restore_check.check_object)).mock
+        self.useFixture(fixtures.MockPatchObject(
+            restore_check, 'STATUS_EVERY', 2))
+        status = self.useFixture(fixtures.MockPatchObject(
+            restore, 'check_status', wraps=restore.check_status)).mock
+        result = self.restore_bytes(chain['newest'], len(data),
+                                    volume_is_new=False, fill=MARK)
+        self.assertEqual(data, result)
+        count = sum(len(self.objects(b)) for b in chain.values())
+        self.assertEqual(count, checks.call_count)
+        self.assertLess(tasks.call_count, count)
+        self.assertGreaterEqual(status.call_count, count // 3)
 
     def test_restore_new_plain_single_pass_no_check(self):
         chain, data = self.make_chain()
