@@ -51,6 +51,7 @@ both versions.
 Readers and writers run on worker threads: they must not log.
 """
 
+import itertools
 import os
 import struct
 import typing
@@ -114,17 +115,38 @@ def sealed_size(plain_bytes):
     return HEADER.size + plain_bytes + segments * TAG_BYTES
 
 
+class Salts(object):
+    """Object salts, never the same twice, without a system call each.
+
+    A random part drawn once (24 bytes) and a counter (8 bytes): the
+    salts of one instance differ by their counter, those of two by their
+    random part.  ``os.urandom`` per object would cost a system call,
+    and with it a round trip of the GIL, per object on the worker
+    threads.  ``next()`` of an ``itertools.count`` is atomic under the
+    GIL.  Make one per driver (after any fork), not at import.
+    """
+
+    def __init__(self):
+        self._random = os.urandom(SALT_BYTES - 8)
+        self._counter = itertools.count()
+
+    def next(self):
+        return self._random + next(self._counter).to_bytes(8, 'big')
+
+
 class SealingWriter(base.ObjectWriter):
     """Encrypts what it is given, a segment at a time, into ``inner``.
 
     ``placement``: the offset and length the backup's metadata will
-    record for the object named ``name``.
+    record for the object named ``name``; ``salt``: the object's own
+    (from :class:`Salts`; a random one when not given).
     """
 
-    def __init__(self, inner, data_key, name, placement):
+    def __init__(self, inner, data_key, name, placement, salt=None):
         super().__init__()
         self._inner = inner
-        salt = os.urandom(SALT_BYTES)
+        if salt is None:
+            salt = os.urandom(SALT_BYTES)
         self._header = HEADER.pack(MAGIC, FORMAT, SEGMENT_LOG2, 0, salt)
         self._aead = aead.AESGCM(object_key(data_key, salt))
         self._aad = _aad(self._header, FORMAT, name, placement)
@@ -138,13 +160,15 @@ class SealingWriter(base.ObjectWriter):
         self._index += 1
         return sealed
 
-    def _start(self):
+    def _emit(self, sealed):
         if not self._started:
+            # The header and the first segment in one write: a small
+            # object is then one write (one system call) in all.
             self._started = True
-            self._inner.write(self._header)
+            sealed = self._header + sealed
+        self._inner.write(sealed)
 
     def _write(self, data):
-        self._start()
         view = memoryview(data).cast('B')
         if self._pending:
             room = SEGMENT_BYTES - len(self._pending)
@@ -152,18 +176,17 @@ class SealingWriter(base.ObjectWriter):
             view = view[room:]
             if len(self._pending) < SEGMENT_BYTES:
                 return
-            self._inner.write(self._seal(bytes(self._pending), False))
+            self._emit(self._seal(bytes(self._pending), False))
             self._pending = bytearray()
         # Whole segments straight from the caller's buffer.
         while len(view) >= SEGMENT_BYTES:
-            self._inner.write(self._seal(view[:SEGMENT_BYTES], False))
+            self._emit(self._seal(view[:SEGMENT_BYTES], False))
             view = view[SEGMENT_BYTES:]
         if len(view):
             self._pending += view
 
     def _commit(self):
-        self._start()
-        self._inner.write(self._seal(bytes(self._pending), True))
+        self._emit(self._seal(bytes(self._pending), True))
         self._pending = bytearray()
         self._inner.commit()
 
@@ -364,6 +387,7 @@ class SealedStore(object):
         self._store = store
         self.keyring = keyring
         self.strict = strict
+        self._salts = Salts()
 
     @property
     def inner(self):
@@ -393,7 +417,8 @@ class SealedStore(object):
                                         **base.barrier_argument(barrier))
         if key is None:
             return inner
-        return SealingWriter(inner, key, name, placement)
+        return SealingWriter(inner, key, name, placement,
+                             salt=self._salts.next())
 
     def open_reader(self, container, name, extra_metadata=None,
                     placement=None):

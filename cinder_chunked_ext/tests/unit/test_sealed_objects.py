@@ -14,6 +14,7 @@
 
 import io
 import os
+from unittest import mock
 
 import ddt
 import testtools
@@ -233,3 +234,45 @@ class KeyringTestCase(testtools.TestCase):
                                       'c', 'p-00001')
             self.assertIn('p-00001', str(error))
         self.assertEqual([], store.list_objects('c', 'p'))
+
+    def test_sealed_store_salts_unique_without_urandom_per_object(self):
+        # A system call per object (os.urandom) is a round trip of the
+        # GIL on a busy worker thread: salts come from a counter after
+        # one random draw per store, and still never repeat.
+        stores = [self.sealed_memory_store() for _ in range(2)]
+        real_urandom = os.urandom
+        with mock.patch.object(sealed.os, 'urandom',
+                               side_effect=real_urandom) as urandom:
+            for number in range(1, 51):
+                for _store, wrapped in stores:
+                    with wrapped.open_writer('c', 'p-%05d' % number,
+                                             placement=PLACE) as writer:
+                        writer.write(b'x')
+        self.assertEqual(0, urandom.call_count)
+        salts = set()
+        for store, wrapped in stores:
+            for number in range(1, 51):
+                name = 'p-%05d' % number
+                with store.open_reader('c', name) as reader:
+                    salts.add(sealed.HEADER.unpack(
+                        reader.read(sealed.HEADER.size))[4])
+                with wrapped.open_reader('c', name,
+                                         placement=PLACE) as reader:
+                    self.assertEqual(b'x', reader.read())
+        self.assertEqual(100, len(salts))
+
+    def test_small_object_one_write(self):
+        for size in (0, 5, SEG - 1):
+            store = memory.MemoryStore()
+            store.put_container('c')
+            inner = store.open_writer('c', NAME)
+            with mock.patch.object(inner, 'write',
+                                   wraps=inner.write) as write:
+                writer = sealed.SealingWriter(inner, KEY, NAME, PLACE)
+                writer.write(b'\x01' * size)
+                writer.commit()
+            self.assertEqual(1, write.call_count)
+            with store.open_reader('c', NAME) as reader:
+                stored = reader.read()
+            self.assertEqual(sealed.sealed_size(size), len(stored))
+            self.assertEqual(b'\x01' * size, unseal(stored))
