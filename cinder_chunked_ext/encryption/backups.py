@@ -115,16 +115,20 @@ class BackupEncryption(object):
                 reason='encryption is %s but no key source is configured'
                        % self.cipher)
         source = self.sources.new_keys
-        data_key, ref = source.new_key(backup_id)
+        if hasattr(source, 'new_unwrapped_key'):
+            # Wrapped when the first document is sealed (see there).
+            data_key, ref = source.new_unwrapped_key(), None
+        else:
+            data_key, ref = source.new_key(backup_id)
         self._new[backup_id] = (data_key, ref)
         discarded = []
         try:
             yield lambda: discarded.append(True)
         except BaseException:
-            self._drop_new_key(backup, source, ref)
+            self._drop_new_key(backup, source, self._new[backup_id][1])
             raise
         finally:
-            self._new.pop(backup_id, None)
+            _key, ref = self._new.pop(backup_id)
         if discarded:
             self._drop_new_key(backup, source, ref)
 
@@ -132,6 +136,8 @@ class BackupEncryption(object):
         prefix = backup['service_metadata']
         if prefix:
             self.keyring.release(prefix)
+        if ref is None:
+            return      # never wrapped, never stored anywhere
         try:
             source.delete_key(ref, backup['id'])
         except exception.BackupKeyUnavailable as e:
@@ -153,6 +159,11 @@ class BackupEncryption(object):
         if created is None:
             return pieces
         data_key, ref = created
+        if ref is None:
+            # A key wrapped only now: an incremental has opened its
+            # parent's by now, and a password source reuses that scrypt.
+            ref = self.sources.new_keys.wrap(data_key)
+            self._new[backup['id']] = (data_key, ref)
         return documents.seal(
             data_key, name, backup['id'], ref, pieces,
             documents.SHA256FILE_FIELDS if is_sha256file else None)

@@ -226,20 +226,44 @@ class PasswordKeys(object):
         return known
 
     def new_key(self, backup_id):
-        data_key = os.urandom(KEY_BYTES)
+        data_key = self.new_unwrapped_key()
         return data_key, self.wrap(data_key)
+
+    @staticmethod
+    def new_unwrapped_key():
+        """A new data key, to :meth:`wrap` later.
+
+        A backup wraps its key when it seals its first document: by then
+        an incremental has opened its parent's key, and the wrap reuses
+        that derivation (scrypt costs a tenth of a second or more each
+        time, on purpose).
+        """
+        return os.urandom(KEY_BYTES)
+
+    def _salt_to_wrap_with(self):
+        """A salt whose key is already derived here, or a new one.
+
+        One password and one salt give one wrapping key, and each wrap
+        has a random nonce: backups may share a salt as restic's keys
+        share one per repository.
+        """
+        defaults = (SCRYPT_N, SCRYPT_R, SCRYPT_P)
+        with self._lock:
+            if self._salt is None:
+                known = [salt for salt, *params in self._derived
+                         if tuple(params) == defaults]
+                self._salt = known[0] if known else os.urandom(16)
+            return self._salt
 
     def wrap(self, data_key):
         """The reference of ``data_key`` wrapped under this password."""
-        if self._salt is None:
-            self._salt = os.urandom(16)
-        wrapping = self._wrapping_key(self._salt, SCRYPT_N, SCRYPT_R,
-                                      SCRYPT_P)
+        salt = self._salt_to_wrap_with()
+        wrapping = self._wrapping_key(salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
         nonce = os.urandom(12)
         wrapped = aead.AESGCM(wrapping).encrypt(nonce, data_key, _WRAP_AAD)
         return {'manager': self.name, 'kdf': 'scrypt',
                 'n': SCRYPT_N, 'r': SCRYPT_R, 'p': SCRYPT_P,
-                'salt': _b64(self._salt), 'nonce': _b64(nonce),
+                'salt': _b64(salt), 'nonce': _b64(nonce),
                 'wrapped': _b64(wrapped)}
 
     def get_key(self, ref, backup_id):

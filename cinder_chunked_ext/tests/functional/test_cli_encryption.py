@@ -14,6 +14,7 @@
 
 import os
 
+from cinder_chunked_ext.encryption import documents
 from cinder_chunked_ext.tests.functional import test_cli
 
 CHUNK = test_cli.CHUNK
@@ -76,6 +77,24 @@ class CliEncryptionTestCase(test_cli.CliTestCase):
                                   incr['container'],
                                   incr['service_metadata'])
         self.assertTrue(doc['ok'])
+
+    def test_incremental_derives_password_key_once(self):
+        # scrypt is slow on purpose: an incremental wraps its new key
+        # under the key derived for its parent (the same salt), instead
+        # of deriving a second one.
+        full = self.create()
+        test_cli.overwrite(self.volume, 5, b'changed')
+        incr = self.create('--incremental')
+        refs = []
+        for backup in (full, incr):
+            path = os.path.join(self.repo, backup['container'],
+                                backup['service_metadata'] + '_metadata')
+            refs.append(documents.key_reference(self.read(path)))
+        self.assertEqual(refs[0]['salt'], refs[1]['salt'])
+        self.assertNotEqual(refs[0]['wrapped'], refs[1]['wrapped'])
+        target = os.path.join(self.tmp, 'restored.img')
+        self.run_cli('restore', incr['id'], target)
+        self.assertEqual(self.read(self.volume), self.read(target))
 
     def test_password_from_environment(self):
         self.env['CINDER_CHUNKED_BACKUP_PASSWORD_FILE'] = self.password

@@ -15,6 +15,7 @@
 import base64
 import logging
 import os
+from unittest import mock
 
 import fixtures
 import testtools
@@ -44,6 +45,19 @@ class PasswordKeysTestCase(testtools.TestCase):
         self.assertEqual(('scrypt', keys.SCRYPT_N, keys.SCRYPT_R,
                           keys.SCRYPT_P),
                          (ref['kdf'], ref['n'], ref['r'], ref['p']))
+
+    def test_wrap_after_opening_reuses_derived_key(self):
+        _key, parent_ref = keys.PasswordKeys(b'secret').new_key('parent')
+        source = keys.PasswordKeys(b'secret')
+        with mock.patch.object(keys, 'derive_password_key',
+                               wraps=keys.derive_password_key) as derive:
+            source.get_key(parent_ref, 'parent')
+            data_key = source.new_unwrapped_key()
+            ref = source.wrap(data_key)
+        self.assertEqual(1, derive.call_count)
+        self.assertEqual(parent_ref['salt'], ref['salt'])
+        self.assertEqual(data_key,
+                         keys.PasswordKeys(b'secret').get_key(ref, 'b'))
 
     def test_scrypt_parameters_out_of_range_refused(self):
         _key, ref = keys.PasswordKeys(b'secret').new_key('b')
