@@ -440,20 +440,40 @@ class LanePair(object):
         wait_quietly(future for pair in pending for future in pair)
 
 
+#: ``run_all`` gives each of its ``at_once`` slots about this many tasks.
+TASKS_PER_SLOT = 4
+
+
 def run_all(pool, func, items, at_once):
     """Call ``func(item)`` for every item on ``pool``, ``at_once`` at a time.
 
     Returns once every call has finished; raises the first error (in the
     order of ``items``) after the others are done, so that nothing still
     runs when the caller handles it.
+
+    Many items are handed over a few at a time: a task is a round trip
+    between the green thread and a worker thread (about 80 us of CPU on
+    the hub under eventlet), which costs more than an fsync of a small
+    file that the disk already has.  There are still at least
+    ``TASKS_PER_SLOT`` tasks per slot, so ``at_once`` run at once; within
+    a task the items run in order, and the first error stops it.
     """
+    items = list(items)
+    size = max(1, len(items) // (at_once * TASKS_PER_SLOT))
+    groups = [items[start:start + size]
+              for start in range(0, len(items), size)]
     window = OrderedWindow(pool, at_once)
     try:
-        for item in items:
+        for group in groups:
             if window.full:
                 window.pop()
-            window.submit(None, func, item)
+            window.submit(None, _call_each, func, group)
         while len(window):
             window.pop()
     finally:
         window.drain()
+
+
+def _call_each(func, items):
+    for item in items:
+        func(item)

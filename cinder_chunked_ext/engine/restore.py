@@ -215,22 +215,21 @@ class LayerRestore(object):
                               {'name': obj.name, 'id': self.backup['id'],
                                'offset': obj.offset})
                     if future is None:
-                        self._restore_streamed(lanes, obj)
+                        pieces = self._restore_streamed(lanes, obj)
                         unsynced += obj.length
                     else:
                         pieces = future.result()
                         if future is not _DONE_NOTHING:
                             held -= obj.length
-                        unsynced += self._write_pieces(obj.offset, pieces)
+                        unsynced += sum(len(data) for data in pieces)
                     # Flushed after every object (the standalone tool
                     # counts restored objects by the flushes); synced at
                     # the end of the layer and every SYNC_BYTES.
-                    if unsynced >= SYNC_BYTES or not (waiting or ahead):
-                        concurrency.execute(volume_io.flush_and_sync,
-                                            self.volume_file)
+                    sync = unsynced >= SYNC_BYTES or not (waiting or ahead)
+                    concurrency.execute(self._write_and_flush, obj.offset,
+                                        pieces, sync)
+                    if sync:
                         unsynced = 0
-                    else:
-                        concurrency.execute(volume_io.flush, self.volume_file)
                     concurrency.cooperative_yield()
             finally:
                 concurrency.wait_quietly(future for _obj, future in ahead)
@@ -295,16 +294,28 @@ class LayerRestore(object):
         return list(self._decoded(obj, lanes))
 
     def _write_pieces(self, offset, pieces):
-        """Write ``pieces`` from ``offset`` on; return the bytes written."""
-        written = 0
+        """Write ``pieces`` from ``offset`` on (a worker's job)."""
         for data in pieces:
-            concurrency.execute(self._write, self.volume_file, offset, data)
+            self._write(self.volume_file, offset, data)
             offset += len(data)
-            written += len(data)
-        return written
+
+    def _write_and_flush(self, offset, pieces, sync):
+        """Write ``pieces``, then flush (and fsync when ``sync``).
+
+        One task for both: each is a round trip to a worker thread, and
+        a restore makes one per object.
+        """
+        self._write_pieces(offset, pieces)
+        if sync:
+            volume_io.flush_and_sync(self.volume_file)
+        else:
+            volume_io.flush(self.volume_file)
 
     def _restore_streamed(self, lanes, obj):
-        """Restore one object through the lanes.
+        """Restore one object through the lanes; return what to write.
+
+        Returns the pieces still to be written (with the object's flush,
+        in one task), or nothing when they were written as decoded.
 
         An object small enough to hold is verified before any of it is
         written.  A larger one is written as it is decoded once the
@@ -318,14 +329,13 @@ class LayerRestore(object):
         verify = self.settings.verify_checksums
         seen = self.checked.get(obj.name)
         if (verify or seen is not None) and self._holdable(obj):
-            self._write_pieces(obj.offset, self._fetch_verified(obj, lanes))
-            return
+            return self._fetch_verified(obj, lanes)
         if seen is not None and seen.zero:
-            self._write_pieces(obj.offset, self._zero_pieces(obj))
-            return
+            return self._zero_pieces(obj)
         if verify and seen is None and not self.volume_is_new:
             self._stream_decoded(lanes, obj, write=False)
         self._stream_decoded(lanes, obj, write=True)
+        return ()
 
     def _stream_decoded(self, lanes, obj, write):
         """Decode ``obj`` on one lane, MD5 it on another, write on a third."""

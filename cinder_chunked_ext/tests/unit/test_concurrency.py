@@ -160,6 +160,37 @@ class NativeModeTestCase(testtools.TestCase):
 
     @testtools.skipUnless(hasattr(concurrency.WorkerPool, 'lane'),
                           'no lanes in this version')
+    def test_run_all_items_in_few_tasks_all_called(self):
+        pool = concurrency.WorkerPool(workers=2)
+        self.addCleanup(pool.shutdown)
+        submit = self.useFixture(fixtures.MockPatchObject(
+            pool, 'submit', wraps=pool.submit)).mock
+        seen = []
+        concurrency.run_all(pool, seen.append, range(100), 4)
+        self.assertEqual(list(range(100)), sorted(seen))
+        self.assertLessEqual(submit.call_count,
+                             4 * concurrency.TASKS_PER_SLOT + 1)
+        self.assertGreaterEqual(submit.call_count, 4)
+
+    def test_run_all_first_error_after_others_done(self):
+        pool = concurrency.WorkerPool(workers=2)
+        self.addCleanup(pool.shutdown)
+        seen = []
+
+        def call(item):
+            if item == 50:
+                raise ValueError('item 50')
+            seen.append(item)
+
+        error = self.assertRaises(ValueError, concurrency.run_all, pool,
+                                  call, range(100), 4)
+        self.assertEqual('item 50', str(error))
+        self.assertIn(49, seen)
+        # Nothing still runs once the error is raised.
+        done = list(seen)
+        time.sleep(0.05)
+        self.assertEqual(done, seen)
+
     def test_worker_pool_lane_in_order_one_thread(self):
         seen = []
         with concurrency.WorkerPool(2) as pool:
