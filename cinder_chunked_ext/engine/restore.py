@@ -179,6 +179,7 @@ class LayerRestore(object):
         self._write = (volume_io.write_skipping_zeros if volume_is_new
                        else volume_io.write_at)
         self.op = None      # the operation's budget, while ``run`` runs
+        self._sha256s = None    # see _block_hashes
 
     def run(self):
         # The head object may hold up to half of the operation's share of
@@ -186,6 +187,7 @@ class LayerRestore(object):
         # (two of the 16 MiB objects of a full backup with the default
         # bound and one operation), the rest is for the decoders' and the
         # writes' buffers.  The share is asked again before every object.
+        self._sha256s = self._block_hashes()
         with budget.for_settings(self.settings).operation() as op:
             self.op = op
             pool = op.cpu
@@ -234,6 +236,26 @@ class LayerRestore(object):
             finally:
                 concurrency.wait_quietly(future for _obj, future in ahead)
 
+    def _block_hashes(self):
+        """This layer's sha256file hashes, if objects are checked by them.
+
+        Only for objects whose content the check pass has not proved
+        (over an existing volume it proves every plain one; it only
+        authenticates sealed ones): their decoded data is checked by
+        the hashes instead of the MD5s (see :class:`objects.BlockCheck`).
+        """
+        def proved(obj):
+            seen = self.checked.get(obj.name)
+            return seen is not None and (seen.zero or
+                                         seen.stored_crc is not None)
+
+        if not self.settings.verify_checksums or all(
+                proved(obj) for obj in self.metadata.objects):
+            return None
+        # On this (green) thread: opening an encrypted sha256file may
+        # need the key manager.
+        return restore_check.block_hashes(self.driver, self.backup)
+
     def _holdable(self, obj):
         """Small enough to verify in memory before writing any of it.
 
@@ -268,7 +290,10 @@ class LayerRestore(object):
             self.driver, self.backup, self.container, obj,
             self.extra_metadata, decode_lane=decode_lane, md5_lane=md5_lane,
             depth=self.op.lane_depth(self.driver.piece_bytes()),
-            stored_crc=seen.stored_crc if seen is not None else None)
+            stored_crc=seen.stored_crc if seen is not None else None,
+            block_hashes=objects.object_block_hashes(
+                obj, self._sha256s, self.driver.sha_block_size_bytes)
+            if self._sha256s else None)
 
     def _zero_pieces(self, obj):
         """Nothing on a new volume; shared zero buffers otherwise."""

@@ -86,12 +86,27 @@ def is_sealed(driver, name):
     return key is not None
 
 
-def _block_hashes(driver, layer):
-    """The layer's sha256file hashes, or None when it cannot be read.
+#: A sha256file of more hash blocks than this is not loaded to check
+#: objects (16 GiB of volume with 32 KiB blocks: about 60 MB parsed, most
+#: of it one string per hash): the MD5s check them instead.
+MAX_BLOCK_HASHES = 1 << 19
 
-    Only a faster way to check objects (see
-    :func:`objects.check_stored`): without it, their MD5 is checked.
+
+def block_hashes(driver, layer):
+    """The layer's sha256file hashes, or None when they cannot be used.
+
+    Only a faster way to check objects (see :func:`objects.check_stored`
+    and :class:`objects.BlockCheck`): without them, their MD5 is
+    checked.  None for a volume of more than ``MAX_BLOCK_HASHES`` hash
+    blocks (the list would cost more memory than the restore may hold),
+    or when the sha256file cannot be read.
     """
+    try:
+        size = layer['size'] or 0
+    except (KeyError, TypeError, AttributeError):
+        size = 0
+    if size * objects.GiB > MAX_BLOCK_HASHES * driver.sha_block_size_bytes:
+        return None
     try:
         return driver._read_sha256file(layer).sha256s
     except (exception.CorruptBackup, exception.ObjectNotFound) as e:
@@ -118,7 +133,7 @@ def planned(driver, layers, volume_is_new):
             hashes = None
             if not sealed:
                 if sha256s is None:
-                    sha256s = _block_hashes(driver, layer) or []
+                    sha256s = block_hashes(driver, layer) or []
                 hashes = objects.object_block_hashes(obj, sha256s, block)
             todo.append((layer, meta, obj, sealed, hashes))
     return todo

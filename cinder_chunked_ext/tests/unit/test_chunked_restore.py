@@ -599,7 +599,9 @@ class StandaloneEnvironmentTestCase(base.DriverTestCase):
         self.useFixture(fixtures.MockPatchObject(
             self.driver.store, 'open_reader', side_effect=open_reader))
         self.restore_bytes(backup, len(data))
-        self.assertEqual(4, len(readers))   # metadata and three objects
+        # The metadata, the sha256file (its block hashes check the
+        # objects) and three objects.
+        self.assertEqual(5, len(readers))
         for reader in readers:
             self.assertTrue(reader._file.closed)
 

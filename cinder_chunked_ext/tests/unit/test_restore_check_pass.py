@@ -150,6 +150,57 @@ class PlainCheckPassTestCase(ChainMixin, base.DriverTestCase):
                                                   len(data)))
         self.assertEqual(0, checks.call_count)
 
+    def test_restore_new_chain_checked_by_block_hashes_no_md5(self):
+        # Onto a new volume the decoded data of each object is checked
+        # against its backup's sha256file (SHA-256 of each hash block,
+        # a zero test for zero blocks) instead of the metadata's MD5.
+        chain, data = self.make_chain()
+        md5 = self.useFixture(fixtures.MockPatchObject(
+            objects.hashlib, 'md5', wraps=objects.hashlib.md5)).mock
+        block_checks = self.useFixture(fixtures.MockPatchObject(
+            objects.BlockCheck, 'matched', autospec=True,
+            side_effect=objects.BlockCheck.matched)).mock
+        self.assertEqual(data, self.restore_bytes(chain['newest'],
+                                                  len(data)))
+        self.assertEqual(0, md5.call_count)
+        self.assertGreater(block_checks.call_count, 0)
+
+    def test_restore_new_damaged_sha256file_md5_decides_restored(self):
+        chain, data = self.make_chain()
+        for backup in chain.values():
+            self._damage_sha256file(backup)
+        md5 = self.useFixture(fixtures.MockPatchObject(
+            objects.hashlib, 'md5', wraps=objects.hashlib.md5)).mock
+        self.assertEqual(data, self.restore_bytes(chain['newest'],
+                                                  len(data)))
+        self.assertGreaterEqual(md5.call_count, len(chain))
+
+    @ddt.data('none', 'zlib')
+    def test_restore_new_damaged_object_refused_naming_it(self, algo):
+        driver = self.make_driver(backup_compression_algorithm=algo)
+        chain, data = self.make_chain(driver)
+        name = self.damage_last(chain['middle'], _flip)
+        exc, _target = self.restore_refused(
+            chain['newest'], len(data), exception.InvalidBackup,
+            volume_is_new=True, driver=driver, fill=b'\0')
+        self.assertIn(name, str(exc))
+
+    def test_restore_new_large_volume_md5_not_block_hashes(self):
+        # The hashes of a large volume would cost more memory than a
+        # restore may hold: its objects are checked by their MD5.
+        self.useFixture(fixtures.MockPatchObject(
+            restore_check, 'MAX_BLOCK_HASHES', 1))
+        chain, data = self.make_chain()
+        md5 = self.useFixture(fixtures.MockPatchObject(
+            objects.hashlib, 'md5', wraps=objects.hashlib.md5)).mock
+        reads = self.useFixture(fixtures.MockPatchObject(
+            self.driver, '_read_sha256file',
+            wraps=self.driver._read_sha256file)).mock
+        self.assertEqual(data, self.restore_bytes(chain['newest'],
+                                                  len(data)))
+        self.assertGreater(md5.call_count, 0)
+        self.assertEqual(0, reads.call_count)
+
     def test_restore_existing_undamaged_chain_no_md5(self):
         # The check pass compares block hashes (the sha256file), the
         # write pass proves it reads the checked bytes by their CRC-32:
