@@ -240,7 +240,7 @@ class BackupJob(object):
                 return
             offset += length
             # Done means stored: objects still being stored count as they
-            # finish (``_finish_small_object``), never ahead of time; a
+            # finish (``_finish_small_objects``), never ahead of time; a
             # timed notification waits for them.
             if self.progress.due():
                 self._settle_small_objects()
@@ -281,17 +281,41 @@ class BackupJob(object):
             for start, size, hashes, data in hashed:
                 self.hashes.extend(hashes)
                 held.add(start, data)
-                for run_offset, run_length in runs.feed(start, hashes, size):
-                    self._store_whole(run_offset, run_length, False,
-                                      held.take(run_offset, run_length))
-                    if self.cancelled:
-                        return
+                self._store_runs(
+                    (run_offset, run_length, held.take(run_offset,
+                                                       run_length))
+                    for run_offset, run_length in runs.feed(start, hashes,
+                                                            size))
+                if self.cancelled:
+                    return
                 open_start = runs.open_start
                 held.drop_before(start + size if open_start is None
                                  else open_start)
-        for run_offset, run_length in runs.finish():
-            self._store_whole(run_offset, run_length, False,
-                              held.take(run_offset, run_length))
+        self._store_runs((run_offset, run_length,
+                          held.take(run_offset, run_length))
+                         for run_offset, run_length in runs.finish())
+
+    def _store_runs(self, runs):
+        """Store changed runs ``(offset, length, data)``, several per task.
+
+        A 5% change scattered over a volume is thousands of runs of a few
+        hash blocks, and under eventlet each task is a round trip through
+        the hub that costs more than compressing such a run.  Consecutive
+        runs holding at most ``whole_object_bytes`` between them go to one
+        worker, which stores them one after the other, each its own
+        object as before.
+        """
+        batch, size = [], 0
+        for run in runs:
+            if batch and size + run[1] > self.whole_object_bytes:
+                self._store_whole_objects(batch, False)
+                batch, size = [], 0
+                if self.cancelled:
+                    return
+            batch.append(run)
+            size += run[1]
+        if batch:
+            self._store_whole_objects(batch, False)
 
     def _hashed_pieces(self, offset, length):
         """``(start, size, block hashes, data)`` of a chunk's pieces."""
@@ -352,28 +376,42 @@ class BackupJob(object):
         ``data`` holds its bytes, or is None when the worker reads them
         from a direct source.
         """
+        self._store_whole_objects([(offset, length, data)], want_hashes)
+
+    def _store_whole_objects(self, objects, want_hashes):
+        """Hand ``[(offset, length, data)]`` to one worker, in this order."""
         if self._cancelled():
             return
-        name = manifest.object_name(self.prefix, self.next_number)
-        self.next_number += 1
+        named = []
+        for offset, length, data in objects:
+            named.append((manifest.object_name(self.prefix,
+                                               self.next_number),
+                          offset, length, data))
+            self.next_number += 1
         while self.small.full or self.small.ready:
-            self._finish_small_object(self.small.pop()[1])
-        self.small.submit(name, self._write_small_object, name, offset,
-                          length, data, want_hashes)
+            self._finish_small_objects(self.small.pop()[1])
+        self.small.submit(named[0][0], self._write_small_objects, named,
+                          want_hashes)
 
     def _settle_small_objects(self):
         while len(self.small):
-            self._finish_small_object(self.small.pop()[1])
+            self._finish_small_objects(self.small.pop()[1])
 
-    def _finish_small_object(self, result):
-        record, hashes = result
-        if hashes is not None:
-            self.hashes.extend(hashes)
-        self.metadata.objects.append(record)
-        self.bytes_done = max(self.bytes_done,
-                              record.end - self.source.start)
-        self.progress.object_written()
-        self.durability.committed()
+    def _finish_small_objects(self, results):
+        for record, hashes in results:
+            if hashes is not None:
+                self.hashes.extend(hashes)
+            self.metadata.objects.append(record)
+            self.bytes_done = max(self.bytes_done,
+                                  record.end - self.source.start)
+            self.progress.object_written()
+            self.durability.committed()
+
+    def _write_small_objects(self, named, want_hashes):
+        """:meth:`_write_small_object` for each of ``named`` in turn."""
+        return [self._write_small_object(name, offset, length, data,
+                                         want_hashes)
+                for name, offset, length, data in named]
 
     def _write_small_object(self, name, offset, length, data, want_hashes):
         """Hash, compress and store one whole small object (a worker's job).

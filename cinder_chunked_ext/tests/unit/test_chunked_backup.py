@@ -553,6 +553,27 @@ class IncrementalBackupTestCase(DriverTestCase):
         self.assertEqual(sha256_list(changed), self.sha256s(inc))
         self.assertEqual(5, inc.object_count)
 
+    def test_incremental_scattered_runs_several_per_task(self):
+        # Each task is a round trip to a worker thread (through the hub
+        # under eventlet): runs of the same piece are stored together,
+        # each still an object of its own, in order.
+        base = text_bytes(4 * CHUNK)
+        full = self.make_backup(base)
+        edits = [(n * 2 * SHA + 1, n * 2 * SHA + 2) for n in range(32)]
+        changed = self._edit(base, *edits)
+        writes = self.useFixture(fixtures.MockPatchObject(
+            backup_path.BackupJob, '_write_small_objects', autospec=True,
+            side_effect=backup_path.BackupJob._write_small_objects)).mock
+        inc = self.make_backup(changed, parent=full)
+        objects = self.objects(inc)
+        self.assertEqual([(n * 2 * SHA, SHA) for n in range(32)],
+                         [(f['offset'], f['length']) for _n, f in objects])
+        self.assertEqual(['%s-%05d' % (inc.service_metadata, n)
+                          for n in range(1, 33)],
+                         [name for name, _f in objects])
+        self.assertLess(writes.call_count, 32)
+        self.assertEqual(changed, self.restore_bytes(inc, len(changed)))
+
     def test_incremental_unchanged_no_objects(self):
         data = mixed_volume(chunks=3)
         full = self.make_backup(data)
