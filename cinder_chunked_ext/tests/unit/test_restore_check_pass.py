@@ -201,6 +201,24 @@ class PlainCheckPassTestCase(ChainMixin, base.DriverTestCase):
         self.assertGreater(md5.call_count, 0)
         self.assertEqual(0, reads.call_count)
 
+    def test_restore_new_unknown_size_large_sha256file_md5(self):
+        # A record without a size (found in a repository) is bounded by
+        # the stored size of its sha256file instead.
+        chain, data = self.make_chain()
+        for backup in chain.values():
+            backup.size = None
+        self.useFixture(fixtures.MockPatchObject(
+            restore_check, 'MAX_BLOCK_HASHES', 1))
+        md5 = self.useFixture(fixtures.MockPatchObject(
+            objects.hashlib, 'md5', wraps=objects.hashlib.md5)).mock
+        reads = self.useFixture(fixtures.MockPatchObject(
+            self.driver, '_read_sha256file',
+            wraps=self.driver._read_sha256file)).mock
+        self.assertEqual(data, self.restore_bytes(chain['newest'],
+                                                  len(data)))
+        self.assertGreater(md5.call_count, 0)
+        self.assertEqual(0, reads.call_count)
+
     def test_restore_existing_undamaged_chain_no_md5(self):
         # The check pass compares block hashes (the sha256file), the
         # write pass proves it reads the checked bytes by their CRC-32:
