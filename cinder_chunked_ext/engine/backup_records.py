@@ -134,9 +134,12 @@ def finalize(driver, backup, container, metadata, block_size, hashes,
     driver._write_document(backup, container,
                            driver._sha256_filename(backup),
                            sha256file.to_json_pieces())
+    # Encoded on a worker thread, as the sha256file's pieces are (as
+    # they are written): thousands of entries are too long a hold on
+    # the green threads of the service.
     driver._write_document(backup, container,
                            driver._metadata_filename(backup),
-                           metadata.to_json())
+                           concurrency.execute(metadata.to_json))
     backup.object_count = object_count
     backup.save()
     LOG.info('Backup %(id)s finished: %(count)d objects.',

@@ -275,8 +275,11 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
             raw = self.encryption.open_document(
                 backup, name, raw,
                 holds_objects=document_class is manifest.BackupMetadata)
-            return document_class.from_json(raw, backup_id=backup['id'],
-                                            **options)
+            # Parsed on a worker thread: a large volume's sha256file is
+            # tens of MB of JSON, which would hold up every green thread
+            # of the service for as long as it takes.
+            return concurrency.execute(document_class.from_json, raw,
+                                       backup_id=backup['id'], **options)
         except exception.CorruptBackup as e:
             # Name the damaged object, so that it can be found and fixed.
             reason = (getattr(e, 'kwargs', None) or {}).get('reason', e)

@@ -574,6 +574,18 @@ class IncrementalBackupTestCase(DriverTestCase):
         self.assertLess(writes.call_count, 32)
         self.assertEqual(changed, self.restore_bytes(inc, len(changed)))
 
+    def test_backup_metadata_encoded_on_worker_thread(self):
+        data = mixed_volume(chunks=3)
+        execute = self.useFixture(fixtures.MockPatchObject(
+            backup_records.concurrency, 'execute',
+            wraps=backup_records.concurrency.execute)).mock
+        backup = self.make_backup(data)
+        encoded = [c for c in execute.call_args_list
+                   if getattr(c.args[0], '__qualname__', '') ==
+                   'BackupMetadata.to_json']
+        self.assertEqual(1, len(encoded))
+        self.assertEqual(data, self.restore_bytes(backup, len(data)))
+
     def test_incremental_unchanged_no_objects(self):
         data = mixed_volume(chunks=3)
         full = self.make_backup(data)

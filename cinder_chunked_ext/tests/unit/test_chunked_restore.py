@@ -161,6 +161,20 @@ class RestoreTestCase(base.DriverTestCase):
                       'flush_and_sync', '_write_pieces', '_write_and_flush')]
         self.assertEqual(count, len(writes))
 
+    def test_restore_documents_parsed_on_worker_threads(self):
+        # A large volume's sha256file is tens of MB of JSON: parsing it
+        # on the green thread would stall every operation of the service.
+        chain = self._chain()
+        backup, data = chain[2]
+        execute = self.useFixture(fixtures.MockPatchObject(
+            chunked.concurrency, 'execute',
+            wraps=chunked.concurrency.execute)).mock
+        self.assertEqual(data, self.restore_bytes(backup, len(data)))
+        parsed = {getattr(c.args[0], '__qualname__', '')
+                  for c in execute.call_args_list}
+        self.assertIn('BackupMetadata.from_json', parsed)
+        self.assertIn('Sha256File.from_json', parsed)
+
     def test_restore_sync_bytes_bound_sync_within_layer(self):
         chain = self._chain()
         backup, data = chain[2]
