@@ -148,37 +148,51 @@ def check_stored(driver, backup, container, obj, extra_metadata,
     Returns the CRC-32 of the stored bytes that were checked (see
     :class:`CrcReader`).  With ``block_hashes`` (the SHA-256 of each
     hash block of the object, from its backup's sha256file) the content
-    is checked block by block: a zero test for the blocks recorded as
-    zeros, SHA-256 for the others, several times cheaper than MD5 of the
-    whole object.  An object that does not match its block hashes is
-    checked again by the MD5 recorded in the metadata, and passes if
-    that matches: either record proves the object (a damaged sha256file,
-    or a damaged MD5, must not refuse a good object; ``verify`` reports
-    both).  A worker's job: the decoded data is hashed
-    as it comes and dropped.
+    is checked block by block (:class:`BlockCheck`).  An object that
+    does not match its block hashes is checked again by the MD5 recorded
+    in the metadata, and passes if that matches: either record proves
+    the object (a damaged sha256file, or a damaged MD5, must not refuse
+    a good object; ``verify`` reports both).  A worker's job: the
+    decoded data is hashed as it comes and dropped.
     """
     if block_hashes is not None:
-        crc = _check_by_blocks(driver, container, obj, extra_metadata,
-                               block_hashes)
-        if crc is not None:
+        blocks = BlockCheck(block_hashes, driver.sha_block_size_bytes)
+        try:
+            total, crc = _decode_into(driver, container, obj,
+                                      extra_metadata, blocks)
+        except ValueError:
+            total = None    # the MD5 check below names the problem
+        if total == obj.length and blocks.matched():
             return crc
     md5 = hashlib.md5(usedforsecurity=False)
+    try:
+        total, crc = _decode_into(driver, container, obj, extra_metadata,
+                                  md5)
+    except ValueError as e:
+        raise _undecodable(backup, obj, e)
+    _check_decoded(driver, backup, obj, total, md5)
+    return crc
+
+
+def _decode_into(driver, container, obj, extra_metadata, digest):
+    """Decode ``obj`` into ``digest.update``, a piece at a time.
+
+    Returns ``(bytes decoded, CRC-32 of the bytes stored)``; stops once
+    past the recorded length.  Raises ValueError when the object cannot
+    be decoded.
+    """
     step = driver.piece_bytes()
     total = 0
     reader, source, decoded = _open_decoded(driver, container, obj,
                                             extra_metadata, crc=True)
     with reader:
         while total <= obj.length:
-            try:
-                data = decoded.read(step)
-            except ValueError as e:
-                raise _undecodable(backup, obj, e)
+            data = read_exactly(decoded, step)
             if not data:
                 break
             total += len(data)
-            md5.update(data)
-    _check_decoded(driver, backup, obj, total, md5)
-    return source.crc
+            digest.update(data)
+    return total, source.crc
 
 
 class BlockCheck(object):
@@ -246,40 +260,6 @@ def _blocks_match(data, hashes, block, zero):
     return True
 
 
-def _check_by_blocks(driver, container, obj, extra_metadata, block_hashes):
-    """The stored CRC-32 when ``obj`` matches its block hashes, else None.
-
-    Any problem (undecodable, wrong length, a block that differs) gives
-    None: the MD5 check that follows names it.
-    """
-    block = driver.sha_block_size_bytes
-    zero = pipeline.zero_sha256(block)
-    step = driver.piece_bytes()
-    first = total = 0
-    reader, source, decoded = _open_decoded(driver, container, obj,
-                                            extra_metadata, crc=True)
-    with reader:
-        while total < obj.length:
-            try:
-                data = read_exactly(decoded, min(step, obj.length - total))
-            except ValueError:
-                return None
-            if not data:
-                return None
-            count = -(-len(data) // block)
-            if not _blocks_match(data, block_hashes[first:first + count],
-                                 block, zero):
-                return None
-            first += count
-            total += len(data)
-        try:
-            if read_exactly(decoded, 1):
-                return None
-        except ValueError:
-            return None
-    return source.crc if first == len(block_hashes) else None
-
-
 def read_exactly(reader, size):
     """Up to ``size`` bytes, fewer only at the end of the stream."""
     parts = []
@@ -331,11 +311,11 @@ def decoded_pieces(driver, backup, container, obj, extra_metadata,
     reader, source, decoded = concurrency.execute(
         _open_decoded, driver, container, obj, extra_metadata, crc)
     if crc:
-        md5 = None
+        content = None
     elif block_hashes is not None and driver.settings.verify_checksums:
-        md5 = BlockCheck(block_hashes, driver.sha_block_size_bytes)
+        content = BlockCheck(block_hashes, driver.sha_block_size_bytes)
     else:
-        md5 = hashlib.md5(usedforsecurity=False)
+        content = hashlib.md5(usedforsecurity=False)
     step = driver.piece_bytes()
     reads = collections.deque()
     digests = collections.deque()
@@ -359,14 +339,14 @@ def decoded_pieces(driver, backup, container, obj, extra_metadata,
             total += len(data)
             if total > obj.length:
                 break
-            if md5 is None:
+            if content is None:
                 pass
             elif md5_lane is None:
-                md5.update(data)
+                content.update(data)
             else:
                 while len(digests) >= depth:
                     digests.popleft().result()
-                digests.append(md5_lane.submit(md5.update, data))
+                digests.append(md5_lane.submit(content.update, data))
             yield data
         while digests:
             digests.popleft().result()
@@ -377,15 +357,15 @@ def decoded_pieces(driver, backup, container, obj, extra_metadata,
                                           reader.__exit__, None, None, None)
         raise
     concurrency.execute(reader.__exit__, None, None, None)
-    if isinstance(md5, BlockCheck):
+    if isinstance(content, BlockCheck):
         _check_decoded(driver, backup, obj, total, None)
-        if not md5.matched():
+        if not content.matched():
             # A damaged sha256file must not refuse a good object: the
             # MD5 of the metadata decides (reading the object again).
             concurrency.execute(check_stored, driver, backup, container,
                                 obj, extra_metadata)
-        md5 = None
-    _check_decoded(driver, backup, obj, total, md5)
+    else:
+        _check_decoded(driver, backup, obj, total, content)
     if crc and source.crc != stored_crc:
         raise exception.CorruptBackup(
             backup_id=backup['id'],

@@ -29,11 +29,12 @@
    driver's version-dispatched method (``_restore_v1`` for format
    1.0.0), which runs a :class:`LayerRestore`.
 4. A layer's objects are fetched, decompressed and verified (length and
-   MD5, :func:`objects.decoded_pieces`; for an object the check pass
-   proved, the CRC-32 of the stored bytes instead of the MD5) ahead on
-   the worker pool and written in order once verified; the object at
-   the head of the queue that is too large to hold streams through
-   three lanes (read and decompress, MD5, write).  Onto a new volume,
+   content, :func:`objects.decoded_pieces`: the block hashes of the
+   layer's sha256file, or the MD5; for an object the check pass proved,
+   the CRC-32 of the stored bytes instead) ahead on the worker pool and
+   written in order once verified; the object at the head of the queue
+   that is too large to hold streams through three lanes (read and
+   decompress, hash, write).  Onto a new volume,
    zero pieces are not written (the volume is sparse) and zero objects
    of the base layer are not even read.  Zero objects are otherwise
    recognised by their stored bytes (:func:`objects.is_zero_object`, or
@@ -318,19 +319,15 @@ class LayerRestore(object):
             return self._zero_pieces(obj)
         return list(self._decoded(obj, lanes))
 
-    def _write_pieces(self, offset, pieces):
-        """Write ``pieces`` from ``offset`` on (a worker's job)."""
+    def _write_and_flush(self, offset, pieces, sync):
+        """Write ``pieces`` at ``offset``, flush, fsync if ``sync``.
+
+        A worker's job.  One task for all of it: each task is a round
+        trip to a worker thread, and a restore makes one per object.
+        """
         for data in pieces:
             self._write(self.volume_file, offset, data)
             offset += len(data)
-
-    def _write_and_flush(self, offset, pieces, sync):
-        """Write ``pieces``, then flush (and fsync when ``sync``).
-
-        One task for both: each is a round trip to a worker thread, and
-        a restore makes one per object.
-        """
-        self._write_pieces(offset, pieces)
         if sync:
             volume_io.flush_and_sync(self.volume_file)
         else:

@@ -49,6 +49,7 @@ pass reads them from memory.
 """
 
 import dataclasses
+import itertools
 import typing
 
 from oslo_log import log as logging
@@ -138,13 +139,14 @@ def block_hashes(driver, layer):
 
 
 def planned(driver, layers, volume_is_new):
-    """``[(backup, metadata, object, sealed, block hashes)]`` to check.
+    """``(backup, metadata, object, sealed, block hashes)`` to check.
 
-    ``layers`` are ``(backup, metadata)`` from the full backup up.
+    ``layers`` are ``(backup, metadata)`` from the full backup up.  A
+    generator: a layer's sha256file is read when its first plain object
+    comes up, and only the objects being checked hold its hashes.
     """
     verify = driver.settings.verify_checksums and not volume_is_new
     block = driver.sha_block_size_bytes
-    todo = []
     for layer, meta in layers:
         sha256s = None
         for obj in meta.objects:
@@ -156,8 +158,7 @@ def planned(driver, layers, volume_is_new):
                 if sha256s is None:
                     sha256s = block_hashes(driver, layer) or []
                 hashes = objects.object_block_hashes(obj, sha256s, block)
-            todo.append((layer, meta, obj, sealed, hashes))
-    return todo
+            yield layer, meta, obj, sealed, hashes
 
 
 def check_object(driver, layer, meta, obj, sealed, block_hashes=None):
@@ -224,11 +225,11 @@ def check_chain(driver, layers, volume_is_new, on_progress=None):
     checks already running are waited for.
     """
     todo = planned(driver, layers, volume_is_new)
-    if not todo:
+    first = next(todo, None)
+    if first is None:
         return {}
-    LOG.debug('Checking %(count)d objects of %(layers)d backup(s) before '
-              'the first write.', {'count': len(todo),
-                                   'layers': len(layers)})
+    LOG.debug('Checking the objects of %d backup(s) before the first '
+              'write.', len(layers))
     checked = {}
     piece = driver.piece_bytes()
     with budget.for_settings(driver.settings).operation() as op:
@@ -236,17 +237,16 @@ def check_chain(driver, layers, volume_is_new, on_progress=None):
         # as many at once as the share allows, a few per worker.
         window = concurrency.OrderedWindow(
             op.cpu, lambda: min(2 * op.workers, op.share() // (2 * piece)))
-        since_progress = None
+        since_progress = STATUS_EVERY       # read before the first batch
         try:
-            for batch in _batches(todo, piece):
+            for batch in _batches(itertools.chain([first], todo), piece):
                 while window.full:
                     checked.update(window.pop()[1])
                 if on_progress is not None and (
-                        since_progress is None or
                         since_progress >= STATUS_EVERY):
                     on_progress()
                     since_progress = 0
-                since_progress = (since_progress or 0) + len(batch)
+                since_progress += len(batch)
                 window.submit(None, check_batch, driver, batch)
             while len(window):
                 checked.update(window.pop()[1])
