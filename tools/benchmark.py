@@ -47,6 +47,9 @@ RSS and CPU seconds (medians of ``--repeat`` runs; RSS is the maximum),
 and the machine's stage rates measured in the same run.  ``--json FILE``
 keeps the results; ``--plot FILE`` draws them (matplotlib);
 ``--replot FILE`` prints and plots saved results without running.
+``--keep`` leaves the work directory in place, with the command of
+every phase in its ``commands.jsonl``, to run one phase again (an A/B
+of two commits on the same repository, or a profile).
 
     tox -e benchmark                                   # eventlet, disk
     tox -e benchmark -- --concurrency both --repeat 3 --plot bench.svg
@@ -198,6 +201,12 @@ def run_process(script, argv, args, backend, server, label, timeout=None):
     env['PYTHONPATH'] = os.pathsep.join(
         [ROOT] + [p for p in [env.get('PYTHONPATH')] if p])
     env.update(backend.phase_environment(server))
+    if args.keep:
+        # To run a phase again, alone or under a profiler.
+        with open(os.path.join(args.workdir, 'commands.jsonl'), 'a') as f:
+            f.write(json.dumps({'label': label, 'cmd': cmd,
+                                'env': backend.phase_environment(server)})
+                    + '\n')
     # Earlier phases leave gigabytes dirty in the page cache: write them
     # back now, so that no phase pays for another's writeback.
     os.sync()
@@ -257,7 +266,8 @@ class Runner(object):
         args = self.args
         location = self.backend.new_location(self.server, args.workdir,
                                              '%s-%s' % (impl, config))
-        records = os.path.join(args.workdir, 'records-%s.json' % impl)
+        records = os.path.join(args.workdir,
+                               'records-%s-%s.json' % (impl, config))
         target = os.path.join(args.workdir, 'target.img')
         results = {}
         try:
@@ -286,10 +296,11 @@ class Runner(object):
                                      'differs!' % (mode, impl, config,
                                                    phase))
         finally:
-            self.backend.remove_location(self.server, location)
-            for path in (records, target):
-                if os.path.exists(path):
-                    os.unlink(path)
+            if not args.keep:
+                self.backend.remove_location(self.server, location)
+                for path in (records, target):
+                    if os.path.exists(path):
+                        os.unlink(path)
         return results
 
     def incremental(self, mode, impl, config, location, records, parent):
@@ -576,6 +587,12 @@ def add_run_options(parser):
                              'machine.')
     parser.add_argument('--json', metavar='FILE',
                         help='Also save the results as JSON to FILE.')
+    parser.add_argument('--keep', action='store_true',
+                        help='Keep the work directory (volumes, '
+                             'repositories, records) and write the '
+                             'command of every phase to commands.jsonl '
+                             'in it, to run a phase again alone or under '
+                             'a profiler.')
 
 
 def check_run_options(parser, args):
@@ -631,7 +648,11 @@ def run_in_workdir(args, prefix, bench_func, print_func):
         with backend.server(args.workdir) as server:
             report = bench_func(args, backend, server)
     finally:
-        shutil.rmtree(args.workdir, ignore_errors=True)
+        if args.keep:
+            print('Work directory kept: %s (phase commands in '
+                  'commands.jsonl)' % args.workdir)
+        else:
+            shutil.rmtree(args.workdir, ignore_errors=True)
     # Saved first: a long run is never lost to its printing.
     if args.json:
         with open(args.json, 'w') as f:
