@@ -37,6 +37,7 @@ small object that inflates to gigabytes of zeros never sits in memory.
 
 import bz2
 import collections
+import contextlib
 import functools
 import struct
 import zlib
@@ -224,16 +225,24 @@ class ZlibObjectEncoder(ObjectEncoder):
         return _DEFLATE_END + struct.pack('>I', self._adler & 0xffffffff)
 
 
-class ZstdObjectEncoder(ObjectEncoder):
-    """One frame through zstandard's own worker threads, fed in order."""
+def _zstd_compressor(threads=0):
+    # Upstream's ``zstd.decompress`` needs the content size in the frame
+    # header, so the object's length must be known up front.
+    return _zstandard().ZstdCompressor(
+        level=3, threads=threads if threads > 1 else 0,
+        write_content_size=True)
 
-    def __init__(self, size, threads):
-        # Upstream's ``zstd.decompress`` needs the content size in the
-        # frame header, so the object's length must be known up front.
-        zstandard = _zstandard()
-        compressor = zstandard.ZstdCompressor(
-            level=3, threads=threads if threads > 1 else 0,
-            write_content_size=True)
+
+class ZstdObjectEncoder(ObjectEncoder):
+    """One frame through zstandard's own worker threads, fed in order.
+
+    ``compressor``: the (single-threaded) context to use, when the
+    caller has one to spare.
+    """
+
+    def __init__(self, size, threads, compressor=None):
+        if compressor is None:
+            compressor = _zstd_compressor(threads)
         self._stream = compressor.compressobj(size=size)
 
     def feed(self, data, encoded, zero=False):
@@ -293,6 +302,34 @@ class StreamedCodec(object):
         self.stored_as = self._algorithm
         self.encoder = new_object_encoder(self._algorithm, self._length)
         return self.encoder.start() or None
+
+
+# zstd contexts of objects encoded in one go, kept for the next one:
+# making a context costs more than compressing a 32 KiB changed run
+# with it (an incremental's objects).  Taken and given back whole; a
+# context is never used by two objects at once.
+_idle_zstd = []
+IDLE_ZSTD_CONTEXTS = 16
+
+
+@contextlib.contextmanager
+def one_go_encoder(name, size):
+    """:func:`new_object_encoder` for an object encoded in one call.
+
+    The object is started, fed and finished inside the ``with`` block,
+    on one thread; a zstd context is then reused by a later object.
+    """
+    if family(name) != 'zstd':
+        yield new_object_encoder(name, size)
+        return
+    try:
+        compressor = _idle_zstd.pop()
+    except IndexError:
+        compressor = _zstd_compressor()
+    yield ZstdObjectEncoder(size, 1, compressor)
+    # Not reached after an error: a context left mid-frame is dropped.
+    if len(_idle_zstd) < IDLE_ZSTD_CONTEXTS:
+        _idle_zstd.append(compressor)
 
 
 def compress(name, data):

@@ -56,12 +56,13 @@ def encode(data, algorithm, piece_bytes, block_size, want_hashes,
     if want_hashes:
         hashes = [sha for result in results for sha in result.hashes]
     encoded = Encoded(parts=[data], stored_as='none', md5=md5, hashes=hashes)
-    encoder = compression.new_object_encoder(algorithm, len(data))
-    if encoder is not None:
+    with compression.one_go_encoder(algorithm, len(data)) as encoder:
+        if encoder is None:
+            return encoded
         parts = ([encoder.start()] +
                  [encoder.feed(result.data, result.encoded, result.zero)
                   for result in results] +
                  [encoder.finish()])
-        if sum(len(part) for part in parts) < len(data):
-            encoded.parts, encoded.stored_as = parts, algorithm
+    if sum(len(part) for part in parts) < len(data):
+        encoded.parts, encoded.stored_as = parts, algorithm
     return encoded

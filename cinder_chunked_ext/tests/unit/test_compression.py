@@ -19,6 +19,7 @@ import random
 import zlib
 
 import ddt
+import fixtures
 import testtools
 import zstandard
 
@@ -226,3 +227,59 @@ class PieceEncoderTestCase(testtools.TestCase):
     def test_piece_encoder_zero_flag_same_bytes(self, name):
         piece = compression.parallel_piece_encoder(name)
         self.assertEqual(piece(bytes(8192)), piece(bytes(8192), True))
+
+
+class OneGoEncoderTestCase(testtools.TestCase):
+    """Objects encoded in one call share zstd contexts, one at a time."""
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(fixtures.MockPatchObject(compression, '_idle_zstd',
+                                                 []))
+        real = compression._zstd_compressor
+        self.made = []
+
+        def counting(*args, **kwargs):
+            self.made.append(real(*args, **kwargs))
+            return self.made[-1]
+
+        self.useFixture(fixtures.MockPatchObject(
+            compression, '_zstd_compressor', counting))
+
+    def _encode(self, data):
+        with compression.one_go_encoder('zstd', len(data)) as encoder:
+            return encoder.feed(data, None) + encoder.finish()
+
+    def test_one_go_encoder_context_reused_same_frames(self):
+        datas = [_sample(40000, seed=s) for s in range(3)] + [b'']
+        stored = [self._encode(data) for data in datas]
+        self.assertEqual(1, len(self.made))
+        for data, frame in zip(datas, stored):
+            fresh = zstandard.ZstdCompressor(
+                level=3, write_content_size=True).compressobj(
+                    size=len(data))
+            self.assertEqual(fresh.compress(data) + fresh.flush(), frame)
+            self.assertEqual(data, zstandard.ZstdDecompressor().decompress(
+                frame))
+
+    def test_one_go_encoder_error_drops_context(self):
+        def fail():
+            with compression.one_go_encoder('zstd', 100) as encoder:
+                encoder.feed(b'x' * 10, None)
+                raise ValueError('mid-frame')
+
+        self.assertRaises(ValueError, fail)
+        self.assertEqual([], compression._idle_zstd)
+        self._encode(b'y' * 100)
+        self.assertEqual(2, len(self.made))
+
+    def test_one_go_encoder_other_codecs_as_new_object_encoder(self):
+        data = _sample(30000)
+        with compression.one_go_encoder('zlib', len(data)) as encoder:
+            piece = compression.parallel_piece_encoder('zlib')
+            stored = (encoder.start() + encoder.feed(data, piece(data)) +
+                      encoder.finish())
+        self.assertEqual(data, zlib.decompress(stored))
+        with compression.one_go_encoder('none', 10) as encoder:
+            self.assertIsNone(encoder)
+        self.assertEqual([], self.made)

@@ -14,6 +14,8 @@
 
 import hashlib
 import os
+import threading
+from unittest import mock
 import zlib
 
 import ddt
@@ -77,6 +79,37 @@ class BlockHashesTestCase(testtools.TestCase):
                          pipeline.block_hashes(data, BLOCK, zero=True))
         self.assertEqual((0, size, pipeline.block_hashes(data, BLOCK), data),
                          pipeline.hash_piece(0, size, data, BLOCK))
+
+    @ddt.data(bytes, bytearray, memoryview)
+    def test_block_hashes_zero_blocks_among_data_not_hashed(self, kind):
+        # Zeros in the middle of a piece that holds data (the mixed
+        # volume's pieces): a zero test, the remembered hash, no SHA-256.
+        blocks = [os.urandom(BLOCK), bytes(BLOCK),
+                  b'\x00' * 99 + b'\x01' + bytes(BLOCK - 100),
+                  os.urandom(50) + bytes(BLOCK - 50), bytes(30)]
+        data = b''.join(blocks)
+        expected = [_sha(data[off:off + BLOCK])
+                    for off in range(0, len(data), BLOCK)]
+        # The hashes of zeros are remembered from the first time.
+        pipeline.zero_sha256(BLOCK)
+        pipeline.zero_sha256(30)
+        real_sha256 = hashlib.sha256
+        hashed = []
+        mine = threading.get_ident()
+
+        def counting_sha256(view):
+            # hashlib is the process's: count this thread's calls only.
+            if threading.get_ident() == mine:
+                hashed.append(bytes(view))
+            return real_sha256(view)
+
+        with mock.patch.object(pipeline.hashlib, 'sha256', counting_sha256):
+            got = pipeline.block_hashes(kind(data), BLOCK)
+        self.assertEqual(expected, got)
+        # Blocks 0, 2 and 3 hold data; the zero ones, the last partial
+        # one included, are not hashed.
+        self.assertEqual([data[:BLOCK], data[2 * BLOCK:4 * BLOCK][:BLOCK],
+                          data[3 * BLOCK:4 * BLOCK]], hashed)
 
     def test_block_hashes_empty_no_hashes(self):
         self.assertEqual([], pipeline.block_hashes(b'', BLOCK))
