@@ -78,6 +78,8 @@ from benchmark_data import same_file  # noqa: E402
 from benchmark_data import sparse_copy  # noqa: E402
 import benchmark_files  # noqa: E402
 from benchmark_stages import create_probe  # noqa: E402
+from benchmark_stages import effective_cores  # noqa: E402
+from benchmark_stages import measure_together_again  # noqa: E402
 from benchmark_stages import pipeline_bounds  # noqa: E402
 from benchmark_stages import place  # noqa: E402
 from benchmark_stages import stage_rates  # noqa: E402
@@ -371,9 +373,23 @@ def print_rates(report):
           'orchestrator, so the same for either mode; write + fsync in the '
           'work dir, on %s):' % (meta['cores'], meta['zero_fraction'] * 100,
                                  (meta.get('place') or meta['location_kind'])))
+    together = report.get('together') or {}
+    if together:
+        print('  (and on %d threads at once, in all: what the cores do '
+              'together)' % meta['cores'])
     for name, rate in report['rates'].items():
-        print('  %-28s %9.0f MB/s' % (name, rate / 1e6))
-    print('Pipeline bounds (all cores; zero MiB cost a zero test only):')
+        line = '  %-28s %9.0f MB/s' % (name, rate / 1e6)
+        if name in together:
+            line += '   %d at once: %6.0f MB/s (%.2fx one)' % (
+                meta['cores'], together[name] / 1e6, together[name] / rate)
+        print(line)
+    if together:
+        print('The cores are worth %.2f of one thread here (median of the '
+              'stages above; each stage measured on all cores before and '
+              'after the phases, the higher kept).'
+              % meta['effective_cores'])
+    print('Pipeline bounds (every stage at its all-cores rate; zero MiB '
+          'cost a zero test only):')
     for name, rate in report['bounds'].items():
         print('  %-28s %9.0f MB/s' % (name, rate / 1e6))
 
@@ -679,7 +695,7 @@ def bench(args, backend, server):
     changed = make_changed_copy(args.volume, args.changed)
     cores = len(os.sched_getaffinity(0))
     zeros = zero_fraction(args.volume)
-    rates = stage_rates(args.volume, args.workdir)
+    rates, together = stage_rates(args.volume, args.workdir, cores)
     location = backend.describe(server, args.workdir)
     impls = runnable_impls(args.impls, backend)
     report = {
@@ -692,14 +708,17 @@ def bench(args, backend, server):
             'place': place(args.workdir),
             'volume_bytes': os.path.getsize(args.volume),
             'changed_bytes': changed,
-            'cores': cores, 'zero_fraction': zeros, 'impls': impls,
+            'cores': cores,
+            'effective_cores': effective_cores(rates, together, cores),
+            'zero_fraction': zeros, 'impls': impls,
             'configs': args.configs, 'phases': args.phases,
             'command': ' '.join(['tools/benchmark.py'] + sys.argv[1:]),
             'date': datetime.datetime.now(datetime.timezone.utc).strftime(
                 '%Y-%m-%d %H:%M UTC'),
         },
         'rates': rates,
-        'bounds': pipeline_bounds(rates, zeros, cores),
+        'together': together,
+        'bounds': pipeline_bounds(rates, zeros, cores, together),
         'results': {},
     }
     print('Repository: %s' % location)
@@ -717,6 +736,7 @@ def bench(args, backend, server):
                     runs[impl].append(runner.run(mode, impl, config))
             table[config] = {impl: summarise(runs[impl], args.phases)
                              for impl in impls}
+    measure_together_again(report, args.volume)
     report['targets'] = benchmark_targets.evaluate(report)
     return report
 

@@ -310,7 +310,8 @@ def bench(args, backend, server):
     # The stages, on the first volume (all have the same mix).
     cores = len(os.sched_getaffinity(0))
     zeros = benchmark_stages.zero_fraction(volumes[0])
-    rates = benchmark_stages.stage_rates(volumes[0], args.workdir)
+    rates, together = benchmark_stages.stage_rates(volumes[0],
+                                                   args.workdir, cores)
     location = backend.describe(server, args.workdir)
     impls = benchmark.runnable_impls(args.impls, backend)
     report = {
@@ -321,7 +322,10 @@ def bench(args, backend, server):
             'phases': args.phases, 'configs': args.configs,
             'upstream_chunk': {c: upstream_chunk(args, c)
                                for c in args.configs},
-            'cores': cores, 'zero_fraction': zeros,
+            'cores': cores,
+            'effective_cores': benchmark_stages.effective_cores(
+                rates, together, cores),
+            'zero_fraction': zeros,
             'place': benchmark_stages.place(args.workdir),
             'volume_bytes': args.volume_mib * MiB,
             'changed_bytes': getattr(args, 'changed_bytes', 0),
@@ -330,7 +334,9 @@ def bench(args, backend, server):
                 '%Y-%m-%d %H:%M UTC'),
         },
         'rates': rates,
-        'bounds': benchmark_stages.pipeline_bounds(rates, zeros, cores),
+        'together': together,
+        'bounds': benchmark_stages.pipeline_bounds(rates, zeros, cores,
+                                                   together),
         'results': {},
     }
     print('Repository: %s' % location)
@@ -345,6 +351,7 @@ def bench(args, backend, server):
                 for impl in impls:
                     table[impl][str(count)] = runner.run(mode, impl, config,
                                                          count)
+    benchmark_stages.measure_together_again(report, volumes[0])
     report['targets'] = benchmark_targets.evaluate_load(report)
     return report
 

@@ -25,6 +25,8 @@ so that ``--replot`` prints exactly what the run printed.
 
 import textwrap
 
+import benchmark_stages
+
 MiB = 1024 * 1024
 RSS_LIMIT = 256 * MiB
 RSS_GROWTH = 1.5
@@ -52,26 +54,38 @@ WRITE_RATE = 'write + fsync (work dir)'
 
 # -- the bounds ---------------------------------------------------------------
 
-def incremental_bound(meta, rates, algo, files=None, count=1):
+def incremental_bound(meta, rates, algo, files=None, count=1,
+                      together=None):
     """MB/s of ``count`` incrementals at once the stages allow; and why.
 
     Every zero MiB costs a zero test, every data byte a SHA-256, every
-    changed byte the codec and an MD5; all cores share that.  On the
-    POSIX driver the files the run's incremental stored must also be
-    made durable (``files``, measured with ``count`` operations at
-    once): its wall time is a floor, and its CPU joins the rest.
+    changed byte the codec and an MD5; all cores share that, each stage
+    at its rate on all cores at once (``together``, measured in the same
+    run).  On the POSIX driver the files the run's incremental stored
+    must also be made durable (``files``, measured with ``count``
+    operations at once): its wall time is a floor, and its CPU joins the
+    rest, on what the cores are worth together.
     """
+    together = together or {}
+    cores = meta['cores']
+
+    def seconds_per_byte(name):
+        return 1 / benchmark_stages.all_cores_rate(rates, together, cores,
+                                                   name)
+
     size = meta['volume_bytes']
     zeros = meta['zero_fraction']
     changed = meta.get('changed_bytes', 0)
-    codec = rates.get(RANDOM_CODEC.get(algo))
-    cpu = size * (zeros / rates['zero test'] +
-                  (1 - zeros) / rates['sha256'])
-    cpu += changed * ((1 / codec if codec else 0) + 1 / rates['md5'])
-    cpu *= count
-    seconds, why = cpu / meta['cores'], 'CPU stages'
+    codec = RANDOM_CODEC.get(algo)
+    seconds = size * (zeros * seconds_per_byte('zero test') +
+                      (1 - zeros) * seconds_per_byte('sha256'))
+    seconds += changed * ((seconds_per_byte(codec) if codec in rates
+                           else 0) + seconds_per_byte('md5'))
+    seconds *= count
+    why = 'CPU stages'
     if files:
-        with_files = (cpu + files['cpu']) / meta['cores']
+        worth = meta.get('effective_cores', cores)
+        with_files = seconds + files['cpu'] / worth
         seconds, why = max((files['seconds'], 'files'),
                            (with_files, 'CPU stages + files'))
     return count * size / seconds / 1e6, why
@@ -86,7 +100,8 @@ def phase_bound(report, algo, phase, cell=None, count=1):
         if 'volume_bytes' not in report['meta']:
             return None     # saved by an older benchmark
         return incremental_bound(report['meta'], rates, algo,
-                                 (cell or {}).get('files'), count)
+                                 (cell or {}).get('files'), count,
+                                 report.get('together'))
     key = {'full': 'backup', 'restore': 'restore',
            'restore-new': 'restore', 'restore-existing':
            'restore-existing'}[phase] + ' ' + algo
@@ -252,13 +267,18 @@ def bound_notes(report, files_lines):
     meta, rates = report['meta'], report.get('rates')
     if not rates:
         return []
+    together = ('each at its rate on the %d cores at once, measured '
+                'above (they are worth %.2f threads)'
+                % (meta['cores'], meta['effective_cores'])
+                if report.get('together') else
+                'each at %d times its rate on one thread' % meta['cores'])
     notes = [
-        'Stage bounds on %d cores, rates above: CPU stages = zero test of '
+        'Stage bounds, rates above, %s: CPU stages = zero test of '
         'the zero MiB (%.0f%%) + SHA-256 of the rest%s; restores: decoder '
         '+ MD5 of the data, and write + fsync (%.0f MB/s) of the bytes '
         'written (data only onto a new volume, every byte over an '
         'existing one).' % (
-            meta['cores'], 100 * meta['zero_fraction'],
+            together, 100 * meta['zero_fraction'],
             ' + codec (on random data) and MD5 of the %.1f MB changed'
             % (meta['changed_bytes'] / 1e6)
             if meta.get('changed_bytes') else '',
@@ -266,7 +286,8 @@ def bound_notes(report, files_lines):
     if files_lines:
         notes.append(
             'An incremental on POSIX is bound by the slower of its files '
-            '(wall time) and (CPU stages + the files\' CPU) / cores; the '
+            '(wall time) and the CPU stages + the files\' CPU (on what '
+            'the cores are worth together); the '
             'files are as many as ours stored, of their median size, made '
             'as the store makes them (fewer, larger objects would raise '
             'this bound):')
