@@ -23,6 +23,7 @@ The engine is imported inside the functions (see
 import contextlib
 import logging
 import os
+import select
 import stat
 import sys
 import time
@@ -40,6 +41,45 @@ CONF = cfg.CONF
 
 
 # -- backup ----------------------------------------------------------------
+
+#: The longest a read of a stream volume waits for data between two
+#: chances for the interpreter to run a signal handler (Ctrl-C, SIGTERM).
+STREAM_POLL_SECONDS = 0.25
+
+
+class StreamVolume(object):
+    """A FIFO, pipe or character device, read so that Ctrl-C ends it.
+
+    Python runs a signal's handler on the main thread between bytecodes;
+    a blocking ``read()`` is cut short (EINTR) only by a signal that
+    lands while the thread is inside it.  One that lands just before
+    (say while a buffered read waits for the GIL between two of its
+    ``read()`` calls, which a busy machine and the backup's workers make
+    last milliseconds) only marks the signal pending, and the next
+    ``read()`` then waits for data that may never come: the writer keeps
+    the stream open and the backup hangs.  So each read waits for data
+    with ``poll`` in steps of :data:`STREAM_POLL_SECONDS`, back in the
+    interpreter between steps, then makes one ``read()`` of what is
+    there (the engine reads until it has what it asked for).
+    """
+
+    def __init__(self, fileobj):
+        self._file = fileobj
+        self._fd = fileobj.fileno()
+        self._poll = select.poll()
+        self._poll.register(self._fd, select.POLLIN)
+
+    def read(self, size):
+        """At most ``size`` bytes, as soon as there are some (b'': EOF)."""
+        if size == 0:
+            return b''
+        while not self._poll.poll(STREAM_POLL_SECONDS * 1000):
+            pass
+        return os.read(self._fd, size)
+
+    def fileno(self):
+        return self._fd
+
 
 def _open_volume(path, size):
     """``(file, size_bytes, seekable)`` of the volume to back up."""
@@ -135,7 +175,8 @@ def create_backup(session, volume_path, incremental=False, name=None,
                                    stream=session.out.stderr)
         start = volume.tell() if seekable else 0
         metered = progress.MeteredFile(
-            volume, on_read=lambda f: bar.update(f.highest - start),
+            volume if seekable else StreamVolume(volume),
+            on_read=lambda f: bar.update(f.highest - start),
             limit=None if seekable else size_bytes)
         started = time.monotonic()
         try:

@@ -34,6 +34,39 @@ from cinder_chunked_ext.tests.functional.test_cli import write_volume
 from cinder_chunked_ext.tool import catalog
 
 
+#: A ``sitecustomize`` for the command: its main thread never takes
+#: SIGINT, a thread of its own does (the threads it starts later inherit
+#: the main thread's mask).
+SIGINT_ON_ANOTHER_THREAD = """
+import signal
+import threading
+
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def _take_sigint():
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    threading.Event().wait()
+
+
+threading.Thread(target=_take_sigint, daemon=True).start()
+"""
+
+
+def main_thread_waits_on_pipe(proc):
+    """True when ``proc``'s main thread sleeps waiting for a pipe's data.
+
+    In ``read(2)`` or in ``poll(2)``/``select(2)``: the kernel function it
+    sleeps in (``/proc/PID/wchan``) is one of those.
+    """
+    try:
+        with open('/proc/%d/wchan' % proc.pid) as f:
+            wchan = f.read()
+    except OSError:
+        return False
+    return any(word in wchan for word in ('pipe', 'poll', 'select'))
+
+
 class TestInterrupt(CliTestCase):
 
     def data_objects(self):
@@ -50,7 +83,12 @@ class TestInterrupt(CliTestCase):
         return [f for f in self.repository_files()
                 if '_backup_' in os.path.basename(f)]
 
-    def test_ctrl_c_marks_backup_error_and_leaves_no_metadata(self):
+    def interrupt_backup_waiting_on_fifo(self, ready=None):
+        """Start a stream backup, feed it, SIGINT it while it waits for more.
+
+        ``ready`` (optional) is called with the process until it returns
+        True, before the signal is sent.  Returns ``(proc, stderr)``.
+        """
         fifo = os.path.join(self.tmp, 'stream')
         os.mkfifo(fifo)
         cmd = ([sys.executable, '-m', 'cinder_chunked_ext'] +
@@ -64,17 +102,20 @@ class TestInterrupt(CliTestCase):
         try:
             os.write(fd, random.Random(3).randbytes(3 * CHUNK + 10))
             deadline = time.monotonic() + 60
-            while len(self.written_objects()) < 2:
+            while len(self.written_objects()) < 2 or (
+                    ready is not None and not ready(proc)):
                 self.assertIsNone(proc.poll(), 'the backup ended early')
                 self.assertLess(time.monotonic(), deadline,
                                 'no object was written')
                 time.sleep(0.02)
             # The backup now waits for more of the volume: interrupt it.
             proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=TIMEOUT)
+            _out, err = proc.communicate(timeout=TIMEOUT)
         finally:
             os.close(fd)
-        err = err.decode()
+        return proc, err.decode()
+
+    def check_interrupted(self, proc, err):
         self.assertEqual(130, proc.returncode, err)
         self.assertNotIn('Traceback', err)
         self.assertIn('interrupted', err)
@@ -92,6 +133,31 @@ class TestInterrupt(CliTestCase):
         _out, err = self.run_cli('restore', records[0].id,
                                  os.path.join(self.tmp, 'x.img'), expect=2)
         self.assertIn('error', err)
+
+    def test_ctrl_c_marks_backup_error_and_leaves_no_metadata(self):
+        self.check_interrupted(*self.interrupt_backup_waiting_on_fifo())
+
+    def test_ctrl_c_not_lost_before_a_blocking_read(self):
+        """A SIGINT that does not cut a blocking read short still stops it.
+
+        Python runs the handler between bytecodes; a signal that lands
+        just before the main thread's ``read()`` of the stream (on a busy
+        machine, while it waits for the GIL inside a buffered read) leaves
+        it pending while the read blocks.  Made certain here: the
+        process's main thread blocks SIGINT, so another thread takes it,
+        and the signal is sent once the main thread sleeps waiting for the
+        stream.
+        """
+        if not os.path.exists('/proc/self/wchan'):
+            self.skipTest('needs /proc/PID/wchan')
+        inject = os.path.join(self.tmp, 'inject')
+        os.mkdir(inject)
+        with open(os.path.join(inject, 'sitecustomize.py'), 'w') as f:
+            f.write(SIGINT_ON_ANOTHER_THREAD)
+        self.env['PYTHONPATH'] = os.pathsep.join(
+            [inject, self.env['PYTHONPATH']])
+        self.check_interrupted(*self.interrupt_backup_waiting_on_fifo(
+            ready=main_thread_waits_on_pipe))
 
 
 class TestForPeople(CliTestCase):
