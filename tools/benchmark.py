@@ -79,6 +79,7 @@ from benchmark_data import sparse_copy  # noqa: E402
 import benchmark_files  # noqa: E402
 from benchmark_stages import create_probe  # noqa: E402
 from benchmark_stages import effective_cores  # noqa: E402
+from benchmark_stages import HASH_BLOCK  # noqa: E402
 from benchmark_stages import measure_together_again  # noqa: E402
 from benchmark_stages import pipeline_bounds  # noqa: E402
 from benchmark_stages import place  # noqa: E402
@@ -369,9 +370,12 @@ def summarise(runs, phases):
 def print_rates(report):
     meta = report['meta']
     print('\nStage rates on this machine, this run (%d cores; %.1f%% of the '
-          'volume is zero MiB or holes; one native thread of the unpatched '
+          'volume is zero MiB or holes, %.1f%% zero 32 KiB hash blocks; '
+          'one native thread of the unpatched '
           'orchestrator, so the same for either mode; write + fsync in the '
           'work dir, on %s):' % (meta['cores'], meta['zero_fraction'] * 100,
+                                 meta.get('zero_block_fraction',
+                                          meta['zero_fraction']) * 100,
                                  (meta.get('place') or meta['location_kind'])))
     together = report.get('together') or {}
     if together:
@@ -388,8 +392,8 @@ def print_rates(report):
               'stages above; each stage measured on all cores before and '
               'after the phases, the higher kept).'
               % meta['effective_cores'])
-    print('Pipeline bounds (every stage at its all-cores rate; zero MiB '
-          'cost a zero test only):')
+    print('Pipeline bounds (every stage at its all-cores rate; zero hash '
+          'blocks cost a zero test, no SHA-256):')
     for name, rate in report['bounds'].items():
         print('  %-28s %9.0f MB/s' % (name, rate / 1e6))
 
@@ -695,6 +699,8 @@ def bench(args, backend, server):
     changed = make_changed_copy(args.volume, args.changed)
     cores = len(os.sched_getaffinity(0))
     zeros = zero_fraction(args.volume)
+    zero_blocks = zero_fraction(args.volume, HASH_BLOCK)
+    changed_zero_blocks = zero_fraction(args.changed, HASH_BLOCK)
     rates, together = stage_rates(args.volume, args.workdir, cores)
     location = backend.describe(server, args.workdir)
     impls = runnable_impls(args.impls, backend)
@@ -710,7 +716,9 @@ def bench(args, backend, server):
             'changed_bytes': changed,
             'cores': cores,
             'effective_cores': effective_cores(rates, together, cores),
-            'zero_fraction': zeros, 'impls': impls,
+            'zero_fraction': zeros, 'zero_block_fraction': zero_blocks,
+            'changed_zero_block_fraction': changed_zero_blocks,
+            'impls': impls,
             'configs': args.configs, 'phases': args.phases,
             'command': ' '.join(['tools/benchmark.py'] + sys.argv[1:]),
             'date': datetime.datetime.now(datetime.timezone.utc).strftime(
@@ -718,7 +726,8 @@ def bench(args, backend, server):
         },
         'rates': rates,
         'together': together,
-        'bounds': pipeline_bounds(rates, zeros, cores, together),
+        'bounds': pipeline_bounds(rates, zeros, cores, together,
+                                  zero_blocks),
         'results': {},
     }
     print('Repository: %s' % location)

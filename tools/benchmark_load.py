@@ -310,6 +310,8 @@ def bench(args, backend, server):
     # The stages, on the first volume (all have the same mix).
     cores = len(os.sched_getaffinity(0))
     zeros = benchmark_stages.zero_fraction(volumes[0])
+    zero_blocks = benchmark_stages.zero_fraction(volumes[0],
+                                                 benchmark_stages.HASH_BLOCK)
     rates, together = benchmark_stages.stage_rates(volumes[0],
                                                    args.workdir, cores)
     location = backend.describe(server, args.workdir)
@@ -325,7 +327,11 @@ def bench(args, backend, server):
             'cores': cores,
             'effective_cores': benchmark_stages.effective_cores(
                 rates, together, cores),
-            'zero_fraction': zeros,
+            'zero_fraction': zeros, 'zero_block_fraction': zero_blocks,
+            'changed_zero_block_fraction': (
+                benchmark_stages.zero_fraction(changed[0],
+                                               benchmark_stages.HASH_BLOCK)
+                if changed else zero_blocks),
             'place': benchmark_stages.place(args.workdir),
             'volume_bytes': args.volume_mib * MiB,
             'changed_bytes': getattr(args, 'changed_bytes', 0),
@@ -336,7 +342,7 @@ def bench(args, backend, server):
         'rates': rates,
         'together': together,
         'bounds': benchmark_stages.pipeline_bounds(rates, zeros, cores,
-                                                   together),
+                                                   together, zero_blocks),
         'results': {},
     }
     print('Repository: %s' % location)

@@ -58,7 +58,7 @@ def incremental_bound(meta, rates, algo, files=None, count=1,
                       together=None):
     """MB/s of ``count`` incrementals at once the stages allow; and why.
 
-    Every zero MiB costs a zero test, every data byte a SHA-256, every
+    Every zero hash block costs a zero test, every other a SHA-256, every
     changed byte the codec and an MD5; all cores share that, each stage
     at its rate on all cores at once (``together``, measured in the same
     run).  On the POSIX driver the files the run's incremental stored
@@ -74,7 +74,9 @@ def incremental_bound(meta, rates, algo, files=None, count=1,
                                                    name)
 
     size = meta['volume_bytes']
-    zeros = meta['zero_fraction']
+    # The incremental hashes the changed copy of the volume.
+    zeros = meta.get('changed_zero_block_fraction',
+                     meta.get('zero_block_fraction', meta['zero_fraction']))
     changed = meta.get('changed_bytes', 0)
     codec = RANDOM_CODEC.get(algo)
     seconds = size * (zeros * seconds_per_byte('zero test') +
@@ -274,11 +276,13 @@ def bound_notes(report, files_lines):
                 'each at %d times its rate on one thread' % meta['cores'])
     notes = [
         'Stage bounds, rates above, %s: CPU stages = zero test of '
-        'the zero MiB (%.0f%%) + SHA-256 of the rest%s; restores: decoder '
+        'the zero hash blocks (%.0f%%) + SHA-256 of the rest%s; restores: '
+        'decoder '
         '+ MD5 of the data, and write + fsync (%.0f MB/s) of the bytes '
         'written (data only onto a new volume, every byte over an '
         'existing one).' % (
-            together, 100 * meta['zero_fraction'],
+            together, 100 * meta.get('zero_block_fraction',
+                                     meta['zero_fraction']),
             ' + codec (on random data) and MD5 of the %.1f MB changed'
             % (meta['changed_bytes'] / 1e6)
             if meta.get('changed_bytes') else '',
