@@ -19,6 +19,7 @@ the machine allows.
 
 import hashlib
 import os
+import statistics
 import tempfile
 import threading
 import time
@@ -190,11 +191,15 @@ def stage_rates(volume, workdir, cores=1):
     rates = {name: _rate(func, data, repeat)
              for name, (func, data, repeat) in stages.items()}
     rates[WRITE_RATE] = disk_write_rate(workdir)
-    together = {}
-    if cores > 1:
-        together = {name: _parallel_rate(func, data, cores, repeat)
-                    for name, (func, data, repeat) in stages.items()}
-    return rates, together
+    return rates, _together_rates(stages, cores)
+
+
+def _together_rates(stages, cores):
+    """``{stage: bytes/s on cores threads at once}``; empty on one core."""
+    if cores < 2:
+        return {}
+    return {name: _parallel_rate(func, data, cores, repeat)
+            for name, (func, data, repeat) in stages.items()}
 
 
 def measure_together_again(report, volume):
@@ -210,9 +215,7 @@ def measure_together_again(report, volume):
     if cores < 2:
         return
     rates = report['rates']
-    after = {name: _parallel_rate(func, data, cores, repeat)
-             for name, (func, data, repeat)
-             in _stage_functions(volume).items()}
+    after = _together_rates(_stage_functions(volume), cores)
     report['together_before'] = dict(report.get('together') or {})
     report['together_after'] = after
     report['together'] = {name: max(after[name],
@@ -232,10 +235,8 @@ def effective_cores(rates, together, cores):
     """
     if not together:
         return cores
-    scales = sorted(together[name] / rates[name] for name in together)
-    middle = len(scales) // 2
-    median = (scales[middle] if len(scales) % 2 else
-              (scales[middle - 1] + scales[middle]) / 2)
+    median = statistics.median(together[name] / rates[name]
+                               for name in together)
     return max(1.0, min(float(cores), median))
 
 

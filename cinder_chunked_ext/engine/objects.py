@@ -225,8 +225,8 @@ class BlockCheck(object):
         if whole:
             count = whole // self._block
             hashes = self._hashes[self._first:self._first + count]
-            if not _blocks_match(memoryview(data)[:whole], hashes,
-                                 self._block, self._zero):
+            if not _blocks_match(data, whole, hashes, self._block,
+                                 self._zero):
                 self._ok = False
                 return
             self._first += count
@@ -236,26 +236,29 @@ class BlockCheck(object):
     def matched(self):
         if self._ok and self._carry:
             hashes = self._hashes[self._first:self._first + 1]
-            self._ok = _blocks_match(self._carry, hashes, self._block,
-                                     self._zero)
+            self._ok = _blocks_match(self._carry, len(self._carry), hashes,
+                                     self._block, self._zero)
             self._first += 1
             self._carry = b''
         return self._ok and self._first == len(self._hashes)
 
 
-def _blocks_match(data, hashes, block, zero):
-    """True when each ``block`` of ``data`` has its hash in ``hashes``."""
-    if len(hashes) != -(-len(data) // block):
+def _blocks_match(data, end, hashes, block, zero):
+    """True when each ``block`` of ``data[:end]`` has its hash in ``hashes``.
+
+    A block recorded as zeros gets the backup's own zero test
+    (:func:`pipeline.zero_at`, no copy), any other SHA-256.
+    """
+    if len(hashes) != -(-end // block):
         return False
-    if all(sha == zero for sha in hashes):
-        return pipeline.is_zero(data)
     view = memoryview(data)
     for index, sha in enumerate(hashes):
-        part = view[index * block:(index + 1) * block]
-        if sha == zero and len(part) == block:
-            if not pipeline.is_zero(part):
+        start = index * block
+        size = min(block, end - start)
+        if sha == zero and size == block:
+            if not pipeline.zero_at(data, start, size):
                 return False
-        elif hashlib.sha256(part).hexdigest() != sha:
+        elif hashlib.sha256(view[start:start + size]).hexdigest() != sha:
             return False
     return True
 

@@ -87,12 +87,13 @@ def is_zero(data):
     return True
 
 
-def _zero_at(data, offset, length):
+def zero_at(data, offset, length):
     """True when ``data[offset:offset + length]`` is all zeros.
 
-    No copy for bytes and bytearray (one ``memcmp``, which stops at the
-    first byte that is not zero); a view is tested by its first byte,
-    then in copies.
+    The zero test of one block or piece inside a larger buffer, for
+    every stage that has one.  No copy for bytes and bytearray (one
+    ``memcmp``, which stops at the first byte that is not zero); a view
+    is tested by its first byte, then in copies.
     """
     if isinstance(data, (bytes, bytearray)):
         return data.startswith(zeros(length), offset)
@@ -118,7 +119,7 @@ def block_hashes(data, block_size, zero=False):
     hashes = []
     for off in range(0, length, block_size):
         size = min(block_size, length - off)
-        if _zero_at(data, off, size):
+        if zero_at(data, off, size):
             hashes.append(zero_sha256(size))
         else:
             hashes.append(hashlib.sha256(view[off:off + size]).hexdigest())

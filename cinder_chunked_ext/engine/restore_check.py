@@ -143,7 +143,9 @@ def planned(driver, layers, volume_is_new):
 
     ``layers`` are ``(backup, metadata)`` from the full backup up.  A
     generator: a layer's sha256file is read when its first plain object
-    comes up, and only the objects being checked hold its hashes.
+    comes up and dropped when the next layer starts, so one layer's
+    hashes are held at a time (and slices of them by the batches still
+    being checked).
     """
     verify = driver.settings.verify_checksums and not volume_is_new
     block = driver.sha_block_size_bytes
