@@ -47,6 +47,10 @@ AES_256_GCM = 'aes-256-gcm'
 CHOICES = (NONE, AES_256_GCM)
 
 
+def _inline(func, *args, **kwargs):
+    return func(*args, **kwargs)
+
+
 class KeySources(object):
     """The key sources a driver may use, by the name references carry."""
 
@@ -154,7 +158,12 @@ class BackupEncryption(object):
     # -- documents ------------------------------------------------------------
 
     def seal_document(self, backup, name, pieces, is_sha256file=False):
-        """The pieces to store as ``name``: an envelope when encrypted."""
+        """The pieces to store as ``name``: an envelope when encrypted.
+
+        The key is wrapped (if it is not yet) now, on the calling green
+        thread; the envelope's pieces are made as they are iterated,
+        where the document is written (on a worker thread).
+        """
         created = self._new.get(backup['id'])
         if created is None:
             return pieces
@@ -164,25 +173,34 @@ class BackupEncryption(object):
             # parent's by now, and a password source reuses that scrypt.
             ref = self.sources.new_keys.wrap(data_key)
             self._new[backup['id']] = (data_key, ref)
-        return documents.seal(
+        return documents.sealing(
             data_key, name, backup['id'], ref, pieces,
             documents.SHA256FILE_FIELDS if is_sha256file else None)
 
-    def open_document(self, backup, name, raw, holds_objects):
+    def open_document(self, backup, name, raw, holds_objects,
+                      execute=_inline):
         """The plaintext of the document ``raw`` stored as ``name``.
 
         ``holds_objects``: the document is the backup's ``_metadata``;
         its data objects are then read with its key (or in plaintext).
+        ``execute(func, *args, **kwargs)`` runs the parsing and the
+        decryption (megabytes for a large volume's sha256file) on a
+        worker thread; the key manager is asked on the calling thread.
         """
-        ref = documents.key_reference(raw)
         prefix = backup['service_metadata']
-        if ref is None:
+        envelope = (execute(documents.parse_envelope, raw)
+                    if documents.may_be_sealed(raw) else None)
+        if envelope is None:
             if holds_objects and prefix:
                 self.keyring.hold(prefix, None)
             return raw
-        data_key = self._key_for(ref, backup['id'])
-        plain = documents.open_sealed(raw, name, backup['id'],
-                                      lambda _ref: data_key)
+        if 'key' not in envelope:
+            raise exception.CorruptBackup(
+                backup_id=backup['id'],
+                reason='the encrypted document %s names no key' % name)
+        data_key = self._key_for(envelope['key'], backup['id'])
+        plain = execute(documents.open_sealed, raw, name, backup['id'],
+                        lambda _ref: data_key, envelope=envelope)
         if holds_objects and prefix:
             self.keyring.hold(prefix, data_key)
         return plain

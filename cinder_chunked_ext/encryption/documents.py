@@ -37,6 +37,7 @@ from the repository.
 """
 
 import base64
+import binascii
 import json
 import os
 
@@ -69,13 +70,27 @@ def _aad(name, header):
 
 
 def key_reference(raw):
-    """The ``key`` of an envelope, or None when ``raw`` is plain JSON."""
+    """The ``key`` of an envelope, or None (plain JSON, or no key named)."""
     header = _header(raw)
-    return None if header is None else header['key']
+    return None if header is None else header.get('key')
+
+
+def may_be_sealed(raw):
+    """False when ``raw`` is certainly not an envelope (one scan, no parse)."""
+    return VERSION.encode('ascii') in raw
+
+
+def parse_envelope(raw):
+    """The envelope ``raw`` as a dict, or None when it is plain JSON.
+
+    A large volume's sha256file envelope is megabytes of JSON: parse it
+    once, on a worker thread, and give it to :func:`open_sealed`.
+    """
+    return _parse(raw)
 
 
 def _parse(raw):
-    if VERSION.encode('ascii') not in raw:
+    if not may_be_sealed(raw):
         return None
     try:
         envelope = json.loads(raw)
@@ -111,19 +126,33 @@ def seal(data_key, name, backup_id, key_ref, pieces, plain_fields=None):
     ``plain_fields`` are stored (and authenticated) in clear beside the
     sealed document, for readers that do not know envelopes.
     """
+    return list(sealing(data_key, name, backup_id, key_ref, pieces,
+                        plain_fields))
+
+
+def sealing(data_key, name, backup_id, key_ref, pieces, plain_fields=None):
+    """As :func:`seal`, lazily: the work is done as the result is iterated.
+
+    A writer on a worker thread iterates it, so that a large document is
+    encoded and encrypted there, not on the green thread that asked.
+    """
     salt = os.urandom(SALT_BYTES)
     header = {'version': VERSION, 'backup_id': backup_id, 'cipher': CIPHER,
               'key': key_ref,
               'salt': base64.b64encode(salt).decode('ascii')}
     header.update(plain_fields or {})
-    encryptor = Cipher(algorithms.AES(_document_key(data_key, salt)),
+    return _sealed_pieces(_document_key(data_key, salt), name, header,
+                          pieces)
+
+
+def _sealed_pieces(document_key, name, header, pieces):
+    encryptor = Cipher(algorithms.AES(document_key),
                        modes.GCM(_NONCE)).encryptor()
     encryptor.authenticate_additional_data(_aad(name, header))
     # "version" first (dicts keep their order), for people who look.
-    head = json.dumps(header)[:-1] + ', "sealed": "'
+    yield (json.dumps(header)[:-1] + ', "sealed": "').encode('utf-8')
     if isinstance(pieces, (bytes, bytearray, str)):
         pieces = [pieces]
-    out = [head.encode('utf-8')]
     carry = b''
     for piece in pieces:
         if isinstance(piece, str):
@@ -131,22 +160,22 @@ def seal(data_key, name, backup_id, key_ref, pieces, plain_fields=None):
         carry += encryptor.update(piece)
         usable = len(carry) - len(carry) % 3
         if usable >= _B64_STEP:
-            out.append(base64.b64encode(carry[:usable]))
+            yield binascii.b2a_base64(carry[:usable], newline=False)
             carry = carry[usable:]
     carry += encryptor.finalize() + encryptor.tag
-    out.append(base64.b64encode(carry))
-    out.append(b'"}')
-    return out
+    yield binascii.b2a_base64(carry, newline=False) + b'"}'
 
 
-def open_sealed(raw, name, backup_id, key_for):
+def open_sealed(raw, name, backup_id, key_for, envelope=None):
     """The plaintext document inside the envelope ``raw``.
 
     ``key_for(key_ref)`` returns the data key (and raises
-    BackupKeyUnavailable when it cannot).  Raises CorruptBackup when the
-    envelope is damaged, tampered with, moved or opened with a wrong key.
+    BackupKeyUnavailable when it cannot).  ``envelope``: ``raw`` as
+    :func:`parse_envelope` returned it, when the caller has it already.
+    Raises CorruptBackup when the envelope is damaged, tampered with,
+    moved or opened with a wrong key.
     """
-    envelope = _parse(raw)
+    envelope = _parse(raw) if envelope is None else dict(envelope)
     if envelope is None:
         raise exception.CorruptBackup(backup_id=backup_id,
                                       reason='%s is not an encrypted '

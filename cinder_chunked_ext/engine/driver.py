@@ -274,7 +274,8 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
             # key (or its being plain) known for its data objects.
             raw = self.encryption.open_document(
                 backup, name, raw,
-                holds_objects=document_class is manifest.BackupMetadata)
+                holds_objects=document_class is manifest.BackupMetadata,
+                execute=concurrency.execute)
             # Parsed on a worker thread: a large volume's sha256file is
             # tens of MB of JSON, which would hold up every green thread
             # of the service for as long as it takes.

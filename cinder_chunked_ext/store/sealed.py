@@ -176,7 +176,7 @@ class SealingWriter(base.ObjectWriter):
             view = view[room:]
             if len(self._pending) < SEGMENT_BYTES:
                 return
-            self._emit(self._seal(bytes(self._pending), False))
+            self._emit(self._seal(self._pending, False))
             self._pending = bytearray()
         # Whole segments straight from the caller's buffer.
         while len(view) >= SEGMENT_BYTES:
@@ -186,7 +186,8 @@ class SealingWriter(base.ObjectWriter):
             self._pending += view
 
     def _commit(self):
-        self._emit(self._seal(bytes(self._pending), True))
+        # Sealed from the buffer itself: AES-GCM takes any bytes-like.
+        self._emit(self._seal(self._pending, True))
         self._pending = bytearray()
         self._inner.commit()
 

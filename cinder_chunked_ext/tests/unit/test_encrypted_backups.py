@@ -18,10 +18,12 @@ The key manager is castellan's own in-process one
 """
 
 import base64
+from concurrent import futures
 import io
 import json
 import logging
 import os
+import threading
 
 from castellan import key_manager
 import ddt
@@ -29,6 +31,7 @@ import fixtures
 from oslo_config import cfg
 
 from cinder_chunked_ext.encryption import documents
+from cinder_chunked_ext.engine import concurrency
 from cinder_chunked_ext.engine import driver as chunked
 from cinder_chunked_ext.engine import manifest
 from cinder_chunked_ext import exception
@@ -183,6 +186,51 @@ class EncryptedChainTestCase(EncryptedDriverTestCase):
                 backup, len(data), driver=driver)[:len(data)])
         self.assertEqual(3, len(self.keys()))
         self.assertNotIn(PATTERN, self.all_stored_bytes())
+
+    def test_documents_sealed_and_opened_on_worker_keys_asked_here(self):
+        # Under eventlet a chain's sha256file (megabytes for a large
+        # volume) would hold up every green thread while it is parsed,
+        # decrypted and encrypted: that work goes to ``execute``'s worker,
+        # the key manager is asked from the calling thread.
+        pool = futures.ThreadPoolExecutor(1)
+        self.addCleanup(pool.shutdown)
+        here = threading.get_ident()
+        threads = {}
+
+        def note(what):
+            threads.setdefault(what, set()).add(threading.get_ident())
+
+        def execute(func, *args, **kwargs):
+            return pool.submit(func, *args, **kwargs).result()
+        self.useFixture(fixtures.MockPatchObject(
+            concurrency, 'execute', side_effect=execute))
+        for module, name in ((documents, 'parse_envelope'),
+                             (documents, 'open_sealed'),
+                             (documents, '_sealed_pieces'),
+                             (test_key_manager.SharedKeyManager, 'get'),
+                             (test_key_manager.SharedKeyManager, 'store')):
+            real = getattr(module, name)
+
+            def spy(*args, _real=real, _name=name, **kwargs):
+                note(_name)
+                result = _real(*args, **kwargs)
+                if _name == '_sealed_pieces':
+                    return (piece for piece in result
+                            if note('sealing') is None)
+                return result
+            self.useFixture(fixtures.MockPatchObject(
+                module, name, side_effect=spy, autospec=True))
+        driver = self.make_driver()
+        v1 = marked_volume()
+        v2 = self._edit(v1, 2)
+        full = self.make_backup(v1, driver=driver)
+        inc = self.make_backup(v2, parent=full, driver=driver)
+        self.assertEqual(v2, self.restore_bytes(
+            inc, len(v2), driver=self.make_driver())[:len(v2)])
+        worker = {pool._threads and next(iter(pool._threads)).ident}
+        for what in ('parse_envelope', 'open_sealed', 'sealing'):
+            self.assertEqual(worker, threads[what], what)
+        self.assertEqual({here}, threads['get'] | threads['store'])
 
     @ddt.data(('none', 'aes-256-gcm'), ('aes-256-gcm', 'none'))
     @ddt.unpack
@@ -349,6 +397,12 @@ class EncryptedRefusalTestCase(EncryptedDriverTestCase):
         sealed_doc = bytearray(base64.b64decode(envelope['sealed']))
         sealed_doc[5] ^= 0x01
         envelope['sealed'] = base64.b64encode(sealed_doc).decode()
+        self.write_metadata(self.backup, envelope)
+        self.assertRefusedUntouched(exception.CorruptBackup)
+
+    def test_metadata_naming_no_key_refused(self):
+        envelope = self.envelope(self.backup)
+        del envelope['key']
         self.write_metadata(self.backup, envelope)
         self.assertRefusedUntouched(exception.CorruptBackup)
 
