@@ -209,6 +209,29 @@ class ServerBehaviourTestCase(S3DriverTestCase):
         names = self.keys(backup.service_metadata)
         self.assertFalse([n for n in names if n.endswith('_metadata')])
 
+    def test_small_puts_sent_without_waiting_for_100_continue(self):
+        # botocore asks every PUT to wait for the server's "100 Continue";
+        # a small object (an incremental's changed run) is sent at once,
+        # a large one still waits.
+        store = self.driver().store
+        sent = []
+
+        def record(request, **_kwargs):
+            sent.append((request.method, dict(request.headers)))
+        store.client.meta.events.register('before-send.s3', record)
+        small = os.urandom(40 * 1024)
+        large = os.urandom(s3_store.EXPECT_CONTINUE_MIN_BYTES)
+        for name, data in (('small', small), ('large', large)):
+            with store.open_writer(self.s3.bucket, name) as writer:
+                writer.write(data)
+        puts = [headers for method, headers in sent if method == 'PUT']
+        self.assertEqual(2, len(puts))
+        self.assertNotIn('Expect', puts[0])
+        self.assertEqual(b'100-continue', puts[1].get('Expect'))
+        for name, data in (('small', small), ('large', large)):
+            self.assertEqual(data, self.client.get_object(
+                Bucket=self.s3.bucket, Key=name)['Body'].read())
+
     def _configure_sse(self, key):
         self.conf.config(backup_s3_sse_customer_key=key,
                          backup_s3_sse_customer_algorithm='AES256')

@@ -396,6 +396,26 @@ class S3StoreTestCase(MotoTestCase):
 
 
 @ddt.ddt
+class ExpectContinueTestCase(testtools.TestCase):
+
+    @ddt.data((0, False), (s3.EXPECT_CONTINUE_MIN_BYTES - 1, False),
+              (s3.EXPECT_CONTINUE_MIN_BYTES, True),
+              (64 * s3.MiB, True))
+    @ddt.unpack
+    def test_expect_kept_only_for_large_bodies(self, length, kept):
+        params = {'headers': {'Expect': '100-continue',
+                              'Content-Length': str(length)}}
+        s3._expect_continue_if_large(params)
+        self.assertEqual(kept, 'Expect' in params['headers'])
+
+    @ddt.data({}, {'Content-Length': 'unknown'})
+    def test_expect_kept_when_length_unknown(self, headers):
+        params = {'headers': dict(headers, Expect='100-continue')}
+        s3._expect_continue_if_large(params)
+        self.assertIn('Expect', params['headers'])
+
+
+@ddt.ddt
 class PartSizeTestCase(testtools.TestCase):
 
     @ddt.data(
