@@ -162,6 +162,8 @@ class BackupJob(object):
             driver.env, self, self.settings, driver.enable_progress_timer,
             driver.chunk_size_bytes)
         self.source = volume_io.VolumeSource(self.volume_file)
+        # What an incremental's workers read its pieces into.
+        self.read_buffers = pipeline.ReadBuffers(driver.piece_bytes())
         writes_at_once = max(1, driver.max_concurrent_writes)
         with budget.for_settings(self.settings).operation() as op:
             self.op = op
@@ -278,9 +280,10 @@ class BackupJob(object):
         held = pipeline.HeldPieces()
         # Closed on the way out, so that no hashing outlives a failure.
         with contextlib.closing(self._hashed_pieces(offset, length)) as hashed:
-            for start, size, hashes, data in hashed:
+            for start, size, hashes, kept in hashed:
                 self.hashes.extend(hashes)
-                held.add(start, data)
+                for kept_offset, kept_data in kept:
+                    held.add(kept_offset, kept_data)
                 self._store_runs(
                     (run_offset, run_length, held.take(run_offset,
                                                        run_length))
@@ -329,19 +332,44 @@ class BackupJob(object):
                 if self.source.direct:
                     window.submit(start, self._hash_at, start, size)
                 else:
-                    window.submit(start, pipeline.hash_piece, start, size,
-                                  self.source.read_exactly(start, size),
-                                  self.block_size)
+                    window.submit(start, self._hash_piece, start, size,
+                                  self.source.read_exactly(start, size))
             while len(window):
                 yield window.pop()[1]
         finally:
             window.drain()
 
+    def _hash_piece(self, start, size, data):
+        """Hash one piece read by the caller; all of it is kept."""
+        return (start, size,
+                pipeline.hash_piece(start, size, data, self.block_size)[2],
+                [(start, data)])
+
     def _hash_at(self, start, size):
-        """Read and hash one piece (a worker's job, direct sources)."""
-        data, zero = self.source.load_piece(start, size)
-        return start, size, pipeline.block_hashes(
-            data, self.block_size, zero or pipeline.is_zero(data)), data
+        """Read and hash one piece (a worker's job, direct sources).
+
+        Returns ``(start, size, hashes, kept)``: ``kept`` holds copies of
+        the piece's changed runs only, and the buffer the piece was read
+        into goes back to be read into again.
+        """
+        buffers = self.read_buffers
+        if size != buffers.size:
+            # The volume's last piece, shorter than the others.
+            data, zero = self.source.load_piece(start, size)
+            return self._hash_and_keep(start, data, zero)
+        buffer = buffers.take()
+        try:
+            if self.source.load_into(start, size, buffer):
+                return self._hash_and_keep(start, buffer, None)
+            return self._hash_and_keep(start, pipeline.zeros(size), True)
+        finally:
+            buffers.give(buffer)
+
+    def _hash_and_keep(self, start, data, zero):
+        hashes = pipeline.block_hashes(data, self.block_size,
+                                       zero or pipeline.is_zero(data))
+        return start, len(data), hashes, pipeline.changed_blocks(
+            data, start, hashes, self.parent_hashes, self.block_size)
 
     def _analyse_at(self, start, size, piece_encoder, want_hashes, probe):
         """Read and analyse one piece (a worker's job, direct sources)."""

@@ -193,6 +193,44 @@ def changed_extents(hashes, parent_hashes, first_block, base_offset,
             for a, b in extents]
 
 
+def changed_blocks(data, offset, hashes, parent_hashes, block_size):
+    """``[(offset, bytes), ...]``: copies of the changed runs of a piece.
+
+    ``data`` (at volume ``offset``) was hashed into ``hashes``; what an
+    incremental backup stores of it is its runs of blocks whose hash
+    differs from the parent's, taken from the very bytes hashed.  The
+    piece's buffer can then be read into again at once.
+    """
+    with memoryview(data) as view:
+        return [(start, bytes(view[start - offset:start - offset + length]))
+                for start, length in changed_extents(
+                    hashes, parent_hashes, offset // block_size, offset,
+                    block_size, len(data))]
+
+
+class ReadBuffers(object):
+    """Buffers of ``size`` bytes that workers read pieces into, reused.
+
+    ``take`` and ``give`` are a list's ``pop`` and ``append``, atomic
+    under the GIL: no lock, green or native.  As many buffers exist as
+    were ever in use at once (the hashing window), for as long as the
+    operation that owns them.
+    """
+
+    def __init__(self, size):
+        self.size = size
+        self._idle = []
+
+    def take(self):
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return bytearray(self.size)
+
+    def give(self, buffer):
+        self._idle.append(buffer)
+
+
 class ChangedRuns(object):
     """The runs of changed blocks of one chunk, found piece by piece.
 

@@ -197,3 +197,39 @@ class ChangedExtentsTestCase(testtools.TestCase):
             pipeline.block_hashes(bytes(old), BLOCK), 0, 0, BLOCK,
             len(new))
         self.assertEqual([(5 * BLOCK, BLOCK)], extents)
+
+
+class ChangedBlocksTestCase(testtools.TestCase):
+
+    def test_changed_blocks_copies_of_changed_runs_at_their_offsets(self):
+        old = os.urandom(16 * BLOCK)
+        new = bytearray(old)
+        for block in (2, 3, 9):
+            new[block * BLOCK + 1] ^= 0xff
+        offset = 32 * BLOCK
+        parent = ['?'] * 32 + pipeline.block_hashes(old, BLOCK)
+        hashes = pipeline.block_hashes(new, BLOCK)
+        kept = pipeline.changed_blocks(new, offset, hashes, parent, BLOCK)
+        self.assertEqual(
+            [(offset + 2 * BLOCK, bytes(new[2 * BLOCK:4 * BLOCK])),
+             (offset + 9 * BLOCK, bytes(new[9 * BLOCK:10 * BLOCK]))], kept)
+        # Copies: the buffer may be read into again at once.
+        new[2 * BLOCK:4 * BLOCK] = bytes(2 * BLOCK)
+        self.assertNotEqual(bytes(2 * BLOCK), kept[0][1])
+
+    def test_changed_blocks_unchanged_piece_keeps_nothing(self):
+        data = os.urandom(8 * BLOCK)
+        hashes = pipeline.block_hashes(data, BLOCK)
+        self.assertEqual([], pipeline.changed_blocks(data, 0, hashes,
+                                                     list(hashes), BLOCK))
+
+
+class ReadBuffersTestCase(testtools.TestCase):
+
+    def test_read_buffers_given_back_are_taken_again(self):
+        buffers = pipeline.ReadBuffers(100)
+        first, second = buffers.take(), buffers.take()
+        self.assertIsNot(first, second)
+        self.assertEqual(bytearray(100), first)
+        buffers.give(first)
+        self.assertIs(first, buffers.take())

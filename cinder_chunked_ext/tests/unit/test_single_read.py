@@ -27,6 +27,8 @@ import os
 import ddt
 import fixtures
 
+from cinder_chunked_ext.engine import driver as chunked
+from cinder_chunked_ext.engine import pipeline
 from cinder_chunked_ext.engine import volume_io
 from cinder_chunked_ext.tests.unit import test_chunked_backup as base
 
@@ -95,22 +97,64 @@ class IncrementalSingleReadTestCase(base.DriverTestCase):
         with open(path, 'wb') as f:
             f.write(changed_copy(data))
         loaded = []
-        real_load = volume_io.VolumeSource.load
 
-        def load(source, offset, size):
-            got = real_load(source, offset, size)
+        def after_read(offset, size):
             loaded.append(size)
             # A writer changes the region right after it was read.
             with open(path, 'r+b') as f:
                 f.seek(offset)
                 f.write(bytes(b ^ 0xff for b in f.read(8)))
+        real_load = volume_io.VolumeSource.load
+        real_load_into = volume_io.VolumeSource.load_into
+
+        def load(source, offset, size):
+            got = real_load(source, offset, size)
+            after_read(offset, size)
+            return got
+
+        def load_into(source, offset, size, buffer):
+            got = real_load_into(source, offset, size, buffer)
+            after_read(offset, size)
             return got
         self.useFixture(fixtures.MockPatchObject(
             volume_io.VolumeSource, 'load', load))
+        self.useFixture(fixtures.MockPatchObject(
+            volume_io.VolumeSource, 'load_into', load_into))
         with open(path, 'rb') as volume:
             inc = self.make_backup(None, parent=full, volume_file=volume)
         self.assertEqual(len(data), sum(loaded))
         self._check_hashes_are_of_stored_bytes(full, inc, len(data))
+
+    def test_incremental_direct_file_pieces_read_into_reused_buffers(self):
+        # Every piece has a changed block; the pieces are read into a few
+        # buffers taken again and again, and what is stored is copies of
+        # the changed runs, never bytes of a piece read later.
+        data = base.mixed_volume(chunks=6)
+        changed = bytearray(data)
+        for offset in range(base.SHA, len(data), base.PIECE):
+            changed[offset:offset + 10] = os.urandom(10)
+        full = self.make_backup(data)
+        path = os.path.join(self.useFixture(fixtures.TempDir()).path, 'vol')
+        with open(path, 'wb') as f:
+            f.write(changed)
+        taken = []
+        real_take = pipeline.ReadBuffers.take
+
+        def take(buffers):
+            buffer = real_take(buffers)
+            taken.append(id(buffer))
+            return buffer
+        self.useFixture(fixtures.MockPatchObject(
+            pipeline.ReadBuffers, 'take', take))
+        driver = self.make_driver(workers=1, group=chunked.PIPELINE_GROUP)
+        with open(path, 'rb') as volume:
+            inc = self.make_backup(None, parent=full, volume_file=volume,
+                                   driver=driver)
+        self.assertEqual(len(data) // base.PIECE, len(taken))
+        self.assertLess(len(set(taken)), len(taken) // 2)
+        restored = self._check_hashes_are_of_stored_bytes(full, inc,
+                                                          len(data))
+        self.assertEqual(bytes(changed), restored)
 
     def test_incremental_long_run_objects_of_a_piece_restored(self):
         data = base.mixed_volume(chunks=4)
