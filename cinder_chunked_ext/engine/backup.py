@@ -162,8 +162,6 @@ class BackupJob(object):
             driver.env, self, self.settings, driver.enable_progress_timer,
             driver.chunk_size_bytes)
         self.source = volume_io.VolumeSource(self.volume_file)
-        # What an incremental's workers read its pieces into.
-        self.read_buffers = pipeline.ReadBuffers(driver.piece_bytes())
         writes_at_once = max(1, driver.max_concurrent_writes)
         with budget.for_settings(self.settings).operation() as op:
             self.op = op
@@ -183,6 +181,9 @@ class BackupJob(object):
             # the share allows (an object and its stored form).
             self.whole_object_bytes = cuts.whole_object_bytes(
                 driver, self.incremental, op.share())
+            # What workers read pieces (incremental) or whole objects
+            # (full) of that size into, again and again.
+            self.read_buffers = pipeline.ReadBuffers(self.whole_object_bytes)
             self.small = concurrency.OrderedWindow(
                 op.io, lambda: cuts.whole_objects_at_once(
                     driver, self.whole_object_bytes, writes_at_once,
@@ -345,25 +346,30 @@ class BackupJob(object):
                 pipeline.hash_piece(start, size, data, self.block_size)[2],
                 [(start, data)])
 
+    def _load(self, offset, size, buffer=None):
+        """``(data, zero)`` as ``load_piece``, into ``buffer`` if given."""
+        if buffer is None:
+            return self.source.load_piece(offset, size)
+        if self.source.load_into(offset, size, buffer):
+            return buffer, None
+        return pipeline.zeros(size), True
+
     def _hash_at(self, start, size):
         """Read and hash one piece (a worker's job, direct sources).
 
         Returns ``(start, size, hashes, kept)``: ``kept`` holds copies of
         the piece's changed runs only, and the buffer the piece was read
-        into goes back to be read into again.
+        into goes back to be read into again (the volume's last piece,
+        when shorter, is read into a buffer of its own).
         """
-        buffers = self.read_buffers
-        if size != buffers.size:
-            # The volume's last piece, shorter than the others.
-            data, zero = self.source.load_piece(start, size)
-            return self._hash_and_keep(start, data, zero)
-        buffer = buffers.take()
+        buffer = (self.read_buffers.take()
+                  if size == self.read_buffers.size else None)
         try:
-            if self.source.load_into(start, size, buffer):
-                return self._hash_and_keep(start, buffer, None)
-            return self._hash_and_keep(start, pipeline.zeros(size), True)
+            return self._hash_and_keep(start, *self._load(start, size,
+                                                          buffer))
         finally:
-            buffers.give(buffer)
+            if buffer is not None:
+                self.read_buffers.give(buffer)
 
     def _hash_and_keep(self, start, data, zero):
         hashes = pipeline.block_hashes(data, self.block_size,
@@ -447,19 +453,25 @@ class BackupJob(object):
         Returns its record and, when asked, its block hashes.  ``data`` is
         None when the worker reads it from a direct source.
         """
-        zero = None
+        zero = buffer = None
         if data is None:
-            data, zero = self.source.load_piece(offset, length)
-        encoded = whole_object.encode(
-            data, self.settings.compression, self.driver.piece_bytes(),
-            self.block_size, want_hashes, zero=zero)
-        with self.driver.get_data_object_writer(
-                self.container, name, offset, len(data),
-                extra_metadata=self.extra_metadata,
-                **self.durability.writer_arguments()) as writer:
-            for part in encoded.parts:
-                if part:
-                    writer.write(part)
+            if length == self.read_buffers.size:
+                buffer = self.read_buffers.take()
+            data, zero = self._load(offset, length, buffer)
+        try:
+            encoded = whole_object.encode(
+                data, self.settings.compression, self.driver.piece_bytes(),
+                self.block_size, want_hashes, zero=zero)
+            with self.driver.get_data_object_writer(
+                    self.container, name, offset, len(data),
+                    extra_metadata=self.extra_metadata,
+                    **self.durability.writer_arguments()) as writer:
+                for part in encoded.parts:
+                    if part:
+                        writer.write(part)
+        finally:
+            if buffer is not None:
+                self.read_buffers.give(buffer)
         record = manifest.ObjectRecord(name=name, offset=offset,
                                        length=len(data),
                                        compression=encoded.stored_as,

@@ -79,7 +79,12 @@ class ObjectWriter(object, metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def _write(self, data):
-        """Store ``data`` after what was written before."""
+        """Store ``data`` after what was written before.
+
+        ``data`` (bytes-like) is the caller's again once this returns:
+        the engine reads the next object into the same buffer, so a
+        writer that holds data until its commit keeps a copy.
+        """
 
     @abc.abstractmethod
     def _commit(self):

@@ -156,6 +156,28 @@ class IncrementalSingleReadTestCase(base.DriverTestCase):
                                                           len(data))
         self.assertEqual(bytes(changed), restored)
 
+    def test_full_direct_file_objects_read_into_reused_buffers(self):
+        data = base.mixed_volume(chunks=6)
+        path = os.path.join(self.useFixture(fixtures.TempDir()).path, 'vol')
+        with open(path, 'wb') as f:
+            f.write(data)
+        taken = []
+        real_take = pipeline.ReadBuffers.take
+
+        def take(buffers):
+            buffer = real_take(buffers)
+            taken.append(id(buffer))
+            return buffer
+        self.useFixture(fixtures.MockPatchObject(
+            pipeline.ReadBuffers, 'take', take))
+        driver = self.make_driver(workers=1, group=chunked.PIPELINE_GROUP)
+        with open(path, 'rb') as volume:
+            full = self.make_backup(None, volume_file=volume, driver=driver)
+        self.assertGreater(len(taken), 4)
+        self.assertLess(len(set(taken)), len(taken) // 2)
+        self.assertEqual(data, self.restore_bytes(full, len(data)))
+        self.assertEqual(base.sha256_list(data), self.sha256s(full))
+
     def test_incremental_long_run_objects_of_a_piece_restored(self):
         data = base.mixed_volume(chunks=4)
         full = self.make_backup(data)
