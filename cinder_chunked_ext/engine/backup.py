@@ -22,9 +22,9 @@
    at most ``full_backup_object_bytes``; an incremental one hashes the
    chunk on the pool, piece by piece, and stores each run of changed
    hash blocks (in objects of at most a piece) as soon as its end is
-   known, while the hashing goes on, from the very buffers it hashed
-   (``_backup_changed_runs``): every byte is read once, and the hashes
-   recorded are those of the bytes stored.  Objects no larger than a
+   known, while the hashing goes on, from copies of the very bytes it
+   hashed (``_backup_changed_runs``): every byte is read once, and the
+   hashes recorded are those of the bytes stored.  Objects no larger than a
    piece are written whole by a worker, several at once
    (``_write_small_object``).  Where the store has a durability barrier
    (POSIX), they are not synced one by one: the barrier makes them
@@ -32,8 +32,9 @@
    sync per directory) before the sha256file and the metadata are
    written.
    When the volume is a file or a device, each worker reads its own
-   piece (``VolumeSource.load``), and the holes of a file are not read
-   at all.
+   piece or whole object (``VolumeSource.load_into``), into a buffer of
+   the backup's pool (``read_buffers``) that it gives back once done,
+   and the holes of a file are not read at all.
 3. ``_store_object`` streams one larger object (``_stream_object``):
    pieces of a few MiB are read in order and analysed on the worker pool
    (zero test, SHA-256 per hash block, compression of splittable codecs);
@@ -333,18 +334,13 @@ class BackupJob(object):
                 if self.source.direct:
                     window.submit(start, self._hash_at, start, size)
                 else:
-                    window.submit(start, self._hash_piece, start, size,
-                                  self.source.read_exactly(start, size))
+                    window.submit(start, self._hash_and_keep, start,
+                                  self.source.read_exactly(start, size),
+                                  None)
             while len(window):
                 yield window.pop()[1]
         finally:
             window.drain()
-
-    def _hash_piece(self, start, size, data):
-        """Hash one piece read by the caller; all of it is kept."""
-        return (start, size,
-                pipeline.hash_piece(start, size, data, self.block_size)[2],
-                [(start, data)])
 
     def _load(self, offset, size, buffer=None):
         """``(data, zero)`` as ``load_piece``, into ``buffer`` if given."""
@@ -372,6 +368,10 @@ class BackupJob(object):
                 self.read_buffers.give(buffer)
 
     def _hash_and_keep(self, start, data, zero):
+        """``(start, size, hashes, kept)`` of a piece read (a worker's job).
+
+        ``kept``: copies of the piece's changed runs, at their offsets.
+        """
         hashes = pipeline.block_hashes(data, self.block_size,
                                        zero or pipeline.is_zero(data))
         return start, len(data), hashes, pipeline.changed_blocks(

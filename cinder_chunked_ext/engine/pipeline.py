@@ -159,15 +159,6 @@ def analyse_piece(data, block_size, piece_encoder, want_hashes, zero=None,
     return PieceResult(data, zero, hashes, encoded, incompressible)
 
 
-def hash_piece(start, size, data, block_size):
-    """``(start, size, block hashes, data)`` of a piece read by the caller.
-
-    An incremental's hashing pass (a worker's job): the data is handed
-    on, to be stored from the same buffer.
-    """
-    return start, size, block_hashes(data, block_size, is_zero(data)), data
-
-
 def changed_extents(hashes, parent_hashes, first_block, base_offset,
                     block_size, limit):
     """``[(offset, length), ...]`` of the runs of changed blocks.
@@ -285,11 +276,13 @@ class ChangedRuns(object):
 
 
 class HeldPieces(object):
-    """Pieces read and hashed, kept until the runs over them are stored.
+    """Changed runs read and hashed, kept until they are stored.
 
-    An incremental backup stores its changed runs from the very buffers
-    it hashed: the volume is read once, and what the sha256file records
-    is what the objects hold, even if the volume changes meanwhile.
+    An incremental backup stores its changed runs from copies of the
+    very bytes it hashed (:func:`changed_blocks`): the volume is read
+    once, and what the sha256file records is what the objects hold, even
+    if the volume changes meanwhile.  A run that goes on into the next
+    piece is put together from both.
     """
 
     def __init__(self):

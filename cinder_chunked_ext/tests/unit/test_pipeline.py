@@ -77,8 +77,6 @@ class BlockHashesTestCase(testtools.TestCase):
         data = bytes(size)
         self.assertEqual(pipeline.block_hashes(data, BLOCK),
                          pipeline.block_hashes(data, BLOCK, zero=True))
-        self.assertEqual((0, size, pipeline.block_hashes(data, BLOCK), data),
-                         pipeline.hash_piece(0, size, data, BLOCK))
 
     @ddt.data(bytes, bytearray, memoryview)
     def test_block_hashes_zero_blocks_among_data_not_hashed(self, kind):
