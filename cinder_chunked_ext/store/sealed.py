@@ -58,6 +58,9 @@ import typing
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import aead
+from cryptography.hazmat.primitives.ciphers import algorithms
+from cryptography.hazmat.primitives.ciphers import Cipher
+from cryptography.hazmat.primitives.ciphers import modes
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf import hkdf
 
@@ -91,6 +94,46 @@ def object_key(data_key, salt):
 
 def _nonce(index, final):
     return index.to_bytes(11, 'big') + (b'\x01' if final else b'\x00')
+
+
+#: Segments from this size are sealed and opened with ``AESGCM``, which
+#: releases the GIL for the call (other threads work meanwhile); smaller
+#: ones with the streaming ``Cipher`` API, which keeps it.  Taking the
+#: GIL back after a call costs up to a switch interval (5 ms) when
+#: another thread runs Python: on a busy worker, a 32 KiB object took
+#: 890 us through ``AESGCM`` and 6 us streamed (``cryptography`` 50).
+#: Both give the same bytes: the ciphertext, then the 16-byte tag.
+GIL_RELEASE_BYTES = 256 * 1024
+
+
+class _SegmentCipher(object):
+    """AES-256-GCM of one object's segments under its own key."""
+
+    def __init__(self, key):
+        self._key = key
+        self._aead = aead.AESGCM(key)
+
+    def seal(self, nonce, data, aad):
+        if len(data) >= GIL_RELEASE_BYTES:
+            return self._aead.encrypt(nonce, data, aad)
+        encryptor = Cipher(algorithms.AES(self._key),
+                           modes.GCM(nonce)).encryptor()
+        encryptor.authenticate_additional_data(aad)
+        return encryptor.update(data) + encryptor.finalize() + encryptor.tag
+
+    def open(self, nonce, sealed, aad):
+        """The plaintext of ``sealed``; raises InvalidTag."""
+        if len(sealed) >= GIL_RELEASE_BYTES:
+            return self._aead.decrypt(nonce, sealed, aad)
+        if len(sealed) < TAG_BYTES:
+            raise InvalidTag()
+        with memoryview(sealed) as view:
+            decryptor = Cipher(
+                algorithms.AES(self._key),
+                modes.GCM(nonce, bytes(view[-TAG_BYTES:]))).decryptor()
+            decryptor.authenticate_additional_data(aad)
+            return (decryptor.update(view[:-TAG_BYTES]) +
+                    decryptor.finalize())
 
 
 class Placement(typing.NamedTuple):
@@ -148,15 +191,15 @@ class SealingWriter(base.ObjectWriter):
         if salt is None:
             salt = os.urandom(SALT_BYTES)
         self._header = HEADER.pack(MAGIC, FORMAT, SEGMENT_LOG2, 0, salt)
-        self._aead = aead.AESGCM(object_key(data_key, salt))
+        self._cipher = _SegmentCipher(object_key(data_key, salt))
         self._aad = _aad(self._header, FORMAT, name, placement)
         self._pending = bytearray()
         self._index = 0
         self._started = False
 
     def _seal(self, data, final):
-        sealed = self._aead.encrypt(_nonce(self._index, final), data,
-                                    self._aad)
+        sealed = self._cipher.seal(_nonce(self._index, final), data,
+                                   self._aad)
         self._index += 1
         return sealed
 
@@ -212,7 +255,7 @@ class OpeningReader(base.ObjectReader):
         self._name = name
         self._placement = placement
         self._version = None
-        self._aead = None
+        self._cipher = None
         self._aad = None
         self._segment_bytes = None
         self._index = 0
@@ -248,19 +291,19 @@ class OpeningReader(base.ObjectReader):
                          % (version, log2))
         self._version = version
         self._segment_bytes = 1 << log2
-        self._aead = aead.AESGCM(object_key(self._data_key, salt))
+        self._cipher = _SegmentCipher(object_key(self._data_key, salt))
         self._aad = _aad(header, version, self._name, self._placement)
 
     def _next_segment(self):
-        if self._aead is None:
+        if self._cipher is None:
             self._open_header()
         sealed = self._read_exactly(self._segment_bytes + TAG_BYTES)
         final = len(sealed) < self._segment_bytes + TAG_BYTES
         if len(sealed) < TAG_BYTES:
             self._refuse('it is truncated (its final segment is missing)')
         try:
-            plain = self._aead.decrypt(_nonce(self._index, final), sealed,
-                                       self._aad)
+            plain = self._cipher.open(_nonce(self._index, final), sealed,
+                                      self._aad)
         except InvalidTag:
             self._refuse(self._failure())
         self._index += 1

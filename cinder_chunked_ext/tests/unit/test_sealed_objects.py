@@ -16,6 +16,8 @@ import io
 import os
 from unittest import mock
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import aead
 import ddt
 import testtools
 
@@ -24,6 +26,7 @@ from cinder_chunked_ext.store import memory
 from cinder_chunked_ext.store import sealed
 
 SEG = sealed.SEGMENT_BYTES
+TAG_BYTES = sealed.TAG_BYTES
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
 NAME = 'volume_v_20260102030405_backup_b-00001'
@@ -174,6 +177,56 @@ class SealedObjectTestCase(testtools.TestCase):
                                       PLACE)
         self.assertRaises(exception.ObjectAuthenticationFailed,
                           reader.read, 1)
+
+
+@ddt.ddt
+class SegmentCipherTestCase(testtools.TestCase):
+    """Small segments streamed (the GIL kept), large ones through AESGCM."""
+
+    NONCE = bytes(11) + b'\x01'
+    AAD = b'associated data'
+
+    @ddt.data(0, 1, 32 * 1024, sealed.GIL_RELEASE_BYTES - 1,
+              sealed.GIL_RELEASE_BYTES, SEG)
+    def test_segment_cipher_same_bytes_as_aesgcm_both_ways(self, size):
+        data = os.urandom(size)
+        cipher = sealed._SegmentCipher(KEY)
+        reference = aead.AESGCM(KEY).encrypt(self.NONCE, data, self.AAD)
+        self.assertEqual(reference, cipher.seal(self.NONCE, data, self.AAD))
+        self.assertEqual(data, cipher.open(self.NONCE, reference, self.AAD))
+        tampered = bytearray(reference)
+        tampered[-1] ^= 0x01
+        self.assertRaises(InvalidTag, cipher.open, self.NONCE,
+                          bytes(tampered), self.AAD)
+        self.assertRaises(InvalidTag, cipher.open, self.NONCE,
+                          reference[:TAG_BYTES - 1], self.AAD)
+
+    def test_small_object_never_releases_the_gil(self):
+        # AESGCM's calls release the GIL, and a worker then waits to
+        # take it back: a 32 KiB object is sealed and opened streamed.
+        data = os.urandom(32 * 1024)
+        with mock.patch.object(aead.AESGCM, 'encrypt',
+                               side_effect=AssertionError('encrypt')), \
+                mock.patch.object(aead.AESGCM, 'decrypt',
+                                  side_effect=AssertionError('decrypt')):
+            self.assertEqual(data, unseal(seal(data)))
+
+    def test_large_segments_through_aesgcm(self):
+        data = os.urandom(2 * SEG)
+        real, calls = aead.AESGCM, []
+
+        class CountingAESGCM(object):
+            def __init__(self, key):
+                self._real = real(key)
+
+            def encrypt(self, *args):
+                calls.append(len(args[1]))
+                return self._real.encrypt(*args)
+        with mock.patch.object(aead, 'AESGCM', CountingAESGCM):
+            stored = seal(data, steps=(SEG,))
+        # The two full segments; the empty final one is streamed.
+        self.assertEqual([SEG, SEG], calls)
+        self.assertEqual(data, unseal(stored))
 
 
 class KeyringTestCase(testtools.TestCase):
