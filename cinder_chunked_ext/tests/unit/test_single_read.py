@@ -125,18 +125,14 @@ class IncrementalSingleReadTestCase(base.DriverTestCase):
         self.assertEqual(len(data), sum(loaded))
         self._check_hashes_are_of_stored_bytes(full, inc, len(data))
 
-    def test_incremental_direct_file_pieces_read_into_reused_buffers(self):
-        # Every piece has a changed block; the pieces are read into a few
-        # buffers taken again and again, and what is stored is copies of
-        # the changed runs, never bytes of a piece read later.
-        data = base.mixed_volume(chunks=6)
-        changed = bytearray(data)
-        for offset in range(base.SHA, len(data), base.PIECE):
-            changed[offset:offset + 10] = os.urandom(10)
-        full = self.make_backup(data)
+    def _volume_file(self, data):
         path = os.path.join(self.useFixture(fixtures.TempDir()).path, 'vol')
         with open(path, 'wb') as f:
-            f.write(changed)
+            f.write(data)
+        return path
+
+    def _buffers_taken_one_worker(self):
+        """The ids of the read buffers taken, and a one-worker driver."""
         taken = []
         real_take = pipeline.ReadBuffers.take
 
@@ -146,7 +142,20 @@ class IncrementalSingleReadTestCase(base.DriverTestCase):
             return buffer
         self.useFixture(fixtures.MockPatchObject(
             pipeline.ReadBuffers, 'take', take))
-        driver = self.make_driver(workers=1, group=chunked.PIPELINE_GROUP)
+        return taken, self.make_driver(workers=1,
+                                       group=chunked.PIPELINE_GROUP)
+
+    def test_incremental_direct_file_pieces_read_into_reused_buffers(self):
+        # Every piece has a changed block; the pieces are read into a few
+        # buffers taken again and again, and what is stored is copies of
+        # the changed runs, never bytes of a piece read later.
+        data = base.mixed_volume(chunks=6)
+        changed = bytearray(data)
+        for offset in range(base.SHA, len(data), base.PIECE):
+            changed[offset:offset + 10] = os.urandom(10)
+        full = self.make_backup(data)
+        path = self._volume_file(changed)
+        taken, driver = self._buffers_taken_one_worker()
         with open(path, 'rb') as volume:
             inc = self.make_backup(None, parent=full, volume_file=volume,
                                    driver=driver)
@@ -158,19 +167,8 @@ class IncrementalSingleReadTestCase(base.DriverTestCase):
 
     def test_full_direct_file_objects_read_into_reused_buffers(self):
         data = base.mixed_volume(chunks=6)
-        path = os.path.join(self.useFixture(fixtures.TempDir()).path, 'vol')
-        with open(path, 'wb') as f:
-            f.write(data)
-        taken = []
-        real_take = pipeline.ReadBuffers.take
-
-        def take(buffers):
-            buffer = real_take(buffers)
-            taken.append(id(buffer))
-            return buffer
-        self.useFixture(fixtures.MockPatchObject(
-            pipeline.ReadBuffers, 'take', take))
-        driver = self.make_driver(workers=1, group=chunked.PIPELINE_GROUP)
+        path = self._volume_file(data)
+        taken, driver = self._buffers_taken_one_worker()
         with open(path, 'rb') as volume:
             full = self.make_backup(None, volume_file=volume, driver=driver)
         self.assertGreater(len(taken), 4)

@@ -113,26 +113,28 @@ class VolumeSourceTestCase(_SparseTestCase):
             self.assertEqual(data[MiB - 4096:MiB + 128 * KiB],
                              source.load(MiB - 4096, 132 * KiB))
 
+    def _source(self, path):
+        f = open(path, 'rb')
+        self.addCleanup(f.close)
+        source = volume_io.VolumeSource(f)
+        self.addCleanup(source.close)
+        return source
+
     def test_source_load_into_reads_data_leaves_holes_alone(self):
-        path, data = self.sparse_file(
-            3 * MiB, [(MiB, b'a' * 4096), (MiB + 64 * KiB, b'b' * 4096)])
-        with open(path, 'rb') as f:
-            source = volume_io.VolumeSource(f)
-            self.addCleanup(source.close)
-            buffer = bytearray(b'\x55' * MiB)
-            self.assertFalse(source.load_into(0, MiB, buffer))
-            self.assertEqual(b'\x55' * MiB, buffer)
-            self.assertTrue(source.load_into(MiB, MiB, buffer))
-            self.assertEqual(data[MiB:2 * MiB], buffer)
+        path, data = self.sparse_file(3 * MiB, [(MiB, b'a' * 4096)])
+        source = self._source(path)
+        buffer = bytearray(b'\x55' * MiB)
+        self.assertFalse(source.load_into(0, MiB, buffer))
+        self.assertEqual(b'\x55' * MiB, buffer)
+        self.assertTrue(source.load_into(MiB, MiB, buffer))
+        self.assertEqual(data[MiB:2 * MiB], buffer)
 
     def test_source_load_into_short_volume_refused(self):
         path, _data = self.sparse_file(MiB + 100, [(MiB, b'a' * 100)])
-        with open(path, 'rb') as f:
-            source = volume_io.VolumeSource(f)
-            self.addCleanup(source.close)
-            e = self.assertRaises(exception.InvalidVolume, source.load_into,
-                                  MiB, 4096, bytearray(4096))
-            self.assertIn('ended at offset %d' % (MiB + 100), str(e))
+        e = self.assertRaises(exception.InvalidVolume,
+                              self._source(path).load_into,
+                              MiB, 4096, bytearray(4096))
+        self.assertIn('ended at offset %d' % (MiB + 100), str(e))
 
     def test_source_hole_queries_caller_offset_unchanged(self):
         path, _data = self.sparse_file(2 * MiB, [(MiB, b'a' * 4096)])
