@@ -663,6 +663,9 @@ def run_in_workdir(args, prefix, bench_func, print_func):
         check_cold(args.cold)
     backend = benchmark_backends.BACKENDS[args.driver]
     parent = os.path.abspath(args.workdir or os.getcwd())
+    if not os.path.isdir(parent):
+        raise SystemExit('--workdir %s: no such directory (the benchmark '
+                         'makes its work directory inside it)' % parent)
     args.workdir = tempfile.mkdtemp(prefix=prefix, dir=parent)
     try:
         with backend.server(args.workdir) as server:
