@@ -183,8 +183,10 @@ class BackupJob(object):
             self.whole_object_bytes = cuts.whole_object_bytes(
                 driver, self.incremental, op.share())
             # What workers read pieces (incremental) or whole objects
-            # (full) of that size into, again and again.
-            self.read_buffers = pipeline.ReadBuffers(self.whole_object_bytes)
+            # (full) of that size into, again and again: as many kept as
+            # the window that reads them allows now.
+            self.read_buffers = pipeline.ReadBuffers(
+                self.whole_object_bytes, keep=self._read_window)
             self.small = concurrency.OrderedWindow(
                 op.io, lambda: cuts.whole_objects_at_once(
                     driver, self.whole_object_bytes, writes_at_once,
@@ -341,6 +343,15 @@ class BackupJob(object):
                 yield window.pop()[1]
         finally:
             window.drain()
+
+    def _read_window(self):
+        """Pieces or whole objects the backup may be reading at once."""
+        size = self.whole_object_bytes
+        if self.incremental:
+            return self.op.hash_window_depth(size)
+        return cuts.whole_objects_at_once(
+            self.driver, size, max(1, self.driver.max_concurrent_writes),
+            self.op.share())
 
     def _load(self, offset, size, buffer=None):
         """``(data, zero)`` as ``load_piece``, into ``buffer`` if given."""

@@ -202,14 +202,16 @@ def changed_blocks(data, offset, hashes, parent_hashes, block_size):
 class ReadBuffers(object):
     """Buffers of ``size`` bytes that workers read pieces into, reused.
 
-    ``take`` and ``give`` are a list's ``pop`` and ``append``, atomic
-    under the GIL: no lock, green or native.  As many buffers exist as
-    were ever in use at once (the hashing window), for as long as the
-    operation that owns them.
+    A buffer given back is kept for the next ``take`` while fewer than
+    ``keep()`` are idle (the operation's window as it is now: it shrinks
+    when other operations start, and so does what is kept), else left to
+    be freed.  ``take`` and ``give`` are a list's ``pop`` and ``append``,
+    atomic under the GIL: no lock, green or native.
     """
 
-    def __init__(self, size):
+    def __init__(self, size, keep=lambda: 1):
         self.size = size
+        self._keep = keep
         self._idle = []
 
     def take(self):
@@ -219,7 +221,8 @@ class ReadBuffers(object):
             return bytearray(self.size)
 
     def give(self, buffer):
-        self._idle.append(buffer)
+        if len(self._idle) < self._keep():
+            self._idle.append(buffer)
 
 
 class ChangedRuns(object):

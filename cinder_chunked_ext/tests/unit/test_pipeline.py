@@ -225,9 +225,21 @@ class ChangedBlocksTestCase(testtools.TestCase):
 class ReadBuffersTestCase(testtools.TestCase):
 
     def test_read_buffers_given_back_are_taken_again(self):
-        buffers = pipeline.ReadBuffers(100)
+        buffers = pipeline.ReadBuffers(100, keep=lambda: 2)
         first, second = buffers.take(), buffers.take()
         self.assertIsNot(first, second)
         self.assertEqual(bytearray(100), first)
         buffers.give(first)
         self.assertIs(first, buffers.take())
+
+    def test_read_buffers_kept_no_more_than_window_now(self):
+        # The window shrinks as other operations start: buffers beyond
+        # it are let go, not kept for a concurrency that is gone.
+        window = [3]
+        buffers = pipeline.ReadBuffers(100, keep=lambda: window[0])
+        taken = [buffers.take() for _ in range(3)]
+        window[0] = 1
+        for buffer in taken:
+            buffers.give(buffer)
+        self.assertIs(taken[0], buffers.take())
+        self.assertIsNot(taken[1], buffers.take())
