@@ -86,10 +86,6 @@ def parse_envelope(raw):
     A large volume's sha256file envelope is megabytes of JSON: parse it
     once, on a worker thread, and give it to :func:`open_sealed`.
     """
-    return _parse(raw)
-
-
-def _parse(raw):
     if not may_be_sealed(raw):
         return None
     try:
@@ -102,7 +98,7 @@ def _parse(raw):
 
 
 def _header(raw):
-    envelope = _parse(raw)
+    envelope = parse_envelope(raw)
     if envelope is None:
         return None
     envelope.pop('sealed', None)
@@ -110,7 +106,7 @@ def _header(raw):
 
 
 def is_sealed(raw):
-    return _parse(raw) is not None
+    return parse_envelope(raw) is not None
 
 
 # What a sha256file envelope also says, for upstream Cinder only: asked
@@ -175,7 +171,7 @@ def open_sealed(raw, name, backup_id, key_for, envelope=None):
     Raises CorruptBackup when the envelope is damaged, tampered with,
     moved or opened with a wrong key.
     """
-    envelope = _parse(raw) if envelope is None else dict(envelope)
+    envelope = parse_envelope(raw) if envelope is None else dict(envelope)
     if envelope is None:
         raise exception.CorruptBackup(backup_id=backup_id,
                                       reason='%s is not an encrypted '
@@ -209,7 +205,7 @@ def reseal(raw, name, data_key, new_key_ref):
     For a change of password: the document and the data key stay, the
     envelope is sealed again (the key reference is authenticated).
     """
-    envelope = _parse(raw)
+    envelope = parse_envelope(raw)
     backup_id = envelope.get('backup_id', '?') if envelope else '?'
     plain = open_sealed(raw, name, backup_id, lambda _ref: data_key)
     plain_fields = {key: value for key, value in envelope.items()
@@ -219,7 +215,7 @@ def reseal(raw, name, data_key, new_key_ref):
 
 
 def backup_id_of(raw):
-    envelope = _parse(raw)
+    envelope = parse_envelope(raw)
     return envelope.get('backup_id', '?') if envelope else None
 
 

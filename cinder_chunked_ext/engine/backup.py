@@ -177,6 +177,7 @@ class BackupJob(object):
             self.commits = concurrency.OrderedWindow(
                 op.io, lambda: cuts.commits_at_once(driver, writes_at_once,
                                                     op.share()))
+            self.writes_at_once = writes_at_once
             # Small objects are stored (committed) by the workers that
             # make them: as many at once as the store accepts commits and
             # the share allows (an object and its stored form).
@@ -186,11 +187,11 @@ class BackupJob(object):
             # (full) of that size into, again and again: as many kept as
             # the window that reads them allows now.
             self.read_buffers = pipeline.ReadBuffers(
-                self.whole_object_bytes, keep=self._read_window)
+                self.whole_object_bytes,
+                keep=(self._hash_window_depth if self.incremental
+                      else self._small_window_depth))
             self.small = concurrency.OrderedWindow(
-                op.io, lambda: cuts.whole_objects_at_once(
-                    driver, self.whole_object_bytes, writes_at_once,
-                    op.share()))
+                op.io, self._small_window_depth)
             try:
                 self._backup_chunks()
                 self._settle_small_objects()
@@ -288,11 +289,13 @@ class BackupJob(object):
                 self.hashes.extend(hashes)
                 for kept_offset, kept_data in kept:
                     held.add(kept_offset, kept_data)
+                # The kept runs are the piece's changed extents.
+                extents = [(at, len(data)) for at, data in kept]
                 self._store_runs(
                     (run_offset, run_length, held.take(run_offset,
                                                        run_length))
-                    for run_offset, run_length in runs.feed(start, hashes,
-                                                            size))
+                    for run_offset, run_length in runs.feed_extents(
+                        start, extents, size))
                 if self.cancelled:
                     return
                 open_start = runs.open_start
@@ -325,10 +328,13 @@ class BackupJob(object):
             self._store_whole_objects(batch, False)
 
     def _hashed_pieces(self, offset, length):
-        """``(start, size, block hashes, data)`` of a chunk's pieces."""
-        piece = self.driver.piece_bytes()
-        window = concurrency.OrderedWindow(
-            self.pool, lambda: self.op.hash_window_depth(piece))
+        """``(start, size, block hashes, kept)`` of a chunk's pieces.
+
+        ``kept``: copies of each piece's changed runs, at their offsets
+        (:meth:`_hash_and_keep`).
+        """
+        window = concurrency.OrderedWindow(self.pool,
+                                           self._hash_window_depth)
         try:
             for start, size in cuts.pieces(self.driver, offset, length):
                 while window.full or window.ready:
@@ -344,22 +350,15 @@ class BackupJob(object):
         finally:
             window.drain()
 
-    def _read_window(self):
-        """Pieces or whole objects the backup may be reading at once."""
-        size = self.whole_object_bytes
-        if self.incremental:
-            return self.op.hash_window_depth(size)
-        return cuts.whole_objects_at_once(
-            self.driver, size, max(1, self.driver.max_concurrent_writes),
-            self.op.share())
+    def _hash_window_depth(self):
+        """Pieces an incremental hashes (and reads) at once, now."""
+        return self.op.hash_window_depth(self.driver.piece_bytes())
 
-    def _load(self, offset, size, buffer=None):
-        """``(data, zero)`` as ``load_piece``, into ``buffer`` if given."""
-        if buffer is None:
-            return self.source.load_piece(offset, size)
-        if self.source.load_into(offset, size, buffer):
-            return buffer, None
-        return pipeline.zeros(size), True
+    def _small_window_depth(self):
+        """Whole objects being made and stored at once, now."""
+        return cuts.whole_objects_at_once(
+            self.driver, self.whole_object_bytes, self.writes_at_once,
+            self.op.share())
 
     def _hash_at(self, start, size):
         """Read and hash one piece (a worker's job, direct sources).
@@ -369,14 +368,9 @@ class BackupJob(object):
         into goes back to be read into again (the volume's last piece,
         when shorter, is read into a buffer of its own).
         """
-        buffer = (self.read_buffers.take()
-                  if size == self.read_buffers.size else None)
-        try:
-            return self._hash_and_keep(start, *self._load(start, size,
-                                                          buffer))
-        finally:
-            if buffer is not None:
-                self.read_buffers.give(buffer)
+        with self.read_buffers.lent(size) as buffer:
+            return self._hash_and_keep(
+                start, *self.source.load_piece(start, size, buffer))
 
     def _hash_and_keep(self, start, data, zero):
         """``(start, size, hashes, kept)`` of a piece read (a worker's job).
@@ -464,12 +458,11 @@ class BackupJob(object):
         Returns its record and, when asked, its block hashes.  ``data`` is
         None when the worker reads it from a direct source.
         """
-        zero = buffer = None
-        if data is None:
-            if length == self.read_buffers.size:
-                buffer = self.read_buffers.take()
-            data, zero = self._load(offset, length, buffer)
-        try:
+        zero = None
+        with (self.read_buffers.lent(length) if data is None
+              else contextlib.nullcontext()) as buffer:
+            if data is None:
+                data, zero = self.source.load_piece(offset, length, buffer)
             encoded = whole_object.encode(
                 data, self.settings.compression, self.driver.piece_bytes(),
                 self.block_size, want_hashes, zero=zero)
@@ -480,9 +473,6 @@ class BackupJob(object):
                 for part in encoded.parts:
                     if part:
                         writer.write(part)
-        finally:
-            if buffer is not None:
-                self.read_buffers.give(buffer)
         record = manifest.ObjectRecord(name=name, offset=offset,
                                        length=len(data),
                                        compression=encoded.stored_as,

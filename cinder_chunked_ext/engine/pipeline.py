@@ -20,6 +20,7 @@ functions touch nothing but their arguments, so any number of them can
 run at once on native threads; ordering happens in the engine.
 """
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -224,6 +225,20 @@ class ReadBuffers(object):
         if len(self._idle) < self._keep():
             self._idle.append(buffer)
 
+    @contextlib.contextmanager
+    def lent(self, size):
+        """A buffer for ``size`` bytes while in the block, given back after.
+
+        None for any size but this pool's (the data then gets a buffer
+        of its own, as the volume's last, shorter piece does).
+        """
+        buffer = self.take() if size == self.size else None
+        try:
+            yield buffer
+        finally:
+            if buffer is not None:
+                self.give(buffer)
+
 
 class ChangedRuns(object):
     """The runs of changed blocks of one chunk, found piece by piece.
@@ -256,11 +271,15 @@ class ChangedRuns(object):
         return run
 
     def feed(self, piece_offset, hashes, piece_length):
+        return self.feed_extents(piece_offset, changed_extents(
+            hashes, self._parent, piece_offset // self._block,
+            piece_offset, self._block, piece_length), piece_length)
+
+    def feed_extents(self, piece_offset, extents, piece_length):
+        """As :meth:`feed`, given the piece's :func:`changed_extents`."""
         done = []
         run = self._open
-        for start, length in changed_extents(
-                hashes, self._parent, piece_offset // self._block,
-                piece_offset, self._block, piece_length):
+        for start, length in extents:
             if run is not None and run[0] + run[1] == start:
                 run = self._cut((run[0], run[1] + length), done)
                 continue

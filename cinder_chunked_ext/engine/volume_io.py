@@ -177,12 +177,17 @@ class VolumeSource(object):
         check_length(data, offset, size)
         return data
 
-    def load_piece(self, offset, size):
+    def load_piece(self, offset, size, buffer=None):
         """``(data, zero)`` of a piece, read on this worker (direct only).
 
         ``zero`` is True for a hole (the data is then a shared buffer of
-        zeros), None when the data has to be tested.
+        zeros), None when the data has to be tested.  With ``buffer``
+        (of ``size`` bytes), the data is read into it and is ``buffer``.
         """
+        if buffer is not None:
+            if self.load_into(offset, size, buffer):
+                return buffer, None
+            return pipeline.zeros(size), True
         data = self.load(offset, size)
         if data is None:
             return pipeline.zeros(size), True
