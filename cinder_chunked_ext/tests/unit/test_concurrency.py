@@ -310,8 +310,9 @@ _EVENTLET_SCRIPT = textwrap.dedent('''
         conf.set_override('backup_compression_algorithm', algorithm)
         result = {}
         env = fakes.FakeEnvironment()
+        repository = tempfile.TemporaryDirectory()
         driver = posix.PosixBackupDriver(fakes.FakeContext(env),
-                                         backup_path=tempfile.mkdtemp())
+                                         backup_path=repository.name)
         full = env.new_backup()
         driver.backup(full, io.BytesIO(data))
         inc = env.new_backup(parent_id=full.id, volume_id=full.volume_id)
@@ -344,6 +345,7 @@ _EVENTLET_SCRIPT = textwrap.dedent('''
             result['mismatch'] = None
         except exception.ChecksumMismatch as e:
             result['mismatch'] = raw in str(e)
+        repository.cleanup()
         return result
 
 

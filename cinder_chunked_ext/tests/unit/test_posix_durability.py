@@ -288,7 +288,9 @@ NATIVE_FILES_SCRIPT = textwrap.dedent('''
         eventlet.monkey_patch()
     from eventlet import tpool
     from cinder_chunked_ext.store import posix
-    store = posix.PosixStore(tempfile.mkdtemp())
+    # Removed when the interpreter exits.
+    workdir = tempfile.TemporaryDirectory()
+    store = posix.PosixStore(workdir.name)
     store.put_container('c')
 
     def round_trip():
