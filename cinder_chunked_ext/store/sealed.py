@@ -98,12 +98,26 @@ def _nonce(index, final):
 
 #: Segments from this size are sealed and opened with ``AESGCM``, which
 #: releases the GIL for the call (other threads work meanwhile); smaller
-#: ones with the streaming ``Cipher`` API, which keeps it.  Taking the
-#: GIL back after a call costs up to a switch interval (5 ms) when
-#: another thread runs Python: on a busy worker, a 32 KiB object took
-#: 890 us through ``AESGCM`` and 6 us streamed (``cryptography`` 50).
+#: ones with the streaming ``Cipher`` API, fed in slices that keep it.
 #: Both give the same bytes: the ciphertext, then the 16-byte tag.
 GIL_RELEASE_BYTES = 256 * 1024
+
+#: ``cryptography`` (50) releases the GIL for every call that handles
+#: 2048 bytes or more, ``AESGCM.encrypt`` and ``update`` alike.  Taking
+#: it back costs up to a switch interval (5 ms) when another thread runs
+#: Python, as the service's hub and our workers do: with one such thread
+#: busy, sealing a 32 KiB segment took 570 to 820 us in one call and
+#: 11 to 40 us in slices of 2000 bytes or less, 4 to 14 us with no
+#: other thread (``tools/benchmark_stages.py`` has no stage for this;
+#: measured with a loop beside a busy thread).  A backup seals one
+#: segment per object, and an incremental's objects are small.
+HELD_SLICE_BYTES = 1984
+
+
+def _update_in_slices(context, view):
+    """``context.update`` over ``view``, never releasing the GIL."""
+    return [context.update(view[start:start + HELD_SLICE_BYTES])
+            for start in range(0, len(view), HELD_SLICE_BYTES)]
 
 
 class _SegmentCipher(object):
@@ -111,29 +125,39 @@ class _SegmentCipher(object):
 
     def __init__(self, key):
         self._key = key
-        self._aead = aead.AESGCM(key)
+        self._aead = None
+
+    def _whole(self):
+        if self._aead is None:
+            self._aead = aead.AESGCM(self._key)
+        return self._aead
 
     def seal(self, nonce, data, aad):
         if len(data) >= GIL_RELEASE_BYTES:
-            return self._aead.encrypt(nonce, data, aad)
+            return self._whole().encrypt(nonce, data, aad)
         encryptor = Cipher(algorithms.AES(self._key),
                            modes.GCM(nonce)).encryptor()
         encryptor.authenticate_additional_data(aad)
-        return encryptor.update(data) + encryptor.finalize() + encryptor.tag
+        with memoryview(data) as whole, whole.cast('B') as view:
+            parts = _update_in_slices(encryptor, view)
+        parts.append(encryptor.finalize())
+        parts.append(encryptor.tag)
+        return b''.join(parts)
 
     def open(self, nonce, sealed, aad):
         """The plaintext of ``sealed``; raises InvalidTag."""
         if len(sealed) >= GIL_RELEASE_BYTES:
-            return self._aead.decrypt(nonce, sealed, aad)
+            return self._whole().decrypt(nonce, sealed, aad)
         if len(sealed) < TAG_BYTES:
             raise InvalidTag()
-        with memoryview(sealed) as view:
+        with memoryview(sealed) as whole, whole.cast('B') as view:
             decryptor = Cipher(
                 algorithms.AES(self._key),
                 modes.GCM(nonce, bytes(view[-TAG_BYTES:]))).decryptor()
             decryptor.authenticate_additional_data(aad)
-            return (decryptor.update(view[:-TAG_BYTES]) +
-                    decryptor.finalize())
+            parts = _update_in_slices(decryptor, view[:-TAG_BYTES])
+        parts.append(decryptor.finalize())
+        return b''.join(parts)
 
 
 class Placement(typing.NamedTuple):

@@ -18,6 +18,7 @@ from unittest import mock
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import aead
+from cryptography.hazmat.primitives.ciphers import Cipher
 import ddt
 import testtools
 
@@ -186,7 +187,8 @@ class SegmentCipherTestCase(testtools.TestCase):
     NONCE = bytes(11) + b'\x01'
     AAD = b'associated data'
 
-    @ddt.data(0, 1, 32 * 1024, sealed.GIL_RELEASE_BYTES - 1,
+    @ddt.data(0, 1, sealed.HELD_SLICE_BYTES, sealed.HELD_SLICE_BYTES + 1,
+              32 * 1024, sealed.GIL_RELEASE_BYTES - 1,
               sealed.GIL_RELEASE_BYTES, SEG)
     def test_segment_cipher_same_bytes_as_aesgcm_both_ways(self, size):
         data = os.urandom(size)
@@ -202,14 +204,42 @@ class SegmentCipherTestCase(testtools.TestCase):
                           reference[:TAG_BYTES - 1], self.AAD)
 
     def test_small_object_never_releases_the_gil(self):
-        # AESGCM's calls release the GIL, and a worker then waits to
-        # take it back: a 32 KiB object is sealed and opened streamed.
+        # cryptography releases the GIL in any call given 2048 bytes or
+        # more (AESGCM's, and update()), and a worker then waits to take
+        # it back: a 32 KiB object is sealed and opened in smaller
+        # slices.
         data = os.urandom(32 * 1024)
+        sizes = []
+
+        class Recording(object):
+            def __init__(self, context):
+                self._context = context
+
+            def update(self, piece):
+                sizes.append(len(piece))
+                return self._context.update(piece)
+
+            def __getattr__(self, name):
+                return getattr(self._context, name)
+
+        class RecordingCipher(object):
+            def __init__(self, *args):
+                self._cipher = Cipher(*args)
+
+            def encryptor(self):
+                return Recording(self._cipher.encryptor())
+
+            def decryptor(self):
+                return Recording(self._cipher.decryptor())
+
         with mock.patch.object(aead.AESGCM, 'encrypt',
                                side_effect=AssertionError('encrypt')), \
                 mock.patch.object(aead.AESGCM, 'decrypt',
-                                  side_effect=AssertionError('decrypt')):
+                                  side_effect=AssertionError('decrypt')), \
+                mock.patch.object(sealed, 'Cipher', RecordingCipher):
             self.assertEqual(data, unseal(seal(data)))
+        self.assertEqual(2 * len(data), sum(sizes))
+        self.assertLess(max(sizes), 2048)
 
     def test_large_segments_through_aesgcm(self):
         data = os.urandom(2 * SEG)
