@@ -235,10 +235,11 @@ class LoadRunner(object):
                         'from their source!' % (mode, impl, config, count,
                                                 wrong, count))
         finally:
-            self.backend.remove_location(self.server, location)
-            for path in [records] + targets:
-                if os.path.exists(path):
-                    os.unlink(path)
+            if not args.keep:
+                self.backend.remove_location(self.server, location)
+                for path in [records] + targets:
+                    if os.path.exists(path):
+                        os.unlink(path)
         return {phase: cell(result) for phase, result in results.items()}
 
     def incremental(self, mode, impl, config, location, records, ops):
