@@ -57,8 +57,18 @@ class StoreBackedDriver(chunked.ChunkedBackupDriver):
 
     @property
     def sealed_store(self):
-        """The store, sealing the objects of encrypted backups."""
-        return sealed.SealedStore(self.store, self.keyring)
+        """The store, sealing the objects of encrypted backups.
+
+        One per driver (so one per operation, made on first use): each
+        draws its salts' random part once (a system call, and a round
+        trip of the GIL on a worker thread), not once per object.
+        """
+        current = self.__dict__.get('_sealed_store')
+        if (current is None or current.inner is not self.store or
+                current.keyring is not self.keyring):
+            current = sealed.SealedStore(self.store, self.keyring)
+            self.__dict__['_sealed_store'] = current
+        return current
 
     def get_object_writer(self, container, object_name, extra_metadata=None):
         return self.sealed_store.open_writer(container, object_name,

@@ -26,6 +26,7 @@ of a backup's objects happen together, in that same order.
 
 import errno
 import io
+import itertools
 import os
 import stat
 import uuid
@@ -107,28 +108,48 @@ def _identity(path):
 DirectorySyncs = file_durability.DirectorySyncs
 
 
+class TempTags(object):
+    """The 12 hex characters that name an object's temporary file.
+
+    A random part drawn once (6 hex) and a counter (6 hex, wrapping):
+    ``uuid4`` per object would cost a system call, and a round trip of
+    the GIL on a worker thread, per object.  A temporary file is only
+    ever created with ``O_EXCL``, so a tag that meets a leftover of
+    another writer's is never a risk to data: the writer then takes a
+    ``uuid4`` instead.  Make one per store, not at import (a forked
+    process would share it).
+    """
+
+    def __init__(self):
+        self._random = os.urandom(3).hex()
+        self._counter = itertools.count()
+
+    def next(self):
+        return '%s%06x' % (self._random, next(self._counter) & 0xFFFFFF)
+
+
 class _AtomicFileWriter(base.ObjectWriter):
-    """Writes ``.tmp-<uuid>-<name>``; commit renames it to ``<name>``.
+    """Writes ``.tmp-<tag>-<name>``; commit renames it to ``<name>``.
 
     With a barrier, commit closes the file and hands it to the barrier,
     which syncs and renames it with the backup's other objects.
     """
 
-    def __init__(self, directory, name, syncs=None, barrier=None):
+    def __init__(self, directory, name, syncs=None, barrier=None,
+                 tags=None):
         super().__init__()
         self._syncs = syncs or DirectorySyncs()
         self._barrier = barrier
         self._size = 0
         self._final = os.path.join(directory, name)
         self._dir = directory
-        self._temp = os.path.join(
-            directory, '%s%s-%s' % (TEMP_MARK, uuid.uuid4().hex[:12], name))
-        if len(os.fsencode(os.path.basename(self._temp))) > NAME_MAX:
-            self._temp = os.path.join(
-                directory, TEMP_MARK + uuid.uuid4().hex)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         try:
-            fd = os.open(self._temp, flags, FILE_MODE)
+            try:
+                fd = self._create(directory, name, (tags or TempTags()).next())
+            except FileExistsError:
+                # Another writer's leftover under the same tag: very
+                # unlikely (see TempTags), and never overwritten.
+                fd = self._create(directory, name, uuid.uuid4().hex[:12])
         except OSError as e:
             raise classify_os_error(e, 'cannot create %s' % self._final)
         try:
@@ -139,6 +160,15 @@ class _AtomicFileWriter(base.ObjectWriter):
         # GreenPipe, whose reads and writes are loops in Python (with a
         # stat per call), on worker threads that hold the GIL for them.
         self._file = io.open(fd, 'wb')
+
+    def _create(self, directory, name, tag):
+        self._temp = os.path.join(directory,
+                                  '%s%s-%s' % (TEMP_MARK, tag, name))
+        if len(os.fsencode(os.path.basename(self._temp))) > NAME_MAX:
+            self._temp = os.path.join(directory,
+                                      TEMP_MARK + uuid.uuid4().hex)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        return os.open(self._temp, flags, FILE_MODE)
 
     def _write(self, data):
         try:
@@ -216,6 +246,7 @@ class PosixStore(base.ObjectStore):
             raise exception.ConfigNotFound(path='backup_posix_path')
         self.root = os.path.abspath(root)
         self._directory_syncs = DirectorySyncs()
+        self._temp_tags = TempTags()
         # Container directories proven inside the root: path -> identity.
         self._confined = {}
 
@@ -334,7 +365,8 @@ class PosixStore(base.ObjectStore):
                     barrier=None):
         path = self._object_path(container, name)
         return _AtomicFileWriter(os.path.dirname(path), name,
-                                 self._directory_syncs, barrier)
+                                 self._directory_syncs, barrier,
+                                 self._temp_tags)
 
     def durability_barrier(self):
         return file_durability.PendingFiles(classify_os_error)

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import threading
+from unittest import mock
 
 from castellan import key_manager
 import ddt
@@ -186,6 +187,35 @@ class EncryptedChainTestCase(EncryptedDriverTestCase):
                 backup, len(data), driver=driver)[:len(data)])
         self.assertEqual(3, len(self.keys()))
         self.assertNotIn(PATTERN, self.all_stored_bytes())
+
+    def test_salts_drawn_once_per_driver_not_per_object(self):
+        # A driver object seals its objects through one store, whose
+        # salts' random part is drawn once: os.urandom per object is a
+        # system call and a round trip of the GIL on a worker thread.
+        driver = self.make_driver()
+        self.assertIs(driver.sealed_store, driver.sealed_store)
+        v1 = marked_volume()
+        full = self.make_backup(v1, driver=driver)
+        v2 = bytearray(v1)
+        for number in range(12):
+            start = number * 2 * SHA
+            v2[start:start + SHA] = base.random_bytes(SHA, seed=number)
+        with mock.patch.object(sealed, 'Salts',
+                               wraps=sealed.Salts) as salts_made:
+            inc = self.make_backup(bytes(v2), parent=full, driver=driver)
+        self.assertEqual(12, inc.object_count)
+        self.assertEqual(0, salts_made.call_count)
+        salts = set()
+        for name in self.files(inc) + self.files(full):
+            if sealed.is_data_object(inc.service_metadata, name) or \
+                    sealed.is_data_object(full.service_metadata, name):
+                salts.add(sealed.HEADER.unpack(
+                    self.read_file(inc if name.startswith(
+                        inc.service_metadata) else full, name)
+                    [:sealed.HEADER.size])[4])
+        self.assertEqual(12 + full.object_count, len(salts))
+        self.assertEqual(bytes(v2), self.restore_bytes(
+            inc, len(v2), driver=driver)[:len(v2)])
 
     def test_documents_sealed_and_opened_on_worker_keys_asked_here(self):
         # Under eventlet a chain's sha256file (megabytes for a large

@@ -246,6 +246,50 @@ class AtomicWriteTestCase(_PosixCase):
             self._put('c', 'o-00001', b'data')
         self.assertEqual(2, fsync.call_count)
 
+    def test_writers_draw_no_randomness_per_object(self):
+        # uuid4 per object was a system call (getrandom), and a round
+        # trip of the GIL on a worker thread, per object.
+        real_urandom = os.urandom
+        with mock.patch.object(posix.os, 'urandom',
+                               side_effect=real_urandom) as urandom, \
+                mock.patch.object(posix.uuid, 'uuid4',
+                                  side_effect=AssertionError('uuid4')):
+            writers = [self.store.open_writer('c', 'o-%05d' % n)
+                       for n in range(1, 101)]
+        self.assertEqual(0, urandom.call_count)
+        temps = os.listdir(self.directory)
+        self.assertEqual(100, len(set(temps)))
+        for name in temps:
+            self.assertEqual(
+                name.split('-', 2)[2],
+                posix.PosixStore.unfinished_object_name(name))
+        for writer in writers:
+            writer.commit()
+        self.assertEqual(['o-%05d' % n for n in range(1, 101)],
+                         sorted(os.listdir(self.directory)))
+
+    def test_writer_meeting_leftover_temp_leaves_it_alone(self):
+        tags = posix.TempTags()
+        leftover_tag = tags._random + '000000'     # its first tag
+        leftover = os.path.join(self.directory, '%s%s-o-00001'
+                                % (posix.TEMP_MARK, leftover_tag))
+        with open(leftover, 'wb') as f:
+            f.write(b'another writer')
+        with posix._AtomicFileWriter(self.directory, 'o-00001',
+                                     tags=tags) as writer:
+            writer.write(b'mine')
+        with open(os.path.join(self.directory, 'o-00001'), 'rb') as f:
+            self.assertEqual(b'mine', f.read())
+        with open(leftover, 'rb') as f:
+            self.assertEqual(b'another writer', f.read())
+
+    def test_writer_create_failure_classified(self):
+        with mock.patch.object(posix.os, 'open',
+                               side_effect=OSError(errno.EACCES, 'denied')):
+            exc = self.assertRaises(exception.PermanentStoreError,
+                                    self.store.open_writer, 'c', 'o-00001')
+        self.assertIn('o-00001', str(exc))
+
     def test_writer_write_failure_classified(self):
         writer = self.store.open_writer('c', 'o-00001')
         self.addCleanup(writer.abort)
