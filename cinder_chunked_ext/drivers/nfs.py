@@ -437,6 +437,12 @@ class NFSBackupDriver(posix_driver.PosixBackupDriver):
         return (list(posix_driver.posixbackup_service_opts)
                 + list(nfsbackup_service_opts))
 
+    @staticmethod
+    def get_extra_options():
+        # None: on a share each object file is fsynced (posix_sync is
+        # the POSIX driver's).
+        return []
+
     def _run_command(self, *cmd, **kwargs):
         # Looked up on each call, so ``_execute`` can be replaced (tests,
         # wrappers) after construction, as with upstream's driver.

@@ -58,10 +58,47 @@ posixbackup_service_opts = [
                     'backups instead of one per backup.'),
 ]
 
+#: Our additions, in [chunked_backup].
+posix_chunked_opts = [
+    cfg.StrOpt('posix_sync',
+               default=posix_store.SYNC_FILE_SYSTEM,
+               choices=posix_store.SYNC_MODES,
+               help='How a backup makes its objects durable before it '
+                    'writes its metadata. syncfs: one syncfs(2) of the '
+                    'repository\'s file system for each group of objects '
+                    '(which also writes back whatever else is waiting on '
+                    'that file system), used only on Linux 5.8 and later, '
+                    'where syncfs reports write-back errors; elsewhere '
+                    'each file is fsynced. fsync: an fsync of each object '
+                    'file, as upstream Cinder does. Either way an object '
+                    'is renamed to its name only once durable, and the '
+                    'directories are fsynced after. The NFS driver always '
+                    'fsyncs each file.'),
+]
+
 CONF = cfg.CONF
 CONF.register_opts(cinder_compat.same_as_upstream(
     posixbackup_service_opts, 'cinder.backup.drivers.posix',
     'posixbackup_service_opts'))
+CONF.register_opts(posix_chunked_opts, group=chunked.PIPELINE_GROUP)
+
+_fallback_logged = []
+
+
+def _sync_mode():
+    """The [chunked_backup] posix_sync mode this process can honour."""
+    mode = CONF[chunked.PIPELINE_GROUP].posix_sync
+    if (mode == posix_store.SYNC_FILE_SYSTEM and
+            not posix_store.file_durability.syncfs_supported()):
+        if not _fallback_logged:
+            _fallback_logged.append(True)
+            LOG.info('posix_sync = syncfs needs syncfs(2) reporting '
+                     'write-back errors (Linux %d.%d and later; this is '
+                     '%s): each object file is fsynced instead.',
+                     *posix_store.file_durability.SYNCFS_ERRORS_SINCE,
+                     os.uname().release)
+        return posix_store.SYNC_EACH_FILE
+    return mode
 
 
 class PosixBackupDriver(base.StoreBackedDriver):
@@ -74,7 +111,7 @@ class PosixBackupDriver(base.StoreBackedDriver):
         self.backup_path = backup_path
         super().__init__(
             context,
-            posix_store.PosixStore(backup_path),
+            posix_store.PosixStore(backup_path, sync=_sync_mode()),
             CONF.backup_file_size,
             CONF.backup_sha_block_size_bytes,
             CONF.backup_container,
@@ -85,6 +122,11 @@ class PosixBackupDriver(base.StoreBackedDriver):
     @staticmethod
     def get_driver_options():
         return posixbackup_service_opts
+
+    @staticmethod
+    def get_extra_options():
+        """This package's own options, in [chunked_backup]."""
+        return posix_chunked_opts
 
     def update_container_name(self, backup, container):
         if container is not None:

@@ -39,6 +39,11 @@ DIR_MODE = stat.S_IRWXU | stat.S_IRWXG                      # 0770
 FILE_MODE = (stat.S_IRUSR | stat.S_IWUSR |
              stat.S_IRGRP | stat.S_IWGRP)                   # 0660
 TEMP_MARK = '.tmp-'
+
+#: How a barrier makes a backup's files durable (see file_durability).
+SYNC_EACH_FILE = 'fsync'
+SYNC_FILE_SYSTEM = 'syncfs'
+SYNC_MODES = (SYNC_FILE_SYSTEM, SYNC_EACH_FILE)
 NAME_MAX = 255
 # Container directories whose confinement is remembered at once.
 CONFINED_CACHE_SIZE = 1024
@@ -241,10 +246,14 @@ class PosixStore(base.ObjectStore):
     # Writes go to the temporary file as they come.
     streams_writes = True
 
-    def __init__(self, root):
+    def __init__(self, root, sync=SYNC_EACH_FILE):
         if not root:
             raise exception.ConfigNotFound(path='backup_posix_path')
+        if sync not in SYNC_MODES:
+            raise exception.InvalidConfigurationValue(
+                option='posix_sync', value=sync)
         self.root = os.path.abspath(root)
+        self.sync = sync
         self._directory_syncs = DirectorySyncs()
         self._temp_tags = TempTags()
         # Container directories proven inside the root: path -> identity.
@@ -369,7 +378,9 @@ class PosixStore(base.ObjectStore):
                                  self._temp_tags)
 
     def durability_barrier(self):
-        return file_durability.PendingFiles(classify_os_error)
+        return file_durability.PendingFiles(
+            classify_os_error,
+            whole_file_system=self.sync == SYNC_FILE_SYSTEM)
 
     def open_reader(self, container, name, extra_metadata=None):
         return _FileReader(self._object_path(container, name))

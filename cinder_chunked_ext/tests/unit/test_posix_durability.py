@@ -24,12 +24,15 @@ directory synced once, and only then are the sha256file and metadata
 written.  No partial object is ever under its final name.
 """
 
+import ctypes
 import errno
 import io
+import logging
 import os
 import random
 import textwrap
 
+import ddt
 import fixtures
 from oslo_config import cfg
 from oslo_config import fixture as config_fixture
@@ -99,11 +102,13 @@ def record_durability(test):
     """Record file syncs, renames and directory syncs, in order.
 
     Returns the list that ``(kind, base name)`` events are appended to:
-    kind ``file``, ``rename`` or ``dir``.  The real calls still happen.
+    kind ``file``, ``rename``, ``dir`` or ``fs`` (a syncfs of the file
+    system of the directory named).  The real calls still happen.
     """
     events = []
     real = {'file': file_durability.fsync_file,
             'dir': file_durability.fsync_directory,
+            'fs': file_durability.syncfs,
             'rename': os.rename}
 
     def recorder(kind):
@@ -111,7 +116,8 @@ def record_durability(test):
             events.append((kind, os.path.basename(args[-1])))
             return real[kind](*args)
         return record
-    for kind, name in (('file', 'fsync_file'), ('dir', 'fsync_directory')):
+    for kind, name in (('file', 'fsync_file'), ('dir', 'fsync_directory'),
+                       ('fs', 'syncfs')):
         test.useFixture(fixtures.MockPatchObject(
             file_durability, name, recorder(kind)))
     test.useFixture(fixtures.MockPatchObject(
@@ -188,6 +194,43 @@ class BarrierTestCase(testtools.TestCase):
         self.assertIn('cannot sync', str(error))
         self.assertEqual([], os.listdir(self.directory))
 
+    def test_settle_whole_file_system_one_syncfs_per_device(self):
+        self.store.put_container('ab/ef/abef-2')
+        del self.events[:]
+        barrier = file_durability.PendingFiles(posix.classify_os_error,
+                                               whole_file_system=True)
+        self.write(barrier, 'P-00001', 'P-00002')
+        with self.store.open_writer('ab/ef/abef-2', 'Q-00001',
+                                    barrier=barrier) as writer:
+            writer.write(b'q')
+        synced = []
+        self.useFixture(fixtures.MockPatchObject(
+            file_durability, 'syncfs', synced.append))
+        barrier.settle(self.run_all)
+        # Both directories are on one file system: one syncfs, before
+        # any rename; then each directory once.
+        self.assertEqual([os.path.join(self.root, 'ab/cd/abcd-1')], synced)
+        kinds = [kind for kind, _name in self.events]
+        self.assertEqual(['rename'] * 3 + ['dir'] * 2, kinds)
+        self.assertEqual(['P-00001', 'P-00002'],
+                         self.store.list_objects('ab/cd/abcd-1', 'P-'))
+
+    def test_failed_syncfs_raises_and_removes_what_was_pending(self):
+        barrier = file_durability.PendingFiles(posix.classify_os_error,
+                                               whole_file_system=True)
+        self.write(barrier, 'P-00001', 'P-00002')
+
+        def failing_libc_syncfs(fd):
+            ctypes.set_errno(errno.EIO)
+            return -1
+        self.useFixture(fixtures.MockPatchObject(
+            file_durability, '_libc_syncfs', lambda: failing_libc_syncfs))
+        error = self.assertRaises(exception.StoreError, barrier.settle,
+                                  self.run_all)
+        self.assertIn('cannot sync the file system', str(error))
+        self.assertIn(os.strerror(errno.EIO), str(error))
+        self.assertEqual([], os.listdir(self.directory))
+
     def test_commit_without_barrier_durable_at_once(self):
         self.write(None, 'P-00001')
         # The file is synced by its open descriptor, then renamed, then
@@ -196,21 +239,89 @@ class BarrierTestCase(testtools.TestCase):
                          self.events)
 
 
+class SyncfsTestCase(testtools.TestCase):
+    """When one syncfs may stand in for an fsync of each file."""
+
+    def test_kernel_versions(self):
+        self.assertEqual((5, 10), file_durability._kernel_version(
+            '5.10.0-26-cloud-amd64'))
+        self.assertEqual((6, 18), file_durability._kernel_version(
+            '6.18.44-fc-v1252'))
+        self.assertIsNone(file_durability._kernel_version('unknown'))
+
+    def test_supported_from_linux_5_8_only(self):
+        self.useFixture(fixtures.MockPatchObject(
+            file_durability, '_libc_syncfs', lambda: object()))
+        self.assertFalse(file_durability.syncfs_supported('5.7.19'))
+        self.assertFalse(file_durability.syncfs_supported('4.19.0-6'))
+        self.assertTrue(file_durability.syncfs_supported('5.8.0'))
+        self.assertTrue(file_durability.syncfs_supported('6.1.0-13-amd64'))
+
+    def test_not_supported_without_libc_syncfs(self):
+        self.useFixture(fixtures.MockPatchObject(
+            file_durability, '_libc_syncfs', lambda: None))
+        self.assertFalse(file_durability.syncfs_supported('6.1.0'))
+
+    def test_syncfs_real_directory(self):
+        if file_durability._libc_syncfs() is None:
+            self.skipTest('no syncfs in the C library')
+        directory = self.useFixture(fixtures.TempDir()).path
+        file_durability.syncfs(directory)
+        error = self.assertRaises(OSError, file_durability.syncfs,
+                                  os.path.join(directory, 'missing'))
+        self.assertEqual(errno.ENOENT, error.errno)
+
+    def test_driver_default_syncfs_else_fsync_said_once(self):
+        conf = self.useFixture(config_fixture.Config(cfg.CONF))
+        repo = self.useFixture(fixtures.TempDir()).path
+        env = fakes.FakeEnvironment()
+        self.assertEqual('syncfs', cfg.CONF.chunked_backup.posix_sync)
+        self.useFixture(fixtures.MockPatchObject(
+            file_durability, 'syncfs_supported', lambda: True))
+        driver = drivers_posix.PosixBackupDriver(fakes.FakeContext(env),
+                                                 backup_path=repo)
+        self.assertTrue(driver.store.durability_barrier().whole_file_system)
+        self.useFixture(fixtures.MockPatchObject(
+            file_durability, 'syncfs_supported', lambda: False))
+        self.useFixture(fixtures.MockPatchObject(
+            drivers_posix, '_fallback_logged', []))
+        logged = self.useFixture(fixtures.FakeLogger(level=logging.INFO))
+        for _attempt in range(2):
+            driver = drivers_posix.PosixBackupDriver(fakes.FakeContext(env),
+                                                     backup_path=repo)
+            self.assertEqual('fsync', driver.store.sync)
+            self.assertFalse(
+                driver.store.durability_barrier().whole_file_system)
+        self.assertEqual(1, logged.output.count('fsynced instead'))
+        conf.config(posix_sync='fsync', group='chunked_backup')
+        driver = drivers_posix.PosixBackupDriver(fakes.FakeContext(env),
+                                                 backup_path=repo)
+        self.assertEqual('fsync', driver.store.sync)
+
+
+@ddt.ddt
 class BackupDurabilityTestCase(testtools.TestCase):
     """A backup's objects are durable before its documents are written."""
 
     def setUp(self):
         super().setUp()
-        conf = self.useFixture(config_fixture.Config(cfg.CONF))
-        conf.config(backup_file_size=16 * SHA,
-                    backup_sha_block_size_bytes=SHA,
-                    backup_compression_algorithm='zlib',
-                    backup_enable_progress_timer=False)
+        self.conf = self.useFixture(config_fixture.Config(cfg.CONF))
+        self.conf.config(backup_file_size=16 * SHA,
+                         backup_sha_block_size_bytes=SHA,
+                         backup_compression_algorithm='zlib',
+                         backup_enable_progress_timer=False)
         self.repo = self.useFixture(fixtures.TempDir()).path
         self.env = fakes.FakeEnvironment()
+        self.use_sync('fsync')
+        self.events = record_durability(self)
+
+    def use_sync(self, sync):
+        if sync == 'syncfs' and not file_durability.syncfs_supported():
+            self.skipTest('syncfs(2) does not report errors here')
+        self.conf.config(posix_sync=sync, group='chunked_backup')
         self.driver = drivers_posix.PosixBackupDriver(
             fakes.FakeContext(self.env), backup_path=self.repo)
-        self.events = record_durability(self)
+        self.assertEqual(sync, self.driver.store.sync)
 
     def backup(self, data, parent=None):
         fields = {}
@@ -221,7 +332,10 @@ class BackupDurabilityTestCase(testtools.TestCase):
         backup.status = 'available'
         return backup
 
-    def test_incremental_objects_synced_together_before_documents(self):
+    @ddt.data('fsync', 'syncfs')
+    def test_incremental_objects_synced_together_before_documents(self,
+                                                                  sync):
+        self.use_sync(sync)
         rnd = random.Random(5)
         base = rnd.randbytes(64 * SHA)
         full = self.backup(base)
@@ -236,12 +350,18 @@ class BackupDurabilityTestCase(testtools.TestCase):
         self.assertEqual(sorted(objects),
                          sorted(n for n in renames if n in objects))
         last_object = max(self.events.index(('rename', n)) for n in objects)
-        # Every object's file was synced before the first rename ...
+        # Every object's file was synced before the first rename (each
+        # by an fsync, or all by one syncfs of their file system) ...
         first_rename = min(self.events.index(('rename', n))
                            for n in objects)
-        synced = [n for kind, n in self.events[:first_rename]
-                  if kind == 'file']
-        self.assertEqual(len(objects), len(synced))
+        synced = [(kind, n) for kind, n in self.events[:first_rename]
+                  if kind in ('file', 'fs')]
+        if sync == 'fsync':
+            self.assertEqual(len(objects), len(synced))
+            self.assertEqual({'file'}, {kind for kind, _n in synced})
+        else:
+            self.assertEqual([('fs', os.path.basename(incr.container))],
+                             synced)
         # ... and the directory after the last one, before the documents.
         sha_rename = self.events.index(('rename', prefix + '_sha256file'))
         self.assertIn(('dir', os.path.basename(incr.container)),
@@ -257,7 +377,10 @@ class BackupDurabilityTestCase(testtools.TestCase):
         self.driver.restore(incr, incr.volume_id, restored, False)
         self.assertEqual(bytes(changed), restored.getvalue())
 
-    def test_failed_incremental_leaves_no_temporary_file(self):
+    @ddt.data(('fsync', 'fsync_file'), ('syncfs', 'syncfs'))
+    @ddt.unpack
+    def test_failed_incremental_leaves_no_temporary_file(self, sync, call):
+        self.use_sync(sync)
         base = bytes(range(256)) * (64 * SHA // 256)
         full = self.backup(base)
         changed = bytearray(base)
@@ -266,7 +389,7 @@ class BackupDurabilityTestCase(testtools.TestCase):
         def failing(path):
             raise OSError(errno.ENOSPC, 'No space left on device')
         self.useFixture(fixtures.MockPatchObject(
-            file_durability, 'fsync_file', failing))
+            file_durability, call, failing))
         backup = self.env.new_backup(1, parent_id=full.id,
                                      volume_id=full.volume_id)
         self.assertRaises(exception.PermanentStoreError, self.driver.backup,

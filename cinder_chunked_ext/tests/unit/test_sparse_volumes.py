@@ -405,6 +405,9 @@ class ParallelCommitTestCase(base.DriverTestCase):
     """Small objects commit side by side, each fsynced before its rename."""
 
     def test_small_objects_each_fsynced_before_renamed(self):
+        # posix_sync = fsync: each file (syncfs: test_posix_durability).
+        self.conf.config(posix_sync='fsync', group='chunked_backup')
+        self.driver = self.make_driver()
         events = []
         lock = threading.Lock()
         real_fsync, real_rename = os.fsync, os.rename
