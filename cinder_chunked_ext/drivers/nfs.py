@@ -443,6 +443,10 @@ class NFSBackupDriver(posix_driver.PosixBackupDriver):
         # the POSIX driver's).
         return []
 
+    @staticmethod
+    def _store_sync():
+        return posix_store.SYNC_EACH_FILE
+
     def _run_command(self, *cmd, **kwargs):
         # Looked up on each call, so ``_execute`` can be replaced (tests,
         # wrappers) after construction, as with upstream's driver.

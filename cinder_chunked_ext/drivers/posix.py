@@ -111,7 +111,7 @@ class PosixBackupDriver(base.StoreBackedDriver):
         self.backup_path = backup_path
         super().__init__(
             context,
-            posix_store.PosixStore(backup_path, sync=_sync_mode()),
+            posix_store.PosixStore(backup_path, sync=self._store_sync()),
             CONF.backup_file_size,
             CONF.backup_sha_block_size_bytes,
             CONF.backup_container,
@@ -127,6 +127,11 @@ class PosixBackupDriver(base.StoreBackedDriver):
     def get_extra_options():
         """This package's own options, in [chunked_backup]."""
         return posix_chunked_opts
+
+    @staticmethod
+    def _store_sync():
+        """How the store makes a backup's files durable."""
+        return _sync_mode()
 
     def update_container_name(self, backup, container):
         if container is not None:

@@ -114,10 +114,16 @@ GIL_RELEASE_BYTES = 256 * 1024
 HELD_SLICE_BYTES = 1984
 
 
-def _update_in_slices(context, view):
-    """``context.update`` over ``view``, never releasing the GIL."""
-    return [context.update(view[start:start + HELD_SLICE_BYTES])
-            for start in range(0, len(view), HELD_SLICE_BYTES)]
+def _streamed(context, aad, view):
+    """Run ``context`` over ``aad`` and ``view``, never releasing the GIL.
+
+    Returns its output up to and including ``finalize()``'s.
+    """
+    context.authenticate_additional_data(aad)
+    parts = [context.update(view[start:start + HELD_SLICE_BYTES])
+             for start in range(0, len(view), HELD_SLICE_BYTES)]
+    parts.append(context.finalize())
+    return parts
 
 
 class _SegmentCipher(object):
@@ -137,10 +143,8 @@ class _SegmentCipher(object):
             return self._whole().encrypt(nonce, data, aad)
         encryptor = Cipher(algorithms.AES(self._key),
                            modes.GCM(nonce)).encryptor()
-        encryptor.authenticate_additional_data(aad)
         with memoryview(data) as whole, whole.cast('B') as view:
-            parts = _update_in_slices(encryptor, view)
-        parts.append(encryptor.finalize())
+            parts = _streamed(encryptor, aad, view)
         parts.append(encryptor.tag)
         return b''.join(parts)
 
@@ -154,10 +158,7 @@ class _SegmentCipher(object):
             decryptor = Cipher(
                 algorithms.AES(self._key),
                 modes.GCM(nonce, bytes(view[-TAG_BYTES:]))).decryptor()
-            decryptor.authenticate_additional_data(aad)
-            parts = _update_in_slices(decryptor, view[:-TAG_BYTES])
-        parts.append(decryptor.finalize())
-        return b''.join(parts)
+            return b''.join(_streamed(decryptor, aad, view[:-TAG_BYTES]))
 
 
 class Placement(typing.NamedTuple):

@@ -38,6 +38,7 @@ from oslo_config import cfg
 from oslo_config import fixture as config_fixture
 import testtools
 
+from cinder_chunked_ext.drivers import nfs as drivers_nfs
 from cinder_chunked_ext.drivers import posix as drivers_posix
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.store import file_durability
@@ -297,6 +298,14 @@ class SyncfsTestCase(testtools.TestCase):
         driver = drivers_posix.PosixBackupDriver(fakes.FakeContext(env),
                                                  backup_path=repo)
         self.assertEqual('fsync', driver.store.sync)
+
+    def test_nfs_driver_fsyncs_each_file_whatever_posix_sync_says(self):
+        self.useFixture(fixtures.MockPatchObject(
+            file_durability, 'syncfs_supported', lambda: True))
+        self.assertEqual('syncfs', cfg.CONF.chunked_backup.posix_sync)
+        self.assertEqual('syncfs',
+                         drivers_posix.PosixBackupDriver._store_sync())
+        self.assertEqual('fsync', drivers_nfs.NFSBackupDriver._store_sync())
 
 
 @ddt.ddt
