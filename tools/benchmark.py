@@ -116,6 +116,7 @@ CONFIGS = {
     'zstd-aes-km': ('zstd', None),
 }
 ENCRYPTED_CONFIGS = ('zstd-aes', 'zlib-aes', 'zstd-aes-km')
+PLAIN_CONFIGS = tuple(c for c in CONFIGS if c not in ENCRYPTED_CONFIGS)
 KEY_MANAGER_CONFIGS = ('zstd-aes-km',)
 PHASES = ('full', 'incr', 'restore-new', 'restore-existing')
 
@@ -179,6 +180,18 @@ def have_upstream(backend):
     # libraries but cannot be built.
     return all(getattr(module, client, True) is not None
                for client in ('boto3', 'swift'))
+
+
+def config_impls(impls, config):
+    """The implementations that can run ``config``.
+
+    Upstream has no client-side encryption: an encrypted configuration
+    is ours alone, compared with our plain run of the same codec
+    (:func:`benchmark_targets.evaluate`).
+    """
+    if config in ENCRYPTED_CONFIGS:
+        return [impl for impl in impls if impl != 'upstream']
+    return list(impls)
 
 
 def runnable_impls(impls, backend):
@@ -416,7 +429,7 @@ def print_table(report, mode):
              else 'one run'))
     impls = [i for i in IMPLS if i in meta['impls']]
     both = len(impls) == 2
-    head = '%-9s %-17s' % ('config', 'phase')
+    head = '%-11s %-17s' % ('config', 'phase')
     for impl in impls:
         head += '%14s %9s' % (impl + ' MB/s', 'seconds')
     if both:
@@ -426,18 +439,23 @@ def print_table(report, mode):
     print(head)
     for config, per_impl in table.items():
         for phase in PHASES:
-            if not all(phase in per_impl.get(i, {}) for i in impls):
+            # An encrypted configuration has no upstream cells.
+            cells = {i: per_impl.get(i, {}).get(phase) for i in impls}
+            if not any(cells.values()):
                 continue
-            row = '%-9s %-17s' % (config, phase)
+            row = '%-11s %-17s' % (config, phase)
             for impl in impls:
-                cell = per_impl[impl][phase]
-                row += '%14.1f %9.2f' % (cell['mbps'], cell['seconds'])
+                cell = cells[impl]
+                row += ('%14.1f %9.2f' % (cell['mbps'], cell['seconds'])
+                        if cell else '%14s %9s' % ('-', '-'))
             if both:
-                row += '%7.2fx' % (per_impl['ours'][phase]['mbps'] /
-                                   per_impl['upstream'][phase]['mbps'])
+                row += ('%7.2fx' % (cells['ours']['mbps'] /
+                                    cells['upstream']['mbps'])
+                        if all(cells.values()) else '%8s' % '-')
             for impl in impls:
-                cell = per_impl[impl][phase]
-                row += '%11.0f MB %7.1f' % (cell['rss'] / MiB, cell['cpu'])
+                cell = cells[impl]
+                row += ('%11.0f MB %7.1f' % (cell['rss'] / MiB, cell['cpu'])
+                        if cell else '%14s %7s' % ('-', '-'))
             print(row)
     print_create_probes(table, impls)
     print_targets(report, mode)
@@ -460,8 +478,8 @@ def print_targets(report, mode):
                 if stored else ''))
     benchmark_targets.print_targets(
         report['targets'], mode,
-        'Targets of issue 19 (set for: %s)\nthis run: %s mode, work dir '
-        'on %s, driver %s, %s:' % (
+        'Targets of issues 19 and 21 (set for: %s)\nthis run: %s mode, '
+        'work dir on %s, driver %s, %s:' % (
             benchmark_targets.CONDITIONS, mode,
             (meta.get('place') or meta['location_kind']), meta['driver'],
             meta['scenario_label']),
@@ -615,10 +633,13 @@ def add_run_options(parser):
                              'a profiler.')
 
 
-def check_run_options(parser, args):
-    """Check the shared options (and ``--configs``); set ``args.modes``."""
+def check_run_options(parser, args, configs=CONFIGS):
+    """Check the shared options; set ``args.modes``.
+
+    ``--configs`` is checked against ``configs``.
+    """
     args.impls = _choices(parser, '--impls', args.impls, IMPLS)
-    args.configs = _choices(parser, '--configs', args.configs, CONFIGS)
+    args.configs = _choices(parser, '--configs', args.configs, configs)
     args.modes = list(MODES) if args.concurrency == 'both' else [
         args.concurrency]
 
@@ -738,16 +759,16 @@ def bench(args, backend, server):
     for mode in args.modes:
         table = report['results'].setdefault(mode, {})
         for config in args.configs:
-            runs = {impl: [] for impl in impls}
+            runs = {impl: [] for impl in config_impls(impls, config)}
             # Alternate the implementations, so that a neighbour's load
             # falls on both alike.
             for n in range(args.repeat):
-                for impl in impls:
+                for impl in runs:
                     print('  %s %s %s run %d/%d ...' % (
                         mode, config, impl, n + 1, args.repeat), flush=True)
                     runs[impl].append(runner.run(mode, impl, config))
             table[config] = {impl: summarise(runs[impl], args.phases)
-                             for impl in impls}
+                             for impl in runs}
     measure_together_again(report, args.volume)
     report['targets'] = benchmark_targets.evaluate(report)
     return report

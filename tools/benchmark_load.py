@@ -91,7 +91,9 @@ def parse_args(argv):
                              'all; full always runs).' % ', '.join(PHASES))
     parser.add_argument('--configs', default='zlib',
                         help='Comma-separated configurations, among %s '
-                             '(default zlib).' % ', '.join(benchmark.CONFIGS))
+                             '(default zlib; the encrypted ones are for the '
+                             'single-operation benchmark).'
+                             % ', '.join(benchmark.PLAIN_CONFIGS))
     benchmark.add_run_options(parser)
     parser.add_argument('--upstream-chunk-mib', type=int,
                         help='Upstream\'s object size in MiB (default: its '
@@ -114,7 +116,7 @@ def parse_args(argv):
                      % args.operations)
     if not args.operations or args.operations[0] < 1:
         parser.error('--operations: expected numbers of at least 1')
-    benchmark.check_run_options(parser, args)
+    benchmark.check_run_options(parser, args, benchmark.PLAIN_CONFIGS)
     args.phases = benchmark._choices(parser, '--phases', args.phases,
                                      PHASES)
     if 'full' not in args.phases:
