@@ -343,14 +343,18 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
         return getattr(self, method)
 
     def _restore_v1(self, backup, volume_id, metadata, volume_file,
-                    volume_is_new, requested_backup, checked=None):
+                    volume_is_new, requested_backup, checked=None,
+                    write_masks=None):
         """Restore the objects of one format 1.0.0 backup.
 
         ``checked``: what the restore's check pass proved, by object name.
+        ``write_masks``: the hash blocks to write of each object, where
+        the restore writes only those (:mod:`restore_delta`).
         """
         restore_path.LayerRestore(self, backup, volume_id, metadata,
                                   volume_file, volume_is_new,
-                                  requested_backup, checked=checked).run()
+                                  requested_backup, checked=checked,
+                                  write_masks=write_masks).run()
 
     # -- delete --------------------------------------------------------------
 

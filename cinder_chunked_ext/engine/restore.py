@@ -19,16 +19,21 @@
    objects actually stored (:func:`objects.object_list_difference`)
    before the first write: a damaged layer anywhere leaves the volume as
    it was.
-2. Over an existing volume (with ``verify_checksums_on_restore``, the
+2. Over an existing volume (with ``restore_changed_blocks_only``, the
+   default), it reads and hashes the volume and keeps, of each layer,
+   the objects that hold a block that differs from the backup, each
+   with the mask of the blocks it is to write
+   (:mod:`~cinder_chunked_ext.engine.restore_delta`).
+3. Over an existing volume (with ``verify_checksums_on_restore``, the
    default), and for the sealed objects of encrypted backups onto any
-   volume, a check pass proves every object of every layer before the
-   first write (:mod:`~cinder_chunked_ext.engine.restore_check`): a
-   damaged or tampered object anywhere in the chain leaves the volume
+   volume, a check pass proves every object to restore before the first
+   write (:mod:`~cinder_chunked_ext.engine.restore_check`): a damaged
+   or tampered object anywhere in the chain leaves the volume
    untouched.
-3. It restores the layers from the full backup up, each through the
+4. It restores the layers from the full backup up, each through the
    driver's version-dispatched method (``_restore_v1`` for format
    1.0.0), which runs a :class:`LayerRestore`.
-4. A layer's objects are fetched, decompressed and verified (length and
+5. A layer's objects are fetched, decompressed and verified (length and
    content, :func:`objects.decoded_pieces`: the block hashes of the
    layer's sha256file, or the MD5; for an object the check pass proved,
    the CRC-32 of the stored bytes instead) ahead on the worker pool and
@@ -55,6 +60,7 @@ from cinder_chunked_ext.engine import concurrency
 from cinder_chunked_ext.engine import objects
 from cinder_chunked_ext.engine import pipeline
 from cinder_chunked_ext.engine import restore_check
+from cinder_chunked_ext.engine import restore_delta
 from cinder_chunked_ext.engine import volume_io
 from cinder_chunked_ext import exception
 
@@ -82,6 +88,13 @@ def restore_chain(driver, backup, volume_id, volume_file, volume_is_new):
     for layer, layer_meta in zip(chain, metas):
         _check_layer(driver, layer, layer_meta)
     layers = list(reversed(list(zip(chain, metas))))
+    delta = None
+    if not volume_is_new and driver.settings.restore_changed_blocks_only:
+        delta = restore_delta.plan(
+            driver, backup, layers, volume_file,
+            on_progress=lambda: check_status(backup, volume_id))
+    if delta is not None:
+        layers = delta.layers
     checked = restore_check.check_chain(
         driver, layers, volume_is_new,
         on_progress=lambda: check_status(backup, volume_id))
@@ -91,7 +104,8 @@ def restore_chain(driver, backup, volume_id, volume_file, volume_is_new):
         try:
             restore_layer(layer, volume_id, layer_meta, volume_file,
                           volume_is_new and is_base, backup,
-                          checked=checked)
+                          checked=checked,
+                          **({'write_masks': delta} if delta else {}))
         except exception.BackupRestoreCancel:
             raise
         except Exception:
@@ -163,7 +177,8 @@ class LayerRestore(object):
     """
 
     def __init__(self, driver, backup, volume_id, metadata, volume_file,
-                 volume_is_new, requested_backup, checked=None):
+                 volume_is_new, requested_backup, checked=None,
+                 write_masks=None):
         self.driver = driver
         self.settings = driver.settings
         self.backup = backup
@@ -179,6 +194,9 @@ class LayerRestore(object):
         self._lengths = collections.Counter()
         self._write = (volume_io.write_skipping_zeros if volume_is_new
                        else volume_io.write_at)
+        # The hash blocks to write of each object (a restore_delta.Plan),
+        # when only the blocks that differ are written.
+        self.write_masks = write_masks
         self.op = None      # the operation's budget, while ``run`` runs
         self._sha256s = None    # see _block_hashes
 
@@ -229,8 +247,8 @@ class LayerRestore(object):
                     # counts restored objects by the flushes); synced at
                     # the end of the layer and every SYNC_BYTES.
                     sync = unsynced >= SYNC_BYTES or not (waiting or ahead)
-                    concurrency.execute(self._write_and_flush, obj.offset,
-                                        pieces, sync)
+                    concurrency.execute(self._write_and_flush, obj, pieces,
+                                        sync)
                     if sync:
                         unsynced = 0
                     concurrency.cooperative_yield()
@@ -319,14 +337,22 @@ class LayerRestore(object):
             return self._zero_pieces(obj)
         return list(self._decoded(obj, lanes))
 
-    def _write_and_flush(self, offset, pieces, sync):
-        """Write ``pieces`` at ``offset``, flush, fsync if ``sync``.
+    def _writer(self, obj):
+        """What writes ``obj``'s data: its marked blocks only, if masked."""
+        if self.write_masks is None:
+            return self._write
+        return self.write_masks.writer(obj, self._write)
+
+    def _write_and_flush(self, obj, pieces, sync):
+        """Write ``pieces`` of ``obj``, flush, fsync if ``sync``.
 
         A worker's job.  One task for all of it: each task is a round
         trip to a worker thread, and a restore makes one per object.
         """
+        write = self._writer(obj)
+        offset = obj.offset
         for data in pieces:
-            self._write(self.volume_file, offset, data)
+            write(self.volume_file, offset, data)
             offset += len(data)
         if sync:
             volume_io.flush_and_sync(self.volume_file)
@@ -362,6 +388,7 @@ class LayerRestore(object):
     def _stream_decoded(self, lanes, obj, write):
         """Decode ``obj`` on one lane, MD5 it on another, write on a third."""
         write_lane = lanes[2]
+        write = self._writer(obj)
         writes = collections.deque()
         offset = obj.offset
         depth = self.op.lane_depth(self.driver.piece_bytes())
@@ -371,9 +398,8 @@ class LayerRestore(object):
                     continue
                 while len(writes) >= depth:
                     writes.popleft().result()
-                writes.append(write_lane.submit(self._write,
-                                                self.volume_file, offset,
-                                                data))
+                writes.append(write_lane.submit(write, self.volume_file,
+                                                offset, data))
                 offset += len(data)
             while writes:
                 writes.popleft().result()

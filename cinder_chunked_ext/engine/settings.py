@@ -101,13 +101,27 @@ pipeline_opts = [
                 help='Check every object of a restore against what was '
                      'recorded at backup time (its length and MD5, or the '
                      'SHA-256 of its hash blocks) before its data is '
-                     'written. Over an existing volume every object of the '
-                     'backup chain is checked before the first write, so a '
-                     'damaged backup leaves the volume untouched; onto a '
+                     'written. Over an existing volume every object the '
+                     'restore needs is checked before the first write, so '
+                     'a damaged backup leaves the volume untouched; onto a '
                      'new volume each object is checked before its own '
                      'write. The objects of encrypted backups are always '
                      'authenticated before the first write, whatever this '
                      'says.'),
+    cfg.BoolOpt('restore_changed_blocks_only',
+                default=True,
+                help='Over an existing volume, read and hash the volume '
+                     'before the first write and restore only the hash '
+                     'blocks that differ from the backup (by the restored '
+                     'backup\'s sha256file); objects none of whose blocks '
+                     'differ are neither read nor checked. The result is '
+                     'the same volume, byte for byte. It costs one read '
+                     'of the volume and saves the writes of every block '
+                     'that is already right: a restore over the volume the '
+                     'backup was taken from (a rollback) writes what '
+                     'changed since. Volumes read through something other '
+                     'than a file or block device of their own (an RBD '
+                     'image handle) are written in full, as with False.'),
     cfg.IntOpt('full_backup_object_bytes',
                default=16 * MiB,
                min=0,
@@ -184,6 +198,7 @@ class EngineSettings:
     malloc_arena_max: int = 0
     malloc_mmap_threshold: int = 0
     encryption: str = encryption.NONE
+    restore_changed_blocks_only: bool = True
 
     @classmethod
     def from_conf(cls, conf=CONF):
@@ -203,4 +218,5 @@ class EngineSettings:
             malloc_arena_max=group.malloc_arena_max,
             malloc_mmap_threshold=group.malloc_mmap_threshold,
             encryption=group.encryption.lower(),
+            restore_changed_blocks_only=group.restore_changed_blocks_only,
         )
