@@ -36,8 +36,10 @@
 5. A layer's objects are fetched, decompressed and verified (length and
    content, :func:`objects.decoded_pieces`: the block hashes of the
    layer's sha256file, or the MD5; for an object the check pass proved,
-   the CRC-32 of the stored bytes instead) ahead on the worker pool and
-   written in order once verified; the object at the head of the queue
+   the CRC-32 of the stored bytes instead) ahead on the worker pool, in
+   batches of consecutive small objects (one task fetches a batch, one
+   writes it), and written in order once verified; the object at the
+   head of the queue
    that is too large to hold streams through three lanes (read and
    decompress, hash, write).  Onto a new volume,
    zero pieces are not written (the volume is sparse) and zero objects
@@ -70,6 +72,11 @@ LOG = logging.getLogger(__name__)
 # every object, which costs a disk flush per object once objects are
 # small; what matters is that the restore is on disk when it returns.
 SYNC_BYTES = 1024 ** 3
+
+# A batch of small objects fetched (and written) by one worker task: at
+# most this many bytes (one object at least) and objects.
+BATCH_BYTES = 4 * 1024 ** 2
+BATCH_OBJECTS = 64
 
 
 def restore_chain(driver, backup, volume_id, volume_file, volume_is_new):
@@ -154,17 +161,6 @@ def _check_layer(driver, backup, metadata):
                       ', '.join(unexpected) or 'none'))
 
 
-class _DoneNothing(object):
-    """A finished future with nothing to write."""
-
-    @staticmethod
-    def result():
-        return []
-
-
-_DONE_NOTHING = _DoneNothing()
-
-
 class LayerRestore(object):
     """Writes the objects of one format 1.0.0 backup onto the volume.
 
@@ -172,8 +168,10 @@ class LayerRestore(object):
     the stored object list.  The object at the head of the queue streams
     through three lanes (read and decompress, MD5, write); the objects
     after it that are small enough to hold are fetched, decompressed and
-    verified ahead on the pool, several at once.  Each is written, in
-    order, once verified (see ``_restore_streamed`` for large objects).
+    verified ahead on the pool, several batches at once (up to
+    ``BATCH_BYTES`` or ``BATCH_OBJECTS`` of consecutive objects per
+    task).  Each is written, in order, once verified (see
+    ``_restore_streamed`` for large objects); a batch in one task too.
     """
 
     def __init__(self, driver, backup, volume_id, metadata, volume_file,
@@ -211,7 +209,9 @@ class LayerRestore(object):
             self.op = op
             pool = op.cpu
             lanes = (op.lane(), op.lane(), op.lane())
-            ahead = collections.deque()     # (object, future or None)
+            # (objects, future or None, bytes held): a batch of small
+            # objects fetched ahead on one worker, or the head object.
+            ahead = collections.deque()
             held = 0
             unsynced = 0
             waiting = collections.deque(self.metadata.objects)
@@ -219,41 +219,83 @@ class LayerRestore(object):
                 while waiting or ahead:
                     if not ahead:
                         obj = waiting.popleft()
-                        ahead.append((obj, _DONE_NOTHING
-                                      if self._known_zeros(obj) else None))
+                        ahead.append(([(obj, self._known_zeros(obj))], None,
+                                      0))
                     while (waiting and self._holdable(waiting[0]) and
                            held + waiting[0].length <= op.share() // 4):
-                        obj = waiting.popleft()
-                        future = _DONE_NOTHING
-                        if not self._known_zeros(obj):
-                            future = pool.submit(self._fetch_verified, obj)
-                            held += obj.length
-                        ahead.append((obj, future))
-                    obj, future = ahead.popleft()
+                        batch, size = self._next_batch(waiting, held, op)
+                        ahead.append((batch, pool.submit(
+                            self._fetch_batch, batch), size))
+                        held += size
+                    batch, future, size = ahead.popleft()
                     self._check_status()
-                    LOG.debug('Restoring object %(name)s of backup %(id)s '
-                              'at offset %(offset)d.',
-                              {'name': obj.name, 'id': self.backup['id'],
-                               'offset': obj.offset})
+                    for obj, _zero in batch:
+                        LOG.debug('Restoring object %(name)s of backup '
+                                  '%(id)s at offset %(offset)d.',
+                                  {'name': obj.name, 'id': self.backup['id'],
+                                   'offset': obj.offset})
+                    error = None
                     if future is None:
-                        pieces = self._restore_streamed(lanes, obj)
-                        unsynced += obj.length
+                        obj, zero = batch[0]
+                        written = [(obj, [] if zero else
+                                    self._restore_streamed(lanes, obj))]
+                        unsynced += 0 if zero else obj.length
                     else:
-                        pieces = future.result()
-                        if future is not _DONE_NOTHING:
-                            held -= obj.length
-                        unsynced += sum(len(data) for data in pieces)
+                        written, error = future.result()
+                        held -= size
+                        unsynced += sum(len(data) for _obj, pieces in written
+                                        for data in pieces)
                     # Flushed after every object (the standalone tool
                     # counts restored objects by the flushes); synced at
                     # the end of the layer and every SYNC_BYTES.
-                    sync = unsynced >= SYNC_BYTES or not (waiting or ahead)
-                    concurrency.execute(self._write_and_flush, obj, pieces,
-                                        sync)
+                    sync = (error is not None or unsynced >= SYNC_BYTES
+                            or not (waiting or ahead))
+                    if written:
+                        concurrency.execute(self._write_and_flush, written,
+                                            sync)
+                    if error is not None:
+                        raise error
                     if sync:
                         unsynced = 0
                     concurrency.cooperative_yield()
             finally:
-                concurrency.wait_quietly(future for _obj, future in ahead)
+                concurrency.wait_quietly(future for _b, future, _s in ahead)
+
+    def _next_batch(self, waiting, held, op):
+        """Consecutive small objects for one worker: ``(batch, bytes)``.
+
+        ``batch`` is ``[(object, known zeros)]``: up to ``BATCH_BYTES`` of
+        objects (at least one) and ``BATCH_OBJECTS`` of them, within what
+        may be held ahead.  A batch is one round trip to a worker to fetch
+        it and one to write it: an incremental's objects are thousands of
+        a few hash blocks each.
+        """
+        batch, size = [], 0
+        while (waiting and self._holdable(waiting[0])
+               and len(batch) < BATCH_OBJECTS
+               and held + size + waiting[0].length <= op.share() // 4
+               and (not batch or size + waiting[0].length <= BATCH_BYTES)):
+            obj = waiting.popleft()
+            zero = self._known_zeros(obj)
+            batch.append((obj, zero))
+            if not zero:
+                size += obj.length
+        return batch, size
+
+    def _fetch_batch(self, batch):
+        """``([(object, pieces)], error)`` of a batch (a worker's job).
+
+        Each object is fetched and verified in turn; the first that fails
+        ends the batch, and the objects before it are still written (as
+        when each object was its own task) before its error is raised.
+        """
+        done = []
+        for obj, zero in batch:
+            try:
+                done.append((obj, [] if zero else self._fetch_verified(obj)))
+            except Exception as e:
+                return done, e
+        return done, None
 
     def _block_hashes(self):
         """This layer's sha256file hashes, if objects are checked by them.
@@ -343,21 +385,23 @@ class LayerRestore(object):
             return self._write
         return self.write_masks.writer(obj, self._write)
 
-    def _write_and_flush(self, obj, pieces, sync):
-        """Write ``pieces`` of ``obj``, flush, fsync if ``sync``.
+    def _write_and_flush(self, written, sync):
+        """Write ``[(object, pieces)]``, flush each, fsync if ``sync``.
 
         A worker's job.  One task for all of it: each task is a round
-        trip to a worker thread, and a restore makes one per object.
+        trip to a worker thread.
         """
-        write = self._writer(obj)
-        offset = obj.offset
-        for data in pieces:
-            write(self.volume_file, offset, data)
-            offset += len(data)
-        if sync:
-            volume_io.flush_and_sync(self.volume_file)
-        else:
-            volume_io.flush(self.volume_file)
+        last = len(written) - 1
+        for index, (obj, pieces) in enumerate(written):
+            write = self._writer(obj)
+            offset = obj.offset
+            for data in pieces:
+                write(self.volume_file, offset, data)
+                offset += len(data)
+            if sync and index == last:
+                volume_io.flush_and_sync(self.volume_file)
+            else:
+                volume_io.flush(self.volume_file)
 
     def _restore_streamed(self, lanes, obj):
         """Restore one object through the lanes; return what to write.
