@@ -338,11 +338,12 @@ def bound_notes(report, files_lines):
                 'each at %d times its rate on one thread' % meta['cores'])
     notes = [
         'Stage bounds, rates above, %s: CPU stages = zero test of '
-        'the zero hash blocks (%.0f%%) + SHA-256 of the rest%s; restores: '
-        'decoder '
-        '+ MD5 of the data, and write + fsync (%.0f MB/s) of the bytes '
-        'written (data only onto a new volume, every byte over an '
-        'existing one).' % (
+        'the zero hash blocks (%.0f%%) + SHA-256 of the rest%s; restores '
+        'onto a new volume: decoder + MD5 of the data, and write + fsync '
+        '(%.0f MB/s) of the data; over an existing one (ours writes the '
+        'changed blocks only): the zero test and SHA-256 of the volume, '
+        'then decoder, MD5 and write + fsync of the changed bytes, one '
+        'after the other.' % (
             together, 100 * meta.get('zero_block_fraction',
                                      meta['zero_fraction']),
             ' + codec (on random data) and MD5 of the %.1f MB changed'

@@ -111,8 +111,7 @@ def restore_chain(driver, backup, volume_id, volume_file, volume_is_new):
         try:
             restore_layer(layer, volume_id, layer_meta, volume_file,
                           volume_is_new and is_base, backup,
-                          checked=checked,
-                          **({'write_masks': delta} if delta else {}))
+                          checked=checked, write_masks=delta)
         except exception.BackupRestoreCancel:
             raise
         except Exception:
