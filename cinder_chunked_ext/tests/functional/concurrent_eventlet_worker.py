@@ -21,7 +21,7 @@ It monkey-patches with eventlet before importing anything that uses
 threads, as ``cinder-backup`` does, then runs N cycles at once, each in
 its own green thread with its own :class:`PosixBackupDriver` (and its own
 compression) on the one repository: a full backup of a volume, an
-incremental backup of a changed copy, and three restores.  It prints one
+incremental backup of a changed copy, and four restores.  It prints one
 JSON line: whether eventlet was active, how many cycles ran at the same
 time, each cycle's outcome and what is wrong in the repository.
 
@@ -38,6 +38,7 @@ import json
 import os
 import random
 import sys
+import tempfile
 import zlib
 
 SHA = 4096
@@ -136,8 +137,32 @@ def _restore(driver, backup, target, volume_is_new):
     return target.getvalue()
 
 
+def _rollback(driver, backup, old):
+    """Restore ``backup`` over a file holding ``old``; the file's bytes.
+
+    The file is handed over write-only, not truncated, and wrapped as
+    Cinder's backup manager wraps a device (``tpool_wrap`` under
+    eventlet): the restore reads it through a descriptor of its own and
+    writes only the blocks that differ.
+    """
+    from cinder_chunked_ext.engine import concurrency
+    with tempfile.TemporaryDirectory() as where:
+        path = os.path.join(where, 'volume')
+        with open(path, 'wb') as f:
+            f.write(old)
+        with io.open(os.open(path, os.O_WRONLY), 'wb') as f:
+            backup.status = 'restoring'
+            try:
+                driver.restore(backup, backup.volume_id,
+                               concurrency.tpool_wrap(f), False)
+            finally:
+                backup.status = 'available'
+        with open(path, 'rb') as f:
+            return f.read()
+
+
 def run_cycle(driver, env, index, algorithm, container=None, wrap=None):
-    """Full backup, incremental backup, three restores; a JSON report.
+    """Full backup, incremental backup, four restores; a JSON report.
 
     ``container`` is the container the user asked for (None: the
     driver's choice).  ``wrap(file_object, phase)`` may wrap the volume
@@ -165,6 +190,7 @@ def run_cycle(driver, env, index, algorithm, container=None, wrap=None):
     full_new = _restore(driver, full, target, True)
     inc_existing = _restore(driver, inc, io.BytesIO(garbage), False)
     inc_new = _restore(driver, inc, io.BytesIO(bytes(size)), True)
+    rollback = _rollback(driver, inc, data)
     return {
         'index': index,
         'algorithm': algorithm,
@@ -172,6 +198,7 @@ def run_cycle(driver, env, index, algorithm, container=None, wrap=None):
         'restored_full_new': full_new == data,
         'restored_incremental_existing': inc_existing == changed,
         'restored_incremental_new': inc_new == changed,
+        'restored_incremental_rollback': rollback == changed,
         'full': _describe(full, data, full_runs(data), algorithm),
         'incremental': _describe(inc, changed, changed_runs(data, changed),
                                  algorithm),

@@ -158,10 +158,11 @@ class NativeThreadsTestCase(testtools.TestCase):
     def assertCyclesSucceeded(self, results):
         for result in results:
             self.assertEqual(
-                (True, True, True),
+                (True, True, True, True),
                 (result['restored_full_new'],
                  result['restored_incremental_existing'],
-                 result['restored_incremental_new']),
+                 result['restored_incremental_new'],
+                 result['restored_incremental_rollback']),
                 'cycle %d (%s)' % (result['index'], result['algorithm']))
             self.assertEqual(len(result['full']['runs']),
                              result['full']['object_count'])
@@ -270,6 +271,7 @@ class EventletGreenThreadsTestCase(testtools.TestCase):
             self.assertTrue(result['restored_full_new'])
             self.assertTrue(result['restored_incremental_existing'])
             self.assertTrue(result['restored_incremental_new'])
+            self.assertTrue(result['restored_incremental_rollback'])
             self.assertEqual(len(result['full']['runs']),
                              result['full']['object_count'])
             self.assertEqual(len(result['incremental']['runs']),
