@@ -62,6 +62,26 @@ ENCRYPTION_TARGET_CODECS = ('zstd',)
 
 # -- the bounds ---------------------------------------------------------------
 
+def _volume_and_changes_seconds(meta, rates, together, zeros, codec):
+    """Seconds to hash the volume and code and MD5 its changed bytes.
+
+    A zero test for the ``zeros`` share of hash blocks, SHA-256 for the
+    others; ``codec`` (a stage rate's name, or None) and MD5 for the
+    changed bytes; each stage at its rate on all cores at once.
+    """
+    together = together or {}
+
+    def seconds_per_byte(name):
+        return 1 / benchmark_stages.all_cores_rate(
+            rates, together, meta['cores'], name)
+
+    size, changed = meta['volume_bytes'], meta.get('changed_bytes', 0)
+    seconds = size * (zeros * seconds_per_byte('zero test') +
+                      (1 - zeros) * seconds_per_byte('sha256'))
+    return seconds + changed * ((seconds_per_byte(codec) if codec in rates
+                                 else 0) + seconds_per_byte('md5'))
+
+
 def incremental_bound(meta, rates, algo, files=None, count=1,
                       together=None):
     """MB/s of ``count`` incrementals at once the stages allow; and why.
@@ -74,31 +94,19 @@ def incremental_bound(meta, rates, algo, files=None, count=1,
     operations at once): its wall time is a floor, and its CPU joins the
     rest, on what the cores are worth together.
     """
-    together = together or {}
-    cores = meta['cores']
-
-    def seconds_per_byte(name):
-        return 1 / benchmark_stages.all_cores_rate(rates, together, cores,
-                                                   name)
-
-    size = meta['volume_bytes']
     # The incremental hashes the changed copy of the volume.
     zeros = meta.get('changed_zero_block_fraction',
                      meta.get('zero_block_fraction', meta['zero_fraction']))
-    changed = meta.get('changed_bytes', 0)
-    codec = RANDOM_CODEC.get(algo)
-    seconds = size * (zeros * seconds_per_byte('zero test') +
-                      (1 - zeros) * seconds_per_byte('sha256'))
-    seconds += changed * ((seconds_per_byte(codec) if codec in rates
-                           else 0) + seconds_per_byte('md5'))
+    seconds = _volume_and_changes_seconds(meta, rates, together, zeros,
+                                          RANDOM_CODEC.get(algo))
     seconds *= count
     why = 'CPU stages'
     if files:
-        worth = meta.get('effective_cores', cores)
+        worth = meta.get('effective_cores', meta['cores'])
         with_files = seconds + files['cpu'] / worth
         seconds, why = max((files['seconds'], 'files'),
                            (with_files, 'CPU stages + files'))
-    return count * size / seconds / 1e6, why
+    return count * meta['volume_bytes'] / seconds / 1e6, why
 
 
 def changed_blocks_bound(meta, rates, algo, together=None):
@@ -111,23 +119,13 @@ def changed_blocks_bound(meta, rates, algo, together=None):
     fsync.  Nothing is written before every object needed is proved, so
     the three add up rather than overlap.
     """
-    together = together or {}
-    cores = meta['cores']
-
-    def seconds_per_byte(name):
-        return 1 / benchmark_stages.all_cores_rate(rates, together, cores,
-                                                   name)
-
-    size = meta['volume_bytes']
     zeros = meta.get('zero_block_fraction', meta['zero_fraction'])
+    seconds = _volume_and_changes_seconds(meta, rates, together, zeros,
+                                          DECODER.get(algo))
     changed = meta.get('changed_bytes', 0)
-    decoder = DECODER.get(algo)
-    seconds = size * (zeros * seconds_per_byte('zero test') +
-                      (1 - zeros) * seconds_per_byte('sha256'))
-    seconds += changed * ((seconds_per_byte(decoder) if decoder in rates
-                           else 0) + seconds_per_byte('md5'))
     seconds += changed / rates[WRITE_RATE]
-    return size / seconds / 1e6, 'hash the volume, decode + write changes'
+    return (meta['volume_bytes'] / seconds / 1e6,
+            'hash the volume, decode + write changes')
 
 
 def phase_bound(report, algo, phase, cell=None, count=1):
