@@ -203,6 +203,20 @@ class RestoreChangedBlocksTestCase(chains.ChainMixin, base.DriverTestCase):
         self.assertEqual(list(range(len(data) // SHA)),
                          self.written_blocks())
 
+    def test_too_many_hash_blocks_every_object_written(self):
+        chain, data = self.make_chain()
+        original = self.volume_of(chain['base'], len(data))
+        self.useFixture(fixtures.MockPatchObject(
+            restore_check, 'MAX_BLOCK_HASHES', len(data) // SHA - 1))
+        logs = self.useFixture(fixtures.FakeLogger(
+            name='cinder_chunked_ext.engine.restore_delta'))
+        result = self.restore_over(chain['newest'],
+                                   self.existing_volume(original))
+        self.assertEqual(data, result)
+        self.assertIn('too many hash blocks', logs.output)
+        self.assertEqual(list(range(len(data) // SHA)),
+                         self.written_blocks())
+
     def test_volume_smaller_than_backup_not_compared(self):
         chain, data = self.make_chain()
         compare = self.useFixture(fixtures.MockPatchObject(
