@@ -34,6 +34,7 @@ import sys
 import textwrap
 import time
 
+from cinder_chunked_ext.tests.live import loop_devices
 from cinder_chunked_ext.tests import local_servers
 
 HOST = local_servers.HOST
@@ -207,6 +208,9 @@ class Cluster(object):
         self.processes = {}
         self.backup_options = {}
         self.peak_rss = {}
+        #: Volumes are handed over as loop devices (block devices), where
+        #: they can be attached here; otherwise as their files.
+        self.loop_devices = False
 
     # -- configuration -------------------------------------------------------
 
@@ -281,8 +285,9 @@ class Cluster(object):
 FileVolumeDriver
             volume_backend_name = file
             file_volume_directory = {volumes}
+            file_volume_loop_devices = {loops}
             ''').format(run=self.run_dir, helper=helper,
-                        volumes=self.volume_dir)
+                        volumes=self.volume_dir, loops=self.loop_devices)
         for group, options in sorted(grouped.items()):
             text += '\n[%s]\n' % group
             text += ''.join('%s = %s\n' % item for item in options)
@@ -322,6 +327,7 @@ FileVolumeDriver
                      self._path('state'), self._path('locks')):
             os.makedirs(path, exist_ok=True)
         self._copy_etc()
+        self.loop_devices = loop_devices.usable(self.volume_dir)
         self.api_port = local_servers.free_ports(1)[0]
         self.rabbit = Rabbit(self.run_dir)
         self.rabbit.start()
@@ -430,6 +436,10 @@ FileVolumeDriver
             with contextlib.suppress(Exception):
                 process.stop()
         self.processes = {}
+        if self.loop_devices:
+            # What a killed service left attached.
+            with contextlib.suppress(Exception):
+                loop_devices.detach_all(self.volume_dir)
         if self.rabbit is not None:
             self.rabbit.stop()
             self.rabbit = None

@@ -21,6 +21,14 @@ manager, which opens it as it would a block device.
 The backup manager opens a restore target with ``'wb'``, which
 truncates a regular file; a block device keeps its size, so the file is
 extended back to the volume's size when the connection ends.
+
+With ``file_volume_loop_devices`` (set by the live cluster where it can
+attach them: as root, with ``losetup``), a connection hands over a loop
+device backed by the file instead, as an LVM or iSCSI volume is a block
+device: the backup manager opens a real block device, ``'wb'`` truncates
+nothing, and a restore over the volume can read it.  The device is
+detached when the connection ends (and before the volume is deleted);
+:func:`loop_devices.detach_all` detaches what a killed service left.
 """
 
 import os
@@ -29,12 +37,18 @@ from cinder.volume import driver
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from cinder_chunked_ext.tests.live import loop_devices
+
 LOG = logging.getLogger(__name__)
 GiB = 1024 ** 3
 
 file_volume_opts = [
     cfg.StrOpt('file_volume_directory',
                help='Directory that holds one sparse file per volume.'),
+    cfg.BoolOpt('file_volume_loop_devices',
+                default=False,
+                help='Hand a connection a loop device backed by the '
+                     'volume\'s file rather than the file.'),
 ]
 
 
@@ -75,6 +89,7 @@ class FileVolumeDriver(driver.VolumeDriver):
         return {}
 
     def delete_volume(self, volume):
+        self._detach(volume)
         try:
             os.unlink(self.local_path(volume))
         except FileNotFoundError:
@@ -93,13 +108,28 @@ class FileVolumeDriver(driver.VolumeDriver):
         return None
 
     def initialize_connection(self, volume, connector):
+        path = self.local_path(volume)
+        if self.configuration.safe_get('file_volume_loop_devices'):
+            device, why = loop_devices.attach(path)
+            if device is not None:
+                LOG.info('Volume %s attached as %s.', volume.id, device)
+                path = device
+            else:
+                LOG.warning('No loop device for volume %s (%s); handing '
+                            'over its file.', volume.id, why)
         return {'driver_volume_type': 'local',
-                'data': {'device_path': self.local_path(volume)}}
+                'data': {'device_path': path}}
 
     def terminate_connection(self, volume, connector, **kwargs):
+        self._detach(volume)
         # A restore opened the file with 'wb': give it its size back.
         if os.path.exists(self.local_path(volume)):
             self._extend_file(volume, volume.size)
+
+    def _detach(self, volume):
+        if not self.configuration.safe_get('file_volume_loop_devices'):
+            return
+        loop_devices.detach(self.local_path(volume))
 
     def _update_volume_stats(self):
         name = self.configuration.safe_get('volume_backend_name')
