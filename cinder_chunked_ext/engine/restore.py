@@ -100,11 +100,15 @@ def restore_chain(driver, backup, volume_id, volume_file, volume_is_new):
         delta = restore_delta.plan(
             driver, backup, layers, volume_file,
             on_progress=lambda: check_status(backup, volume_id))
+    known_hashes = {}
     if delta is not None:
         layers = delta.layers
+        known_hashes = delta.take_hashes()
     checked = restore_check.check_chain(
         driver, layers, volume_is_new,
-        on_progress=lambda: check_status(backup, volume_id))
+        on_progress=lambda: check_status(backup, volume_id),
+        known_hashes=known_hashes)
+    known_hashes = None     # held no longer than the check pass
     restored = []
     for layer, layer_meta in layers:
         is_base = not layer.parent_id

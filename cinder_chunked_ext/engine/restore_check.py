@@ -107,14 +107,12 @@ def _stored_size(driver, layer):
                              driver._sha256_filename(layer))
 
 
-def block_hashes(driver, layer):
-    """The layer's sha256file hashes, or None when they cannot be used.
+def load_sha256file(driver, layer):
+    """The layer's sha256file, or None when it is too large to hold.
 
-    Only a faster way to check objects (see :func:`objects.check_stored`
-    and :class:`objects.BlockCheck`): without them, their MD5 is
-    checked.  None for a volume of more than ``MAX_BLOCK_HASHES`` hash
-    blocks (the list would cost more memory than the restore may hold),
-    or when the sha256file cannot be read.
+    None for a volume of more than ``MAX_BLOCK_HASHES`` hash blocks (the
+    list would cost more memory than a restore may hold).  Raises
+    CorruptBackup or ObjectNotFound when it cannot be read.
     """
     try:
         size = layer['size'] or 0
@@ -122,31 +120,44 @@ def block_hashes(driver, layer):
         size = 0
     if size * objects.GiB > MAX_BLOCK_HASHES * driver.sha_block_size_bytes:
         return None
+    # A record's size may be missing or short (a backup found in a
+    # repository, sized by its objects' ends): the stored size of the
+    # document decides too, where the store can tell it.
+    stored = _stored_size(driver, layer)
+    if stored is not None and stored > MAX_BLOCK_HASHES * MAX_BYTES_PER_HASH:
+        return None
+    return driver._read_sha256file(layer)
+
+
+def block_hashes(driver, layer):
+    """The layer's sha256file hashes, or None when they cannot be used.
+
+    Only a faster way to check objects (see :func:`objects.check_stored`
+    and :class:`objects.BlockCheck`): without them, their MD5 is
+    checked.  None for a sha256file too large to hold
+    (:func:`load_sha256file`), or one that cannot be read.
+    """
     try:
-        # A record's size may be missing or short (a backup found in a
-        # repository, sized by its objects' ends): the stored size of
-        # the document decides too, where the store can tell it.
-        stored = _stored_size(driver, layer)
-        if stored is not None and stored > (MAX_BLOCK_HASHES *
-                                            MAX_BYTES_PER_HASH):
-            return None
-        return driver._read_sha256file(layer).sha256s
+        sha = load_sha256file(driver, layer)
     except (exception.CorruptBackup, exception.ObjectNotFound) as e:
         LOG.warning('The sha256file of backup %(id)s cannot be used to '
                     'check its objects (%(error)s); checking their MD5.',
                     {'id': layer['id'], 'error': e})
         return None
+    return sha.sha256s if sha is not None else None
 
 
-def planned(driver, layers, volume_is_new):
+def planned(driver, layers, volume_is_new, known_hashes=None):
     """``(backup, metadata, object, sealed, block hashes)`` to check.
 
     ``layers`` are ``(backup, metadata)`` from the full backup up.  A
     generator: a layer's sha256file is read when its first plain object
     comes up and dropped when the next layer starts, so one layer's
     hashes are held at a time (and slices of them by the batches still
-    being checked).
+    being checked).  ``known_hashes``: backup id -> its sha256file's
+    hashes, already read (not read again).
     """
+    known_hashes = known_hashes or {}
     verify = driver.settings.verify_checksums and not volume_is_new
     block = driver.sha_block_size_bytes
     for layer, meta in layers:
@@ -158,7 +169,8 @@ def planned(driver, layers, volume_is_new):
             hashes = None
             if not sealed:
                 if sha256s is None:
-                    sha256s = block_hashes(driver, layer) or []
+                    sha256s = (known_hashes.get(layer['id']) or
+                               block_hashes(driver, layer) or [])
                 hashes = objects.object_block_hashes(obj, sha256s, block)
             yield layer, meta, obj, sealed, hashes
 
@@ -216,7 +228,8 @@ def check_batch(driver, batch):
             for layer, meta, obj, sealed, hashes in batch]
 
 
-def check_chain(driver, layers, volume_is_new, on_progress=None):
+def check_chain(driver, layers, volume_is_new, on_progress=None,
+                known_hashes=None):
     """Check the objects of ``layers`` (full backup first); see module doc.
 
     Returns ``{object name: Checked}``, empty when there is nothing to
@@ -224,9 +237,10 @@ def check_chain(driver, layers, volume_is_new, on_progress=None):
     at least every ``STATUS_EVERY`` objects (the restore re-reads the
     requested backup's status there, and may raise to cancel).  The
     first damaged object, in restore order, is the error raised; the
-    checks already running are waited for.
+    checks already running are waited for.  ``known_hashes``: see
+    :func:`planned`.
     """
-    todo = planned(driver, layers, volume_is_new)
+    todo = planned(driver, layers, volume_is_new, known_hashes)
     first = next(todo, None)
     if first is None:
         return {}

@@ -69,6 +69,7 @@ class Plan:
     #: ``(backup, metadata)`` from the full backup up, each metadata
     #: holding the objects to restore only.
     layers: list
+    backup_id: str
     #: Object name -> mask (one byte per hash block of the object; 1:
     #: write it).
     masks: dict
@@ -76,6 +77,18 @@ class Plan:
     block: int
     blocks: int = 0
     differing: int = 0
+    #: The restored backup's sha256file hashes, for the check pass to use
+    #: rather than read the document again (:meth:`take_hashes`).
+    sha256s: list = None
+
+    def take_hashes(self):
+        """``{backup id: hashes}`` for the check pass; dropped from here.
+
+        The write pass does not need them, and they are the largest
+        thing a restore holds (about 4 MB per GiB of volume).
+        """
+        hashes, self.sha256s = self.sha256s, None
+        return {self.backup_id: hashes} if hashes else {}
 
     def writer(self, obj, write):
         """``write(volume_file, offset, data)`` limited to ``obj``'s mask.
@@ -162,7 +175,8 @@ def _plan(driver, backup, layers, source, on_progress):
                     'object.', {'id': backup['id'], 'error': e})
         return None
     result = Plan(layers=[], masks={}, block=block, blocks=len(expected),
-                  differing=todo.count(1))
+                  differing=todo.count(1), sha256s=expected,
+                  backup_id=backup['id'])
     kept_layers = []
     # The topmost layer covering a block is the one whose data a restore
     # leaves there: claims go from the requested backup down.
@@ -194,20 +208,21 @@ def _unreadable(source, end):
     if not source.direct:
         return ('it is not read through a descriptor of its own (an RBD '
                 'image handle, a pipe or a wrapper)')
-    if source.start != 0 or source.size is None or source.size < end:
+    if source.start != 0:
+        return 'it is not handed over at its first byte'
+    if source.size is None or source.size < end:
         return 'it is smaller than the backup'
     return None
 
 
 def _expected_hashes(driver, backup, end):
     """``(hashes, block size, None)`` or ``(None, None, why)``."""
-    block = driver.sha_block_size_bytes
-    if -(-end // max(1, block)) > restore_check.MAX_BLOCK_HASHES:
-        return None, None, 'the volume has too many hash blocks to compare'
     try:
-        sha = driver._read_sha256file(backup)
+        sha = restore_check.load_sha256file(driver, backup)
     except (exception.CorruptBackup, exception.ObjectNotFound) as e:
         return None, None, 'its sha256file cannot be used (%s)' % e
+    if sha is None:
+        return None, None, 'the volume has too many hash blocks to compare'
     block = sha.chunk_size
     if not block or block <= 0:
         return None, None, 'its sha256file has no block size'

@@ -121,6 +121,19 @@ class RestoreChangedBlocksTestCase(chains.ChainMixin, base.DriverTestCase):
         self.assertTrue(self.checked_names())
         self.assertFalse(full & set(self.checked_names()))
 
+    def test_rollback_reads_each_sha256file_once(self):
+        # The comparison's hashes serve the check pass too.
+        chain, data = self.make_chain()
+        original = self.volume_of(chain['base'], len(data))
+        driver = self.driver
+        read = self.useFixture(fixtures.MockPatchObject(
+            driver, '_read_sha256file',
+            wraps=driver._read_sha256file)).mock
+        self.restore_over(chain['newest'], self.existing_volume(original))
+        ids = [c.args[0]['id'] for c in read.call_args_list]
+        self.assertEqual(1, ids.count(chain['newest'].id))
+        self.assertEqual(len(ids), len(set(ids)))
+
     @ddt.data(*[(algo, existing) for algo in ('none', 'zlib', 'zstd')
                 for existing in ('zeros', 'random', 'restored', 'scattered',
                                  'last-blocks')])
@@ -266,3 +279,16 @@ class EncryptedRestoreChangedBlocksTestCase(RestoreChangedBlocksTestCase,
     The sha256file is sealed: the comparison opens it with the backup's
     key, and the objects it leaves out are not even authenticated.
     """
+
+    def test_rollback_reads_each_sha256file_once(self):
+        # The check pass only authenticates sealed objects, so the write
+        # pass checks their decrypted data by the block hashes, which it
+        # reads again: the comparison and the check pass share one read.
+        chain, data = self.make_chain()
+        original = self.volume_of(chain['base'], len(data))
+        read = self.useFixture(fixtures.MockPatchObject(
+            self.driver, '_read_sha256file',
+            wraps=self.driver._read_sha256file)).mock
+        self.restore_over(chain['newest'], self.existing_volume(original))
+        ids = [c.args[0]['id'] for c in read.call_args_list]
+        self.assertEqual(2, ids.count(chain['newest'].id))
