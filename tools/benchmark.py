@@ -382,14 +382,18 @@ def summarise(runs, phases):
 
 def print_rates(report):
     meta = report['meta']
+    # Runs saved before the write rate was measured again kept one try.
+    tries = ('the best of 3 before and %d after the phases'
+             % len(report['write_after']) if 'write_after' in report
+             else 'one try')
     print('\nStage rates on this machine, this run (%d cores; %.1f%% of the '
           'volume is zero MiB or holes, %.1f%% zero 32 KiB hash blocks; '
-          'one native thread of the unpatched '
-          'orchestrator, so the same for either mode; write + fsync in the '
-          'work dir, on %s):' % (meta['cores'], meta['zero_fraction'] * 100,
-                                 meta.get('zero_block_fraction',
-                                          meta['zero_fraction']) * 100,
-                                 (meta.get('place') or meta['location_kind'])))
+          'one native thread of the unpatched orchestrator, so the same '
+          'for either mode; write + fsync of a new 256 MiB file in the '
+          'work dir, on %s, %s):'
+          % (meta['cores'], meta['zero_fraction'] * 100,
+             meta.get('zero_block_fraction', meta['zero_fraction']) * 100,
+             meta.get('place') or meta['location_kind'], tries))
     together = report.get('together') or {}
     if together:
         print('  (and on %d threads at once, in all: what the cores do '
@@ -769,7 +773,7 @@ def bench(args, backend, server):
                     runs[impl].append(runner.run(mode, impl, config))
             table[config] = {impl: summarise(runs[impl], args.phases)
                              for impl in runs}
-    measure_together_again(report, args.volume)
+    measure_together_again(report, args.volume, args.workdir)
     report['targets'] = benchmark_targets.evaluate(report)
     return report
 

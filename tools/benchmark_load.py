@@ -360,7 +360,8 @@ def bench(args, backend, server):
                 for impl in impls:
                     table[impl][str(count)] = runner.run(mode, impl, config,
                                                          count)
-    benchmark_stages.measure_together_again(report, volumes[0])
+    benchmark_stages.measure_together_again(report, volumes[0],
+                                            args.workdir)
     report['targets'] = benchmark_targets.evaluate_load(report)
     return report
 

@@ -62,12 +62,15 @@ ENCRYPTION_TARGET_CODECS = ('zstd',)
 
 # -- the bounds ---------------------------------------------------------------
 
-def _volume_and_changes_seconds(meta, rates, together, zeros, codec):
-    """Seconds to hash the volume and code and MD5 its changed bytes.
+def _volume_and_changes_seconds(meta, rates, together, zeros, codec,
+                                restoring=False):
+    """Seconds to hash the volume and code and check its changed bytes.
 
     A zero test for the ``zeros`` share of hash blocks, SHA-256 for the
     others; ``codec`` (a stage rate's name, or None) and MD5 for the
-    changed bytes; each stage at its rate on all cores at once.
+    changed bytes (a backup records it); each stage at its rate on all
+    cores at once.  ``restoring``: the changed bytes are checked by the
+    cheaper of MD5 and SHA-256 (either record proves them).
     """
     together = together or {}
 
@@ -78,8 +81,11 @@ def _volume_and_changes_seconds(meta, rates, together, zeros, codec):
     size, changed = meta['volume_bytes'], meta.get('changed_bytes', 0)
     seconds = size * (zeros * seconds_per_byte('zero test') +
                       (1 - zeros) * seconds_per_byte('sha256'))
+    check = seconds_per_byte('md5')
+    if restoring:
+        check = min(check, seconds_per_byte('sha256'))
     return seconds + changed * ((seconds_per_byte(codec) if codec in rates
-                                 else 0) + seconds_per_byte('md5'))
+                                 else 0) + check)
 
 
 def incremental_bound(meta, rates, algo, files=None, count=1,
@@ -115,13 +121,13 @@ def changed_blocks_bound(meta, rates, algo, together=None):
     As ours restores over an existing volume
     (``restore_changed_blocks_only``): the volume is read and hashed
     (a zero test for its zero hash blocks, SHA-256 for the others), the
-    changed bytes are decoded and their MD5 checked, and written with an
-    fsync.  Nothing is written before every object needed is proved, so
-    the three add up rather than overlap.
+    changed bytes are decoded and checked (the cheaper of MD5 and
+    SHA-256), and written with an fsync.  Nothing is written before every
+    object needed is proved, so the three add up rather than overlap.
     """
     zeros = meta.get('zero_block_fraction', meta['zero_fraction'])
     seconds = _volume_and_changes_seconds(meta, rates, together, zeros,
-                                          DECODER.get(algo))
+                                          DECODER.get(algo), restoring=True)
     changed = meta.get('changed_bytes', 0)
     seconds += changed / rates[WRITE_RATE]
     return (meta['volume_bytes'] / seconds / 1e6,
@@ -337,10 +343,11 @@ def bound_notes(report, files_lines):
     notes = [
         'Stage bounds, rates above, %s: CPU stages = zero test of '
         'the zero hash blocks (%.0f%%) + SHA-256 of the rest%s; restores '
-        'onto a new volume: decoder + MD5 of the data, and write + fsync '
-        '(%.0f MB/s) of the data; over an existing one (ours writes the '
+        'onto a new volume: decoder + check of the data (the cheaper of '
+        'MD5 and SHA-256), and write + fsync (%.0f MB/s, the best new '
+        'file) of the data; over an existing one (ours writes the '
         'changed blocks only): the zero test and SHA-256 of the volume, '
-        'then decoder, MD5 and write + fsync of the changed bytes, one '
+        'then decoder, check and write + fsync of the changed bytes, one '
         'after the other.' % (
             together, 100 * meta.get('zero_block_fraction',
                                      meta['zero_fraction']),
