@@ -274,6 +274,9 @@ class Runner(object):
                      os.path.join(os.path.dirname(records), 'keys.json')]
         if parent:
             argv += ['--parent', parent]
+        if impl == 'ours':
+            for option in self.args.ours_option:
+                argv += ['--option', option]
         return run_process(PHASE_SCRIPT, argv, self.args, self.backend,
                            self.server, '%s %s %s %s' % (mode, impl, config,
                                                          phase))
@@ -431,6 +434,8 @@ def print_table(report, mode):
              meta['scenario_label'],
              'median of %d runs' % meta['repeat'] if meta['repeat'] > 1
              else 'one run'))
+    if meta.get('ours_options'):
+        print('Ours with options: %s.' % ', '.join(meta['ours_options']))
     impls = [i for i in IMPLS if i in meta['impls']]
     both = len(impls) == 2
     head = '%-11s %-17s' % ('config', 'phase')
@@ -629,6 +634,12 @@ def add_run_options(parser):
                              'machine.')
     parser.add_argument('--json', metavar='FILE',
                         help='Also save the results as JSON to FILE.')
+    parser.add_argument('--ours-option', action='append', default=[],
+                        metavar='GROUP.NAME=VALUE',
+                        help='Set an option of ours in every phase (as '
+                             'cinder.conf would; repeatable), e.g. '
+                             'chunked_backup.restore_spool_dir=/var/tmp. '
+                             'Upstream runs with its defaults.')
     parser.add_argument('--keep', action='store_true',
                         help='Keep the work directory (volumes, '
                              'repositories, records) and write the '
@@ -749,6 +760,7 @@ def bench(args, backend, server):
             'impls': impls,
             'configs': args.configs, 'phases': args.phases,
             'command': ' '.join(['tools/benchmark.py'] + sys.argv[1:]),
+            'ours_options': args.ours_option,
             'date': datetime.datetime.now(datetime.timezone.utc).strftime(
                 '%Y-%m-%d %H:%M UTC'),
         },

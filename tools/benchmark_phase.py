@@ -66,6 +66,8 @@ def parse_args(argv):
                              'are in this file, not under a password.')
     parser.add_argument('--concurrency', choices=('eventlet', 'threading'),
                         default='eventlet')
+    parser.add_argument('--option', action='append', default=[],
+                        help='GROUP.NAME=VALUE: an option of ours to set.')
     return parser.parse_args(argv)
 
 
@@ -187,6 +189,10 @@ def driver_builder(args, backend, location, book, size_gib):
         from castellan import options as castellan_options
         castellan_options.set_defaults(conf, backend=benchmark_keys.BACKEND)
     backend.configure(conf, location, args.chunk_size)
+    for option in getattr(args, 'option', None) or ():
+        key, _eq, value = option.partition('=')
+        group, _dot, name = key.rpartition('.')
+        conf.set_override(name, value, group=group or None)
     patched = []
 
     def build():
