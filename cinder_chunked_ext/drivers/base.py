@@ -16,11 +16,15 @@ Concrete drivers are the engine plus a store plus their options: this
 class maps the engine's upstream-shaped storage methods onto the store.
 """
 
+import contextlib
+
 from oslo_log import log as logging
 
 from cinder_chunked_ext.engine import driver as chunked
 from cinder_chunked_ext.engine import prefixes
+from cinder_chunked_ext.engine import settings
 from cinder_chunked_ext import exception
+from cinder_chunked_ext.store import read_spool
 from cinder_chunked_ext.store import sealed
 
 LOG = logging.getLogger(__name__)
@@ -61,14 +65,70 @@ class StoreBackedDriver(chunked.ChunkedBackupDriver):
 
         One per driver (so one per operation, made on first use): each
         draws its salts' random part once (a system call, and a round
-        trip of the GIL on a worker thread), not once per object.
+        trip of the GIL on a worker thread), not once per object.  While
+        a restore holds a read spool, it reads through it.
         """
+        spool = self.__dict__.get('_read_spool')
+        inner = self.store if spool is None else spool.wrap(self.store)
         current = self.__dict__.get('_sealed_store')
-        if (current is None or current.inner is not self.store or
+        if (current is None or current.inner is not inner or
                 current.keyring is not self.keyring):
-            current = sealed.SealedStore(self.store, self.keyring)
+            current = sealed.SealedStore(inner, self.keyring)
             self.__dict__['_sealed_store'] = current
         return current
+
+    @contextlib.contextmanager
+    def restore_spool(self):
+        """The read spool of one restore, when restore_spool_dir is set.
+
+        See :mod:`cinder_chunked_ext.store.read_spool`.  A directory that
+        cannot be used is a warning, and the restore goes on without.
+        """
+        parent = self.settings.restore_spool_dir
+        if not parent:
+            yield None
+            return
+        try:
+            read_spool.check_directory(parent)
+            spool = read_spool.ReadSpool(
+                parent, self.settings.restore_spool_max_mib * read_spool.MiB)
+        except (OSError, ValueError) as e:
+            LOG.warning('restore_spool_dir cannot be used (%s): this '
+                        'restore reads every object it checks twice.', e)
+            yield None
+            return
+        if spool.stale_removed:
+            LOG.info('Removed %(count)d restore spool(s) left in %(dir)s '
+                     'by processes that no longer run: %(names)s.',
+                     {'count': len(spool.stale_removed), 'dir': parent,
+                      'names': ', '.join(spool.stale_removed)})
+        self.__dict__['_read_spool'] = spool
+        try:
+            yield spool
+        finally:
+            self.__dict__.pop('_read_spool', None)
+            spool.close()
+            summary = spool.summary()
+            if summary:
+                LOG.info('Restore spool: %s.', summary)
+            if spool.write_errors:
+                LOG.warning('Restore spool: %(count)d object(s) could not '
+                            'be kept in %(dir)s (first error: %(error)s); '
+                            'they were fetched again.',
+                            {'count': spool.write_errors,
+                             'dir': spool.directory,
+                             'error': spool.first_error})
+
+    def check_restore_spool(self):
+        """Refuse a restore_spool_dir that is set and cannot be used."""
+        parent = settings.CONF[settings.PIPELINE_GROUP].restore_spool_dir
+        if not parent:
+            return
+        try:
+            read_spool.check_directory(parent)
+        except ValueError as e:
+            raise exception.InvalidConfigurationValue(
+                option='restore_spool_dir', value='%s (%s)' % (parent, e))
 
     def get_object_writer(self, container, object_name, extra_metadata=None):
         return self.sealed_store.open_writer(container, object_name,
@@ -97,6 +157,7 @@ class StoreBackedDriver(chunked.ChunkedBackupDriver):
         self.store.delete_object(container, object_name)
 
     def check_for_setup_error(self):
+        self.check_restore_spool()
         self.store.check()
 
     def delete_backup(self, backup):

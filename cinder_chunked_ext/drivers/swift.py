@@ -272,6 +272,7 @@ class SwiftBackupDriver(base.StoreBackedDriver):
         like upstream, only ``backup_swift_url``'s ``/info`` is asked
         for, when it is set.
         """
+        self.check_restore_spool()
         settings = self.store.settings
         if CONF.backup_swift_auth == 'single_user' or (
                 settings.describes_account and not settings.problem):

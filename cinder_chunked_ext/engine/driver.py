@@ -27,6 +27,7 @@ both write and read repository format 1.0.0, upstream's.
 """
 
 import abc
+import contextlib
 import datetime
 
 from oslo_log import log as logging
@@ -334,6 +335,15 @@ class ChunkedBackupDriver(cinder_compat.BackupDriver, metaclass=abc.ABCMeta):
         self._tune_malloc()
         restore_path.restore_chain(self, backup, volume_id, volume_file,
                                    volume_is_new)
+
+    def restore_spool(self):
+        """A context holding the restore's read spool, or None.
+
+        By default none: every object the check pass reads is read
+        again by the write pass (see
+        :mod:`cinder_chunked_ext.store.read_spool`).
+        """
+        return contextlib.nullcontext()
 
     def _restore_function(self, backup, metadata):
         method = self.DRIVER_VERSION_MAPPING.get(metadata.version)

@@ -83,8 +83,17 @@ def restore_chain(driver, backup, volume_id, volume_file, volume_is_new):
     """Restore ``backup`` (and the chain below it) to ``volume_file``.
 
     Raises BackupRestoreCancel when the backup's status changes away
-    from ``restoring``.
+    from ``restoring``.  With the driver's read spool (see
+    :mod:`cinder_chunked_ext.store.read_spool`), the objects the check
+    pass reads are read from its copies by the write pass.
     """
+    with driver.restore_spool() as spool:
+        _restore_chain(driver, backup, volume_id, volume_file,
+                       volume_is_new, spool)
+
+
+def _restore_chain(driver, backup, volume_id, volume_file, volume_is_new,
+                   spool):
     LOG.info('Restoring backup %(id)s to %(new)s volume %(volume)s.',
              {'id': backup['id'], 'volume': volume_id,
               'new': 'new' if volume_is_new else 'existing'})
@@ -109,6 +118,9 @@ def restore_chain(driver, backup, volume_id, volume_file, volume_is_new):
         on_progress=lambda: check_status(backup, volume_id),
         known_hashes=known_hashes)
     known_hashes = None     # held no longer than the check pass
+    if spool is not None:
+        # The write pass reads each copy once, and copies nothing more.
+        spool.stop_recording()
     restored = []
     for layer, layer_meta in layers:
         is_base = not layer.parent_id

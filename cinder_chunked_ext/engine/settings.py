@@ -19,6 +19,7 @@ the engine's modules read (never the global configuration per chunk).
 """
 
 import dataclasses
+import typing
 
 from oslo_config import cfg
 
@@ -122,6 +123,28 @@ pipeline_opts = [
                      'changed since. Volumes read through something other '
                      'than a file or block device of their own (an RBD '
                      'image handle) are written in full, as with False.'),
+    cfg.StrOpt('restore_spool_dir',
+               help='A local directory where a restore keeps a copy of the '
+                    'stored bytes of each object its check pass reads '
+                    '(over an existing volume, and for any encrypted '
+                    'backup), so that its write pass reads the copy '
+                    'instead of fetching the object again: one GET per '
+                    'object from S3 or Swift instead of two. The write '
+                    'pass proves the copy again as it reads it (CRC-32 or '
+                    'AES-GCM), so a copy changed on the local disk is '
+                    'refused, never written to the volume. Each restore '
+                    'makes a directory of its own under this one (mode '
+                    '0700) and removes it when it ends. Unset (the '
+                    'default): no copy, every object is read twice. On '
+                    'POSIX and NFS the second read comes from the page '
+                    'cache or the share: leave it unset there.'),
+    cfg.IntOpt('restore_spool_max_mib',
+               default=10240,
+               min=1,
+               help='Most MiB that the restores of this process keep in '
+                    'restore_spool_dir at once, all of them together. An '
+                    'object that would pass it is not kept, and is '
+                    'fetched again by the write pass.'),
     cfg.IntOpt('full_backup_object_bytes',
                default=16 * MiB,
                min=0,
@@ -199,6 +222,8 @@ class EngineSettings:
     malloc_mmap_threshold: int = 0
     encryption: str = encryption.NONE
     restore_changed_blocks_only: bool = True
+    restore_spool_dir: typing.Optional[str] = None
+    restore_spool_max_mib: int = 10240
 
     @classmethod
     def from_conf(cls, conf=CONF):
@@ -219,4 +244,6 @@ class EngineSettings:
             malloc_mmap_threshold=group.malloc_mmap_threshold,
             encryption=group.encryption.lower(),
             restore_changed_blocks_only=group.restore_changed_blocks_only,
+            restore_spool_dir=group.restore_spool_dir or None,
+            restore_spool_max_mib=group.restore_spool_max_mib,
         )

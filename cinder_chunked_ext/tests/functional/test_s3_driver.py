@@ -35,6 +35,7 @@ from cinder_chunked_ext import exception
 from cinder_chunked_ext.store import s3 as s3_store
 from cinder_chunked_ext.store import s3_objects
 from cinder_chunked_ext.tests import fakes
+from cinder_chunked_ext.tests.functional import spool_checks
 from cinder_chunked_ext.tests import s3_server
 
 CONF = cfg.CONF
@@ -115,7 +116,9 @@ class S3DriverTestCase(testtools.TestCase):
                 if not k.endswith(('_metadata', '_sha256file'))]
 
 
-class BackupRestoreTestCase(S3DriverTestCase):
+class BackupRestoreTestCase(spool_checks.ReadOnceMixin, S3DriverTestCase):
+
+    store_class = s3_store.S3Store
 
     def test_full_and_incremental_chain_restores_every_point(self):
         data1 = (random_blocks(6) + bytes(4 * BLOCK) + random_blocks(3)

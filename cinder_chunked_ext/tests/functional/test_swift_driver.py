@@ -46,6 +46,7 @@ from cinder_chunked_ext.store import swift_errors
 from cinder_chunked_ext.store import swift_objects
 from cinder_chunked_ext.tests import fakes
 from cinder_chunked_ext.tests import fault_proxy
+from cinder_chunked_ext.tests.functional import spool_checks
 from cinder_chunked_ext.tests import swift_server
 
 CONF = cfg.CONF
@@ -143,7 +144,9 @@ class SwiftDriverTestCase(testtools.TestCase):
                 if not n.endswith(('_metadata', '_sha256file'))]
 
 
-class BackupRestoreTestCase(SwiftDriverTestCase):
+class BackupRestoreTestCase(spool_checks.ReadOnceMixin, SwiftDriverTestCase):
+
+    store_class = swift_store.SwiftStore
 
     def test_full_and_incremental_chain_restores_every_point(self):
         data1 = (random_blocks(6) + bytes(4 * BLOCK) + random_blocks(3)

@@ -98,6 +98,8 @@ class LiveTestCase(testtools.TestCase):
         self.secrets = []
         self.volumes = []
         self.addCleanup(self._delete_volumes)
+        # Set by spool_options: where cinder-backup keeps its copies.
+        self.spool_dir = None
 
     # -- helpers -------------------------------------------------------------
 
@@ -150,7 +152,28 @@ class LiveTestCase(testtools.TestCase):
         differing, blocks = (int(n) for n in found.groups())
         self.assertGreater(differing, 0)
         self.assertLess(differing, blocks)
-        return {'differing_blocks': differing, 'hash_blocks': blocks}
+        figures = {'differing_blocks': differing, 'hash_blocks': blocks}
+        if self.spool_dir is not None:
+            figures.update(self.spooled(text))
+        return figures
+
+    def spool_options(self):
+        """cinder-backup options of a read spool in a directory of its own."""
+        self.spool_dir = os.path.join(self.cluster.run_dir, 'restore-spool')
+        os.makedirs(self.spool_dir, exist_ok=True)
+        return {'chunked_backup/restore_spool_dir': self.spool_dir}
+
+    def spooled(self, text):
+        """What the restore logged of its spool; it must have used it."""
+        found = re.search(r'Restore spool: (\d+) object\(s\) .*?, (\d+) '
+                          r'of them read from there', text)
+        self.assertIsNotNone(found, 'cinder-backup did not use its read '
+                                    'spool: %s' % text[-2000:])
+        kept, read_back = (int(n) for n in found.groups())
+        self.assertGreater(read_back, 0)
+        self.assertLessEqual(read_back, kept)
+        self.assertEqual([], os.listdir(self.spool_dir))
+        return {'spooled_objects': kept, 'read_from_spool': read_back}
 
     def assertLogClean(self, scenario):
         problems = harness.LogReader.problems(self.backup_log.read_new(),
@@ -349,6 +372,8 @@ class S3TestCase(LiveTestCase):
                    'backup_s3_store_secret_key': server.secret_key,
                    'backup_s3_store_bucket': bucket,
                    'backup_s3_object_size': harness.OBJECT_SIZE}
+        # Restores over a volume fetch each object they need once.
+        options.update(self.spool_options())
         self.run_scenarios('s3', options, harness.S3Store(server, bucket))
 
 
@@ -371,6 +396,7 @@ class SwiftTestCase(LiveTestCase):
                    'backup_swift_user': server.user,
                    'backup_swift_key': server.key,
                    'backup_swift_object_size': harness.OBJECT_SIZE}
+        options.update(self.spool_options())
         self.run_scenarios('swift', options, harness.SwiftStore(server))
 
 
