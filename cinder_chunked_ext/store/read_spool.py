@@ -335,9 +335,11 @@ class _RecordingReader(base.ObjectReader):
 
     def close(self):
         try:
-            if self._copying and self._fd is not None:
-                self._at_end()
-            return self._reader.close()
+            try:
+                if self._copying and self._fd is not None:
+                    self._at_end()
+            finally:
+                self._reader.close()
         finally:
             if self._copying and self._fd is not None:
                 os.close(self._fd)

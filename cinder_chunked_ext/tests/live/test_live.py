@@ -145,17 +145,22 @@ class LiveTestCase(testtools.TestCase):
         """
         text = self.backup_log.read_new()
         self.assertEqual([], harness.LogReader.problems(text, self.secrets))
-        found = re.search(r'over the existing volume: (\d+) of (\d+) hash '
-                          r'blocks differ', text)
-        self.assertIsNotNone(found, 'cinder-backup did not compare the '
-                                    'volume: %s' % text[-2000:])
-        differing, blocks = (int(n) for n in found.groups())
+        differing, blocks = self.logged_numbers(
+            r'over the existing volume: (\d+) of (\d+) hash blocks differ',
+            text, 'did not compare the volume')
         self.assertGreater(differing, 0)
         self.assertLess(differing, blocks)
         figures = {'differing_blocks': differing, 'hash_blocks': blocks}
         if self.spool_dir is not None:
             figures.update(self.spooled(text))
         return figures
+
+    def logged_numbers(self, pattern, text, missing):
+        """The numbers ``pattern``'s groups found in cinder-backup's log."""
+        found = re.search(pattern, text)
+        self.assertIsNotNone(found, 'cinder-backup %s: %s'
+                             % (missing, text[-2000:]))
+        return [int(n) for n in found.groups()]
 
     def spool_options(self):
         """cinder-backup options of a read spool in a directory of its own."""
@@ -165,11 +170,9 @@ class LiveTestCase(testtools.TestCase):
 
     def spooled(self, text):
         """What the restore logged of its spool; it must have used it."""
-        found = re.search(r'Restore spool: (\d+) object\(s\) .*?, (\d+) '
-                          r'of them read from there', text)
-        self.assertIsNotNone(found, 'cinder-backup did not use its read '
-                                    'spool: %s' % text[-2000:])
-        kept, read_back = (int(n) for n in found.groups())
+        kept, read_back = self.logged_numbers(
+            r'Restore spool: (\d+) object\(s\) .*?, (\d+) of them read '
+            r'from there', text, 'did not use its read spool')
         self.assertGreater(read_back, 0)
         self.assertLessEqual(read_back, kept)
         self.assertEqual([], os.listdir(self.spool_dir))

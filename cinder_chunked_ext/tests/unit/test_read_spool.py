@@ -28,9 +28,11 @@ import subprocess
 import sys
 
 import fixtures
+import testtools
 
 from cinder_chunked_ext.engine import settings as chunked
 from cinder_chunked_ext import exception
+from cinder_chunked_ext.store import memory
 from cinder_chunked_ext.store import posix
 from cinder_chunked_ext.store import read_spool
 from cinder_chunked_ext.tests.unit import test_chunked_backup as base
@@ -78,6 +80,13 @@ class SpoolMixin(object):
         target = base.VolumeFile(io.BytesIO(fill * size))
         self.restore(backup, target, volume_is_new, driver)
         return target.getvalue()
+
+    def restore_logged(self, chain, data, driver):
+        """Restore the chain over a used volume; return the log (INFO)."""
+        log = self.useFixture(fixtures.FakeLogger(level='INFO'))
+        self.assertEqual(data, self.restore_over(chain['newest'], len(data),
+                                                 driver=driver))
+        return log.output
 
     def assert_spool_gone(self):
         self.assertEqual([], os.listdir(self.spool_dir))
@@ -129,12 +138,10 @@ class PlainSpoolTestCase(SpoolMixin, checks.ChainMixin, base.DriverTestCase):
         # Another restore of the process holds nearly all of it.
         self.budget.used = read_spool.MiB - 10
         reads = self.count_store_reads()
-        log = self.useFixture(fixtures.FakeLogger(level='INFO'))
-        self.assertEqual(data, self.restore_over(chain['newest'], len(data),
-                                                 driver=driver))
+        output = self.restore_logged(chain, data, driver)
         self.assertIn(2, set(reads.values()))
-        self.assertIn('beyond restore_spool_max_mib (1 MiB', log.output)
-        self.assertIn('Restore spool: 0 object(s)', log.output)
+        self.assertIn('beyond restore_spool_max_mib (1 MiB', output)
+        self.assertIn('Restore spool: 0 object(s)', output)
         self.assertEqual(read_spool.MiB - 10, self.budget.used)
         self.assertEqual([], os.listdir(self.spool_dir))
 
@@ -149,12 +156,10 @@ class PlainSpoolTestCase(SpoolMixin, checks.ChainMixin, base.DriverTestCase):
 
         self.useFixture(fixtures.MockPatchObject(read_spool.os, 'write',
                                                  no_space))
-        log = self.useFixture(fixtures.FakeLogger(level='INFO'))
-        self.assertEqual(data, self.restore_over(chain['newest'], len(data),
-                                                 driver=driver))
+        output = self.restore_logged(chain, data, driver)
         self.assertIn(2, set(reads.values()))
-        self.assertIn('could not be kept', log.output)
-        self.assertIn('ENOSPC', log.output)
+        self.assertIn('could not be kept', output)
+        self.assertIn('ENOSPC', output)
         self.assert_spool_gone()
 
     def test_copy_changed_on_local_disk_refused_naming_object(self):
@@ -272,3 +277,57 @@ class EncryptedSpoolTestCase(SpoolMixin, checks.ChainMixin,
             if plain.strip(b'\0'):
                 self.assertFalse(any(plain in copy for copy in seen))
         self.assert_spool_gone()
+
+
+class CopiesTestCase(testtools.TestCase):
+    """What a copy is kept for: the whole object, read to its end."""
+
+    def setUp(self):
+        super().setUp()
+        self.parent = self.useFixture(fixtures.TempDir()).path
+        self.budget = read_spool.Budget()
+        self.spool = read_spool.ReadSpool(self.parent, read_spool.MiB,
+                                          budget=self.budget)
+        self.addCleanup(self.spool.close)
+        self.inner = memory.MemoryStore()
+        self.inner.put_container('c')
+        with self.inner.open_writer('c', 'b-00001') as writer:
+            writer.write(b'x' * 5000)
+        self.store = self.spool.wrap(self.inner)
+
+    def read(self, *sizes):
+        with self.store.open_reader('c', 'b-00001') as reader:
+            return b''.join(reader.read(size) for size in sizes)
+
+    def test_read_to_the_last_byte_kept_and_read_back_once(self):
+        # A decoder stops at its stream's end without the empty read.
+        self.assertEqual(b'x' * 5000, self.read(4000, 1000))
+        self.assertEqual(1, self.spool.spooled)
+        self.assertEqual(5000, self.budget.used)
+        self.spool.stop_recording()
+        inner_reads = self.useFixture(fixtures.MockPatchObject(
+            self.inner, 'open_reader', wraps=self.inner.open_reader)).mock
+        self.assertEqual(b'x' * 5000, self.read(-1))
+        self.assertEqual(0, inner_reads.call_count)
+        self.assertEqual((1, 0), (self.spool.served, self.budget.used))
+        self.assertEqual(b'x' * 5000, self.read(-1))
+        self.assertEqual(1, inner_reads.call_count)
+
+    def test_partly_read_not_kept_budget_given_back(self):
+        self.assertEqual(b'x' * 4000, self.read(4000))
+        self.assertEqual((0, 0), (self.spool.spooled, self.budget.used))
+        self.assertEqual([], os.listdir(self.spool.directory))
+
+    def test_documents_never_copied(self):
+        with self.inner.open_writer('c', 'b_metadata') as writer:
+            writer.write(b'{}')
+        with self.store.open_reader('c', 'b_metadata') as reader:
+            self.assertEqual(b'{}', reader.read())
+        self.assertEqual(0, self.spool.spooled)
+
+    def test_close_removes_copies_and_gives_budget_back(self):
+        self.read(-1)
+        self.assertEqual(5000, self.budget.used)
+        self.spool.close()
+        self.assertEqual(0, self.budget.used)
+        self.assertFalse(os.path.exists(self.spool.directory))
