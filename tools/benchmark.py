@@ -84,6 +84,7 @@ from benchmark_stages import measure_together_again  # noqa: E402
 from benchmark_stages import pipeline_bounds  # noqa: E402
 from benchmark_stages import place  # noqa: E402
 from benchmark_stages import stage_rates  # noqa: E402
+from benchmark_stages import write_tries_line  # noqa: E402
 from benchmark_stages import zero_fraction  # noqa: E402
 import benchmark_targets  # noqa: E402
 
@@ -407,6 +408,9 @@ def print_rates(report):
             line += '   %d at once: %6.0f MB/s (%.2fx one)' % (
                 meta['cores'], together[name] / 1e6, together[name] / rate)
         print(line)
+    tries = write_tries_line(report)
+    if tries:
+        print('  ' + tries)
     if together:
         print('The cores are worth %.2f of one thread here (median of the '
               'stages above; each stage measured on all cores before and '
@@ -740,7 +744,8 @@ def bench(args, backend, server):
     zeros = zero_fraction(args.volume)
     zero_blocks = zero_fraction(args.volume, HASH_BLOCK)
     changed_zero_blocks = zero_fraction(args.changed, HASH_BLOCK)
-    rates, together = stage_rates(args.volume, args.workdir, cores)
+    rates, together, write_tries = stage_rates(args.volume, args.workdir,
+                                               cores)
     location = backend.describe(server, args.workdir)
     impls = runnable_impls(args.impls, backend)
     report = {
@@ -765,6 +770,7 @@ def bench(args, backend, server):
                 '%Y-%m-%d %H:%M UTC'),
         },
         'rates': rates,
+        'write_before': write_tries,
         'together': together,
         'bounds': pipeline_bounds(rates, zeros, cores, together,
                                   zero_blocks),

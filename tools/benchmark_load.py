@@ -315,8 +315,8 @@ def bench(args, backend, server):
     zeros = benchmark_stages.zero_fraction(volumes[0])
     zero_blocks = benchmark_stages.zero_fraction(volumes[0],
                                                  benchmark_stages.HASH_BLOCK)
-    rates, together = benchmark_stages.stage_rates(volumes[0],
-                                                   args.workdir, cores)
+    rates, together, write_tries = benchmark_stages.stage_rates(
+        volumes[0], args.workdir, cores)
     location = backend.describe(server, args.workdir)
     impls = benchmark.runnable_impls(args.impls, backend)
     report = {
@@ -343,6 +343,7 @@ def bench(args, backend, server):
                 '%Y-%m-%d %H:%M UTC'),
         },
         'rates': rates,
+        'write_before': write_tries,
         'together': together,
         'bounds': benchmark_stages.pipeline_bounds(rates, zeros, cores,
                                                    together, zero_blocks),

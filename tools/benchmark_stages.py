@@ -196,9 +196,10 @@ def _parallel_rate(func, data, threads, repeat):
 
 
 def stage_rates(volume, workdir, cores=1):
-    """``(rates, together)``: bytes/s of each stage, in ``workdir``.
+    """``(rates, together, write tries)``: bytes/s, in ``workdir``.
 
-    ``rates``: each stage on one native thread, and write + fsync.
+    ``rates``: each stage on one native thread, and write + fsync (the
+    best of the tries, each of which is in ``write tries``).
     ``together``: each CPU stage on ``cores`` threads at once, in all
     (empty for one core).  The codecs run on the volume's non-zero data
     and, for the incremental's changed blocks, on random data as well.
@@ -206,8 +207,23 @@ def stage_rates(volume, workdir, cores=1):
     stages = _stage_functions(volume)
     rates = {name: _rate(func, data, repeat)
              for name, (func, data, repeat) in stages.items()}
-    rates[WRITE_RATE] = max(disk_write_rates(workdir))
-    return rates, _together_rates(stages, cores)
+    tries = disk_write_rates(workdir)
+    rates[WRITE_RATE] = max(tries)
+    return rates, _together_rates(stages, cores), tries
+
+
+def write_tries_line(report):
+    """Every try of write + fsync, for the stage rates' block; or None."""
+    before, after = report.get('write_before'), report.get('write_after')
+    if not before:
+        return None
+    text = ('write + fsync tries: %s MB/s before the phases'
+            % ', '.join('%.0f' % (rate / 1e6) for rate in before))
+    if after:
+        text += ', %s after' % ', '.join('%.0f' % (rate / 1e6)
+                                         for rate in after)
+    return text + (' (the best is the bound; a phase that met the disk\'s '
+                   'slow regions ran below it)')
 
 
 def _together_rates(stages, cores):
