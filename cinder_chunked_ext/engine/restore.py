@@ -29,7 +29,9 @@
    volume, a check pass proves every object to restore before the first
    write (:mod:`~cinder_chunked_ext.engine.restore_check`): a damaged
    or tampered object anywhere in the chain leaves the volume
-   untouched.
+   untouched.  With the driver's read spool (``restore_spool_dir``),
+   the bytes it read are kept on local disk for the write pass, which
+   then fetches nothing twice (:mod:`~cinder_chunked_ext.store.read_spool`).
 4. It restores the layers from the full backup up, each through the
    driver's version-dispatched method (``_restore_v1`` for format
    1.0.0), which runs a :class:`LayerRestore`.
