@@ -447,9 +447,13 @@ class LayerRestore(object):
         return ()
 
     def _stream_decoded(self, lanes, obj, write):
-        """Decode ``obj`` on one lane, MD5 it on another, write on a third."""
+        """Decode ``obj`` on one lane, MD5 it on another, write on a third.
+
+        With ``write`` False, the object is only verified: nothing of it
+        reaches the volume.
+        """
         write_lane = lanes[2]
-        write = self._writer(obj)
+        write = self._writer(obj) if write else None
         writes = collections.deque()
         offset = obj.offset
         depth = self.op.lane_depth(self.driver.piece_bytes())

@@ -26,6 +26,7 @@ import zstandard
 
 from cinder_chunked_ext.engine import driver as chunked
 from cinder_chunked_ext.engine import restore as restore_path
+from cinder_chunked_ext.engine import restore_check
 from cinder_chunked_ext.engine import volume_io
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.tests import fakes
@@ -361,6 +362,26 @@ class VerifyRestoreTestCase(base.DriverTestCase):
         # before the damaged one is not written either.
         self.assertEqual([], target.writes)
         self.assertEqual(MARK * len(data), target.getvalue())
+
+    def test_streamed_verify_pass_writes_nothing_of_damaged_object(self):
+        # Without a check pass (none proved the objects), an object too
+        # large to hold is verified in a pass of its own, then written:
+        # the verifying pass must not write.
+        self._two_pass()
+        self.useFixture(fixtures.MockPatchObject(
+            restore_check, 'check_chain', return_value={}))
+        data = random_bytes(3 * CHUNK)
+        backup = self.make_backup(data)
+        name, fields = self._damage(backup, 1, self._flip(CHUNK // 2))
+        self.assertEqual(CHUNK, fields['offset'])
+        exc, target = self._restore_damaged(backup, len(data),
+                                            exception.ChecksumMismatch)
+        self.assertIn(name, str(exc))
+        self.assertEqual(MARK * (2 * CHUNK), target.getvalue()[CHUNK:])
+        # The object before it was verified, then written; nothing else.
+        self.assertEqual(data[:CHUNK], target.getvalue()[:CHUNK])
+        self.assertEqual(CHUNK, max(offset + length
+                                    for offset, length in target.writes))
 
     def test_restore_verification_disabled_damaged_data_written(self):
         driver = self.make_driver()
