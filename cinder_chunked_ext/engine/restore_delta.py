@@ -243,9 +243,12 @@ def _differing_blocks(driver, source, expected, block, end, on_progress):
     piece = max(1, driver.piece_bytes() // block) * block
     todo = bytearray(len(expected))
     with budget.for_settings(driver.settings).operation() as op:
-        window = concurrency.OrderedWindow(
-            op.cpu, lambda: max(1, min(2 * op.workers,
-                                       op.share() // (2 * piece))))
+        def depth():
+            return max(1, min(2 * op.workers, op.share() // (2 * piece)))
+
+        window = concurrency.OrderedWindow(op.cpu, depth)
+        # The pieces are read into buffers used again, as backups do.
+        buffers = pipeline.ReadBuffers(piece, keep=depth)
         since = PROGRESS_EVERY
         try:
             for start in range(0, end, piece):
@@ -257,8 +260,8 @@ def _differing_blocks(driver, source, expected, block, end, on_progress):
                 since += 1
                 first = start // block
                 size = min(piece, end - start)
-                window.submit(None, _compare, source, start, size, block,
-                              expected[first:first + -(-size // block)])
+                window.submit(None, _compare, source, buffers, start, size,
+                              block, expected[first:first + -(-size // block)])
             while len(window):
                 _mark(todo, *window.pop()[1])
         except BaseException:
@@ -271,9 +274,10 @@ def _mark(todo, first, differs):
     todo[first:first + len(differs)] = differs
 
 
-def _compare(source, start, size, block, expected):
+def _compare(source, buffers, start, size, block, expected):
     """``(first block, mask)`` of one piece of the volume (a worker's job)."""
-    data, zero = source.load_piece(start, size)
-    hashes = pipeline.block_hashes(data, block,
-                                   zero or pipeline.is_zero(data))
+    with buffers.lent(size) as buffer:
+        data, zero = source.load_piece(start, size, buffer)
+        hashes = pipeline.block_hashes(data, block,
+                                       zero or pipeline.is_zero(data))
     return start // block, bytes(h != e for h, e in zip(hashes, expected))

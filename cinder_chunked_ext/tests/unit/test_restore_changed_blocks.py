@@ -134,6 +134,26 @@ class RestoreChangedBlocksTestCase(chains.ChainMixin, base.DriverTestCase):
         self.assertEqual(1, ids.count(chain['newest'].id))
         self.assertEqual(len(ids), len(set(ids)))
 
+    def test_volume_read_into_buffers_used_again(self):
+        # Pieces of the volume are read into the buffers of a pool, as
+        # backups read them, not into a new one each.
+        chain, data = self.make_chain()
+        original = self.volume_of(chain['base'], len(data))
+        buffers = []
+        real = volume_io.VolumeSource.load_piece
+
+        def load_piece(source, offset, size, buffer=None):
+            buffers.append(buffer)
+            return real(source, offset, size, buffer)
+
+        self.useFixture(fixtures.MockPatchObject(
+            volume_io.VolumeSource, 'load_piece', load_piece))
+        self.assertEqual(data, self.restore_over(
+            chain['newest'], self.existing_volume(original)))
+        pieces = [b for b in buffers if b is not None]
+        self.assertGreater(len(pieces), 2)
+        self.assertLess(len({id(b) for b in pieces}), len(pieces))
+
     @ddt.data(*[(algo, existing) for algo in ('none', 'zlib', 'zstd')
                 for existing in ('zeros', 'random', 'restored', 'scattered',
                                  'last-blocks')])
