@@ -147,12 +147,12 @@ class ReadSpool(object):
         self._lock = locks.native_lock()
         self._numbers = itertools.count()
         self._entries = {}      # (container, name) -> (path, size)
-        self._wrapped = {}      # id(store) -> SpooledStore
+        self._wrapper = None    # the SpooledStore of ``wrap``
         self.recording = True
         self.closed = False
         # Counts, for the restore's log line.
         self.spooled = self.spooled_bytes = 0
-        self.served = self.served_bytes = 0
+        self.served = 0
         self.over_budget = 0
         self.write_errors = 0
         self.first_error = None
@@ -160,13 +160,11 @@ class ReadSpool(object):
     # -- the store's side --------------------------------------------------
 
     def wrap(self, store):
-        """``store`` reading through this spool (one wrapper per store)."""
-        with self._lock:
-            wrapper = self._wrapped.get(id(store))
-            if wrapper is None or wrapper.inner is not store:
-                wrapper = SpooledStore(store, self)
-                self._wrapped[id(store)] = wrapper
-            return wrapper
+        """``store`` reading through this spool (made once per store)."""
+        wrapper = self._wrapper
+        if wrapper is None or wrapper.inner is not store:
+            wrapper = self._wrapper = SpooledStore(store, self)
+        return wrapper
 
     def open_reader(self, store, container, name, extra_metadata=None):
         if not is_data_object(name):
@@ -226,10 +224,9 @@ class ReadSpool(object):
             self.spooled_bytes += size
             return True
 
-    def _served(self, size):
+    def _served(self):
         with self._lock:
             self.served += 1
-            self.served_bytes += size
 
     def _forget(self, path, size, key=None):
         """Drop a copy: its file, its bytes of the budget, its entry."""
@@ -365,7 +362,7 @@ class _CopyReader(base.ObjectReader):
     def close(self):
         self._file.close()
         if self._remove:
-            self._spool._served(self._size)
+            self._spool._served()
             self._spool._forget(self._path, self._size)
 
 
