@@ -86,6 +86,7 @@ from benchmark_stages import place  # noqa: E402
 from benchmark_stages import stage_rates  # noqa: E402
 from benchmark_stages import write_tries_line  # noqa: E402
 from benchmark_stages import zero_fraction  # noqa: E402
+from benchmark_stages import ZLIB_LIBRARY  # noqa: E402
 import benchmark_targets  # noqa: E402
 
 MiB = 1024 * 1024
@@ -411,6 +412,9 @@ def print_rates(report):
     tries = write_tries_line(report)
     if tries:
         print('  ' + tries)
+    if meta.get('zlib_library'):
+        print('  (zlib and inflate by %s, what ours uses; upstream uses '
+              "Python's own zlib)" % meta['zlib_library'])
     if together:
         print('The cores are worth %.2f of one thread here (median of the '
               'stages above; each stage measured on all cores before and '
@@ -766,6 +770,7 @@ def bench(args, backend, server):
             'configs': args.configs, 'phases': args.phases,
             'command': ' '.join(['tools/benchmark.py'] + sys.argv[1:]),
             'ours_options': args.ours_option,
+            'zlib_library': ZLIB_LIBRARY,
             'date': datetime.datetime.now(datetime.timezone.utc).strftime(
                 '%Y-%m-%d %H:%M UTC'),
         },

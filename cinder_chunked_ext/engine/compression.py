@@ -33,6 +33,13 @@ several cores at once while still producing what upstream's one-shot
 
 Decoding is streaming too, with the output of each step bounded, so a
 small object that inflates to gigabytes of zeros never sits in memory.
+
+zlib streams are made and read by zlib-ng's zlib-compatible module
+(the ``zlib-ng`` package) when it is installed, as it is with this
+package: the same format (any zlib reads what it writes, and it reads
+what any zlib wrote), inflated about three times as fast as by the
+system's zlib 1.2, with Adler-32 and CRC-32 on the CPU's vector units.
+Without it, Python's own ``zlib`` does the same work, slower.
 """
 
 import bz2
@@ -40,7 +47,11 @@ import collections
 import contextlib
 import functools
 import struct
-import zlib
+
+try:
+    from zlib_ng import zlib_ng as zlib
+except ImportError:  # pragma: no cover - a dependency of the package
+    import zlib
 
 from cinder_chunked_ext.engine import pipeline
 from cinder_chunked_ext import exception
@@ -63,6 +74,11 @@ CHOICES = [('none', 'Do not use compression'),
            ('bz2', 'Use Burrows-Wheeler transform compression'),
            ('bzip2', "Same as 'bz2'"),
            ('zstd', 'Use the Zstandard compression algorithm')]
+
+#: The library that makes and reads zlib streams, for logs and figures.
+ZLIB_LIBRARY = ('zlib-ng %s' % zlib.ZLIBNG_VERSION
+                if hasattr(zlib, 'ZLIBNG_VERSION')
+                else 'zlib %s' % zlib.ZLIB_RUNTIME_VERSION)
 
 _ZLIB_HEADER = b'\x78\x9c'  # deflate, 32 KiB window, default level
 
@@ -344,18 +360,27 @@ def compress(name, data):
 
 
 class _ZlibReader(object):
-    """``read(n)`` over a zlib stream, at most ``n`` bytes at a time."""
+    """``read(n)`` over a zlib stream, at most ``n`` bytes at a time.
+
+    With zlib-ng's ``_ZlibDecompressor`` (or Python 3.12's): it keeps the
+    input it has not consumed itself, and allocates each output of
+    ``n`` bytes once.  ``decompressobj`` copies that input into a new
+    ``unconsumed_tail`` on every call, and zlib-ng's one grows its output
+    by doubling reallocations, which leave freed memory in the
+    allocator's per-thread arenas (a restore's RSS grew by 130 MB).
+    """
 
     def __init__(self, source, source_block):
         self._source = source
         self._block = source_block
-        self._dec = zlib.decompressobj()
+        self._dec = _zlib_decompressor()
         self._source_done = False
 
     def read(self, n):
-        while not self._dec.eof:
-            data = self._dec.unconsumed_tail
-            if not data:
+        dec = self._dec
+        while not dec.eof:
+            data = b''
+            if dec.needs_input:
                 if self._source_done:
                     break
                 data = self._source.read(self._block)
@@ -363,13 +388,40 @@ class _ZlibReader(object):
                     self._source_done = True
                     break
             try:
-                out = self._dec.decompress(data, n)
+                out = dec.decompress(data, n)
             except zlib.error as e:
                 raise ValueError('zlib: %s' % e)
             if out:
                 return out
+            if not data and not dec.needs_input:
+                break   # input held that makes nothing: cannot go on
         # End of stream, or a truncated one: the caller checks the length.
         return b''
+
+
+class _StdlibZlibDecompressor(object):
+    """``_ZlibDecompressor``'s interface over ``decompressobj``."""
+
+    def __init__(self):
+        self._dec = zlib.decompressobj()
+
+    @property
+    def eof(self):
+        return self._dec.eof
+
+    @property
+    def needs_input(self):
+        return not self._dec.unconsumed_tail
+
+    def decompress(self, data, max_length):
+        return self._dec.decompress(data or self._dec.unconsumed_tail,
+                                    max_length)
+
+
+def _zlib_decompressor():
+    if hasattr(zlib, '_ZlibDecompressor'):
+        return zlib._ZlibDecompressor()
+    return _StdlibZlibDecompressor()  # pragma: no cover - without zlib-ng
 
 
 class _Bz2Reader(object):

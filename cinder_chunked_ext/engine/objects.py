@@ -23,7 +23,6 @@ problem; the standalone tool's verify reports every problem it finds.
 import collections
 import hashlib
 import io
-import zlib
 
 from cinder_chunked_ext.engine import budget
 from cinder_chunked_ext.engine import compression
@@ -105,7 +104,7 @@ class CrcReader(object):
 
     def read(self, size=-1):
         data = self._reader.read(size)
-        self.crc = zlib.crc32(data, self.crc)
+        self.crc = compression.zlib.crc32(data, self.crc)
         return data
 
 

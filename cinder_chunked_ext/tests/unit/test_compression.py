@@ -203,6 +203,46 @@ class DecodingReaderTestCase(testtools.TestCase):
                                 bytes(stored))
         self.assertIn('zlib', str(exc))
 
+    @ddt.data((1, 1), (7, 3), (4096, 1), (1, 65536), (300, 100000),
+              (65536, 4096))
+    @ddt.unpack
+    def test_decoding_reader_zlib_every_read_and_block_size(self, n,
+                                                            source_block):
+        # Reads cut anywhere (in the header, mid-match, with input held
+        # by the decompressor), by both decompressors: zlib-ng's and the
+        # one over Python's own zlib.
+        data = _sample(30000) + bytes(70000) + os.urandom(3000)
+        stored = zlib.compress(data)
+        for backend in ('default', 'stdlib'):
+            if backend == 'stdlib':
+                self.useFixture(fixtures.MonkeyPatch(
+                    'cinder_chunked_ext.engine.compression.zlib', zlib))
+            self.assertEqual(data, _decode_all('zlib', stored, n=n,
+                                               source_block=source_block),
+                             backend)
+
+    def test_decoding_reader_zlib_stdlib_truncated_and_garbage(self):
+        self.useFixture(fixtures.MonkeyPatch(
+            'cinder_chunked_ext.engine.compression.zlib', zlib))
+        data = _sample(50000)
+        stored = zlib.compress(data)
+        self.assertEqual(data[:1000], _decode_all('zlib', stored, n=1000,
+                                                  source_block=100)[:1000])
+        self.assertLess(len(_decode_all('zlib', stored[:len(stored) // 2])),
+                        len(data))
+        self.assertRaises(ValueError, _decode_all, 'zlib',
+                          b'\x78\x9cgarbage' * 10)
+
+    def test_zlib_ng_makes_and_reads_zlib_streams(self):
+        # A dependency of the package: restores inflate three times as
+        # fast with it.  What it writes, Python's own zlib (upstream's)
+        # reads.
+        self.assertTrue(compression.ZLIB_LIBRARY.startswith('zlib-ng '),
+                        compression.ZLIB_LIBRARY)
+        data = _sample() + os.urandom(5000)
+        self.assertEqual(data, zlib.decompress(
+            _encode_in_pieces('zlib', data, 32768)))
+
     def test_decoding_reader_bz2_concatenated_streams_read(self):
         data = b''.join(bz2.compress(_sample(10000, seed=s))
                         for s in range(3))
