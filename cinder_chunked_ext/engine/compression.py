@@ -421,7 +421,7 @@ class _StdlibZlibDecompressor(object):
 def _zlib_decompressor():
     if hasattr(zlib, '_ZlibDecompressor'):
         return zlib._ZlibDecompressor()
-    return _StdlibZlibDecompressor()  # pragma: no cover - without zlib-ng
+    return _StdlibZlibDecompressor()
 
 
 class _Bz2Reader(object):
