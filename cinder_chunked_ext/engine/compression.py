@@ -35,11 +35,12 @@ Decoding is streaming too, with the output of each step bounded, so a
 small object that inflates to gigabytes of zeros never sits in memory.
 
 zlib streams are made and read by zlib-ng's zlib-compatible module
-(the ``zlib-ng`` package) when it is installed, as it is with this
-package: the same format (any zlib reads what it writes, and it reads
-what any zlib wrote), inflated about three times as fast as by the
-system's zlib 1.2, with Adler-32 and CRC-32 on the CPU's vector units.
-Without it, Python's own ``zlib`` does the same work, slower.
+(the ``zlib-ng`` package) when it is installed, as the package's
+requirements install it on x86_64 and aarch64 (the platforms it has
+wheels for): the same format (any zlib reads what it writes, and it
+reads what any zlib wrote), inflated about three times as fast as by
+the system's zlib 1.2, with Adler-32 and CRC-32 on the CPU's vector
+units.  Without it, Python's own ``zlib`` does the same work, slower.
 """
 
 import bz2
@@ -47,11 +48,12 @@ import collections
 import contextlib
 import functools
 import struct
+import zlib as python_zlib
 
 try:
     from zlib_ng import zlib_ng as zlib
-except ImportError:  # pragma: no cover - a dependency of the package
-    import zlib
+except ImportError:  # pragma: no cover - where it has no wheel
+    zlib = python_zlib
 
 from cinder_chunked_ext.engine import pipeline
 from cinder_chunked_ext import exception
@@ -389,7 +391,7 @@ class _ZlibReader(object):
                     break
             try:
                 out = dec.decompress(data, n)
-            except zlib.error as e:
+            except (zlib.error, python_zlib.error) as e:
                 raise ValueError('zlib: %s' % e)
             if out:
                 return out
@@ -400,10 +402,14 @@ class _ZlibReader(object):
 
 
 class _StdlibZlibDecompressor(object):
-    """``_ZlibDecompressor``'s interface over ``decompressobj``."""
+    """``_ZlibDecompressor``'s interface over Python's ``decompressobj``.
+
+    Python's own: its output grows by blocks joined once, where
+    zlib-ng's (a release without ``_ZlibDecompressor``) reallocates.
+    """
 
     def __init__(self):
-        self._dec = zlib.decompressobj()
+        self._dec = python_zlib.decompressobj()
 
     @property
     def eof(self):
