@@ -339,6 +339,7 @@ def bench(args, backend, server):
             'volume_bytes': args.volume_mib * MiB,
             'changed_bytes': getattr(args, 'changed_bytes', 0),
             'command': ' '.join(['tools/benchmark_load.py'] + sys.argv[1:]),
+            'zlib_library': benchmark_stages.ZLIB_LIBRARY,
             'date': datetime.datetime.now(datetime.timezone.utc).strftime(
                 '%Y-%m-%d %H:%M UTC'),
         },

@@ -22,7 +22,6 @@ from oslo_log import log as logging
 
 from cinder_chunked_ext.engine import driver as chunked
 from cinder_chunked_ext.engine import prefixes
-from cinder_chunked_ext.engine import settings
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.store import read_spool
 from cinder_chunked_ext.store import sealed
@@ -121,7 +120,7 @@ class StoreBackedDriver(chunked.ChunkedBackupDriver):
 
     def check_restore_spool(self):
         """Refuse a restore_spool_dir that is set and cannot be used."""
-        parent = settings.CONF[settings.PIPELINE_GROUP].restore_spool_dir
+        parent = self.settings.restore_spool_dir
         if not parent:
             return
         try:

@@ -77,7 +77,7 @@ CHOICES = [('none', 'Do not use compression'),
            ('bzip2', "Same as 'bz2'"),
            ('zstd', 'Use the Zstandard compression algorithm')]
 
-#: The library that makes and reads zlib streams, for logs and figures.
+#: The library that makes and reads zlib streams (the benchmark says it).
 ZLIB_LIBRARY = ('zlib-ng %s' % zlib.ZLIBNG_VERSION
                 if hasattr(zlib, 'ZLIBNG_VERSION')
                 else 'zlib %s' % zlib.ZLIB_RUNTIME_VERSION)

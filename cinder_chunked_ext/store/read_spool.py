@@ -48,6 +48,7 @@ import tempfile
 
 from cinder_chunked_ext import locks
 from cinder_chunked_ext.store import base
+from cinder_chunked_ext.store import sealed
 
 #: Directories of spools are named ``<prefix><pid>-<random>``.
 DIR_PREFIX = 'cinder-chunked-restore-'
@@ -114,9 +115,7 @@ def remove_stale(parent):
 
 def is_data_object(name):
     """True for a name ending in ``-<number>``: a backup's data object."""
-    _head, dash, number = name.rpartition('-')
-    return bool(dash) and len(number) >= 5 and number.isascii() and (
-        number.isdigit())
+    return sealed.is_data_object(name.rpartition('-')[0], name)
 
 
 def check_directory(path):
