@@ -22,6 +22,7 @@ from oslo_log import log as logging
 
 from cinder_chunked_ext.engine import driver as chunked
 from cinder_chunked_ext.engine import prefixes
+from cinder_chunked_ext.engine import settings
 from cinder_chunked_ext import exception
 from cinder_chunked_ext.store import read_spool
 from cinder_chunked_ext.store import sealed
@@ -120,7 +121,9 @@ class StoreBackedDriver(chunked.ChunkedBackupDriver):
 
     def check_restore_spool(self):
         """Refuse a restore_spool_dir that is set and cannot be used."""
-        parent = self.settings.restore_spool_dir
+        # From the configuration, not self.settings: Swift's setup check
+        # also runs on a driver made without the engine's __init__.
+        parent = settings.CONF[settings.PIPELINE_GROUP].restore_spool_dir
         if not parent:
             return
         try:
